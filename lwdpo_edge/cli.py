@@ -68,6 +68,18 @@ def data_validate(
     raise typer.Exit(0 if report.ok else 1)
 
 
+@data_app.command(
+    "synth",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def data_synth(ctx: typer.Context):
+    """Sample N candidates per prompt from a model and score them with the built-in raters (--help for options)."""
+    from lwdpo_edge.synth import main as synth_main
+
+    synth_main(ctx.args, prog="lwdpo-edge data synth")
+
+
 @app.command()
 def generate(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `lwdpo-edge train`.")],

@@ -92,7 +92,8 @@ def parse_lambda_header(text: str, objectives: Sequence[str] | None = None) -> d
     """Read the lambda header at the start of `text` (a system message) back into a dict.
 
     Raises LambdaError when `text` does not start with a header, or when a pair is malformed.
-    With `objectives`, names are checked and the result is put in that order.
+    With `objectives`, names are checked and the result is put in that order. The result is
+    normalised and quantised to hundredths, like everything `format_lambda_header` writes.
     """
     first_line = text.lstrip().split("\n", 1)[0].strip()
     if not first_line.startswith(HEADER_MARKER):
@@ -106,7 +107,8 @@ def parse_lambda_header(text: str, objectives: Sequence[str] | None = None) -> d
         lam[match.group(1)] = float(match.group(2))
     if not lam:
         raise LambdaError("lambda header has no objective=value items")
-    return normalize_lambda(lam, objectives) if objectives is not None else normalize_lambda(lam, list(lam))
+    # Quantise: a header holds hundredths, and float division must not turn 0.58 into 0.5800000000000001.
+    return quantize_lambda(lam, objectives if objectives is not None else list(lam))
 
 
 def split_lambda_header(system_text: str) -> tuple[dict[str, float] | None, str]:

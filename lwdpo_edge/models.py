@@ -72,7 +72,10 @@ def default_gguf() -> Path:
 
 
 def resolve_model(spec: str | Path) -> Path:
-    """Turn "default", a .gguf file or a local HF folder into a local HF folder (see module docstring)."""
+    """Turn "default", a .gguf file or a local HF folder into a local HF folder (see module docstring).
+
+    The word "default" always means the packaged model; a local folder of that name is "./default".
+    """
     if str(spec) == "default":
         return _converted_gguf(default_gguf(), name=DEFAULT_MODEL_NAME)
     path = Path(spec).expanduser()
@@ -168,15 +171,19 @@ def _one_line(err: BaseException) -> str:
 def _gguf_architecture(gguf_path: Path) -> str:
     """general.architecture of a GGUF file; a clear ModelError when the file cannot be parsed."""
     try:
-        try:  # transformers' own metadata reader takes milliseconds; gguf-py's parses every vocab entry
-            from transformers.integrations.gguf import read_gguf_metadata
-        except ImportError:
-            from gguf import GGUFReader
-
-            return str(GGUFReader(gguf_path).fields["general.architecture"].contents())
-        return str(read_gguf_metadata(str(gguf_path))[0]["general.architecture"])
+        return _read_gguf_architecture(gguf_path)
     except Exception as err:  # damaged files fail in many ways (UnicodeDecodeError, struct.error, KeyError...)
         raise ModelError(f"{gguf_path} is not a readable GGUF file (corrupt or truncated?): {_one_line(err)}") from err
+
+
+def _read_gguf_architecture(gguf_path: Path) -> str:
+    try:  # transformers' own metadata reader takes milliseconds
+        from transformers.integrations.gguf import read_gguf_metadata
+    except ImportError:  # older transformers 5.x: gguf-py's reader, seconds (it parses every vocab entry)
+        from gguf import GGUFReader
+
+        return str(GGUFReader(gguf_path).fields["general.architecture"].contents())
+    return str(read_gguf_metadata(str(gguf_path))[0]["general.architecture"])
 
 
 def _load_gguf_model(gguf_path: Path, arch: str):
@@ -233,7 +240,7 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
         with _transformers_gguf_support(progress):
             model = _load_gguf_model(gguf_path, arch)  # first: a non-causal GGUF fails before the slow tokenizer
             tokenizer = load_gguf_tokenizer(gguf_path)
-        progress.update(status, description=f"writing {out_dir.name}")
+        progress.update(status, description=f"writing {gguf_path.stem} as safetensors")
         _unflag_quantized(model)
         _ensure_pad_token(tokenizer, model)
         model.save_pretrained(out_dir)
@@ -314,18 +321,22 @@ def load_policy(
     if qlora:
         from peft import prepare_model_for_kbit_training
 
-        # Freezes the base, upcasts norms to fp32 and turns on checkpointing. use_reentrant=False needs
-        # no input-requires-grad hook and works with frozen embeddings.
-        base = prepare_model_for_kbit_training(
-            base,
-            use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-    elif gradient_checkpointing:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Freezes the base and upcasts norms to fp32; checkpointing is switched on below, for both paths.
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    if gradient_checkpointing:
+        _enable_checkpointing(base)
     policy = _attach_adapter(base, lora, adapter_dir)
     disable_bnb_cpu_repack(policy)  # again after peft wrapped the layers: cheap, and certain
     return policy
+
+
+def _enable_checkpointing(model) -> None:
+    # Non-reentrant checkpointing needs no input-requires-grad hook, so it works with frozen embeddings.
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _load_base(model_dir: Path, *, qlora: bool, device: torch.device):
@@ -339,7 +350,7 @@ def _load_base(model_dir: Path, *, qlora: bool, device: torch.device):
         quantization = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
-            # bf16 matmuls on GPU; on CPU fp32 is the reliable (and, without AMX, not slower) choice
+            # bf16 compute on GPU (the QLoRA recipe); fp32 on CPU, the precision the CPU pipeline uses
             bnb_4bit_compute_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
             bnb_4bit_use_double_quant=True,
         )
@@ -393,6 +404,7 @@ def disable_bnb_cpu_repack(model) -> int:
     count = 0
     for name, module in model.named_modules():
         if isinstance(module, bnb.nn.Linear4bit):
+            # Without AVX512-BF16 bnb already set this False (and CUDA inputs never read it): harmless there.
             module.support_avx512bf16_for_cpu = False
             if getattr(module.weight.quant_state, "packing_format_for_cpu", False):
                 raise ModelError(

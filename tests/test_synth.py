@@ -116,7 +116,7 @@ FAST_RATERS = {"conciseness": ConcisenessRater(), "readability": ReadabilityRate
 
 
 def _run(tmp_path, monkeypatch, generator, limit):
-    monkeypatch.setattr(synth, "make_generator", lambda config: (generator, "fake", "fake"))
+    monkeypatch.setattr(synth, "make_generator", lambda config: generator)
     config = SynthConfig(output=str(tmp_path / "data.jsonl"), limit=limit, n_candidates=4)
     return run_synth(config, raters=FAST_RATERS)
 

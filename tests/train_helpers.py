@@ -42,7 +42,7 @@ def tiny_config(model_dir: Path, data: Path, output: Path, **overrides):
         model=str(model_dir), data=str(data), output_dir=str(output), max_steps=4, save_steps=2,
         per_device_train_batch_size=2, learning_rate=5e-3, warmup_steps=0, lr_scheduler_type="constant",
         logging_steps=1, seed=7, lora_r=4, lora_alpha=8, max_response_tokens=32, use_cpu=True,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
     )
     settings.update(overrides)
     return LambdaDPOConfig(**settings)

@@ -86,13 +86,14 @@ class LambdaDPOConfig(TrainingArguments):
     logging_steps: float = field(default=1, metadata=_help("Log (and write metrics.jsonl) every N steps."))
     save_steps: float = field(default=20, metadata=_help("Checkpoint every N steps."))
     save_total_limit: int | None = field(default=2, metadata=_help("Keep at most this many checkpoints."))
-    gradient_checkpointing: bool = field(default=True, metadata=_help("Recompute activations in backward to save memory."))
+    activation_checkpointing: bool = field(default=True, metadata=_help(
+        "Recompute activations in backward to save memory (gradient checkpointing)."))
     remove_unused_columns: bool = field(default=False, metadata=_help("Must stay False: records are tokenised per step."))
     disable_tqdm: bool = field(default=True, metadata=_help("HF's tqdm bar is replaced by lwdpo-edge's rich progress bar."))
 
     def __post_init__(self):
-        if self.gradient_checkpointing_kwargs is None:
-            self.gradient_checkpointing_kwargs = {"use_reentrant": False}
+        if self.activation_checkpointing_kwargs is None:
+            self.activation_checkpointing_kwargs = {"use_reentrant": False}
         super().__post_init__()
         if self.beta <= 0:
             raise ValueError(f"--beta must be > 0, got {self.beta}")

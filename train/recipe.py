@@ -80,7 +80,7 @@ def setup(config: LambdaDPOConfig):
     lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
                         target_modules=config.lora_target_modules if config.lora_target_modules == "all-linear"
                         else config.lora_target_modules.split(","))
-    model = load_policy(model_dir, qlora=config.qlora, lora=lora, gradient_checkpointing=config.gradient_checkpointing)
+    model = load_policy(model_dir, qlora=config.qlora, lora=lora, gradient_checkpointing=config.activation_checkpointing)
     sampler = build_sampler(config.lambda_scheduler, objectives, config.lambda_alpha, config.lambda_vertex_prob, config.fixed_lambda)
     trainer = LambdaDPOTrainer(
         model=model, args=checkpoint_args(config), train_dataset=ListDataset(records), processing_class=tokenizer,
