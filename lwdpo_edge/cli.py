@@ -45,11 +45,11 @@ def train(ctx: typer.Context):
     from lwdpo_edge.data.schema import DataError
     from lwdpo_edge.lambdas import LambdaError
     from lwdpo_edge.models import ModelError
-    from lwdpo_edge.train.recipe import run_training
+    from lwdpo_edge.train.recipe import TrainSetupError, run_training
 
     try:
         run_dir = run_training(config)
-    except (DataError, ModelError, LambdaError, RunFolderError) as err:
+    except (DataError, ModelError, LambdaError, RunFolderError, TrainSetupError) as err:
         fail(str(err))
     console.print(f"[green]done:[/] adapter and lwdpo.json in {run_dir}")
 

@@ -80,5 +80,8 @@ def parse_train_args(argv: list[str] | None = None) -> LambdaDPOConfig:
     if unknown:
         raise SystemExit(f"lwdpo-edge train: unknown option(s) in config: {', '.join(unknown)}")
     parser.set_defaults(**defaults)
-    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        (config,) = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:  # a check in LambdaDPOConfig / TrainingArguments: one line, no traceback
+        raise SystemExit(f"lwdpo-edge train: {err}") from None
     return config

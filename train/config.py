@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-SAMPLERS = ("dirichlet", "uniform", "fixed")
+SAMPLERS = ("dirichlet", "uniform", "fixed", "performance")
 SCORE_NORMALIZATIONS = ("zscore", "rank", "none")
 
 
@@ -60,7 +60,13 @@ class LambdaDPOConfig(TrainingArguments):
     condition_on_lambda: bool = field(default=True, metadata=_help(
         "Write the lambda header into the system prompt. --no-condition-on-lambda reproduces the paper's public code (lambda never reaches the model)."))
     lambda_scheduler: str = field(default="dirichlet", metadata=_help(
-        f"How lambda is drawn per example: {', '.join(SAMPLERS)} (uniform = uniform on the simplex).", choices=SAMPLERS))
+        f"How lambda is drawn per example: {', '.join(SAMPLERS)} (uniform = uniform on the simplex; "
+        "performance = the online scheduler that moves sampling mass to where held-out loss is high or falling).",
+        choices=SAMPLERS))
+    scheduler_every: int = field(default=20, metadata=_help(
+        "performance scheduler: re-measure held-out loss at each simplex anchor every N optimizer steps."))
+    scheduler_lists: int = field(default=6, metadata=_help(
+        "performance scheduler: how many held-out lists it measures (split 'heldout', else lists set aside from training)."))
     lambda_alpha: float = field(default=1.0, metadata=_help("Dirichlet concentration for the dirichlet sampler."))
     lambda_vertex_prob: float = field(default=0.3, metadata=_help(
         "Probability that the dirichlet scheduler returns a vertex (one objective only) instead."))

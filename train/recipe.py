@@ -24,9 +24,13 @@ from lwdpo_edge.models import LoraSettings, load_policy, load_tokenizer, resolve
 from lwdpo_edge.train.callbacks import MetricsJsonlCallback, RichProgressCallback
 from lwdpo_edge.train.config import LambdaDPOConfig
 from lwdpo_edge.train.lambda_sampling import build_sampler
-from lwdpo_edge.train.trainer import LambdaDPOTrainer
+from lwdpo_edge.train.trainer import LambdaDPOTrainer, load_scheduler_state
 
 HELDOUT_SPLIT = "heldout"
+
+
+class TrainSetupError(ValueError):
+    """Data or settings that cannot make a training run (reported as one line by the CLI)."""
 
 
 class ListDataset(torch.utils.data.Dataset):
@@ -43,13 +47,29 @@ class ListDataset(torch.utils.data.Dataset):
 
 
 def load_training_data(config: LambdaDPOConfig):
-    """Records for training (held-out split removed) and the objective order. Errors before any model loads."""
+    """(training records, held-out records, objective order). Errors come before any model loads."""
     records = load_records(config.data, objectives=config.objective_list, skip_bad=config.skip_bad_rows)
     train = [r for r in records if r.meta.get("split") != HELDOUT_SPLIT]
+    heldout = [r for r in records if r.meta.get("split") == HELDOUT_SPLIT]
     if not train:
-        raise ValueError(f"{config.data}: no training records (all {len(records)} are in the held-out split)")
+        raise TrainSetupError(f"{config.data}: no training records (all {len(records)} are in the held-out split)")
     objectives = config.objective_list or objectives_of(train)
-    return train, objectives
+    return train, heldout, objectives
+
+
+def split_scheduler_lists(config: LambdaDPOConfig, train: list, heldout: list) -> tuple[list, list]:
+    """(training records, lists the performance scheduler measures).
+
+    Held-out lists when the data has them; otherwise the last `scheduler_lists` training lists are
+    set aside (and not trained on), so the scheduler never scores lists it fits.
+    """
+    if config.lambda_scheduler != "performance":
+        return train, []
+    if heldout:
+        return train, heldout[: config.scheduler_lists]
+    if len(train) <= config.scheduler_lists:
+        raise TrainSetupError(f"{config.data}: too few lists ({len(train)}) to set {config.scheduler_lists} aside for the scheduler")
+    return train[: -config.scheduler_lists], train[-config.scheduler_lists:]
 
 
 def checkpoint_args(config: LambdaDPOConfig) -> LambdaDPOConfig:
@@ -73,7 +93,12 @@ def setup(config: LambdaDPOConfig):
     if config.threads:
         torch.set_num_threads(config.threads)
     resume_from = check_run_folder(config)
-    records, objectives = load_training_data(config)
+    records, heldout, objectives = load_training_data(config)
+    records, measured_lists = split_scheduler_lists(config, records, heldout)
+    sampler = build_sampler(config.lambda_scheduler, objectives, config.lambda_alpha, config.lambda_vertex_prob,
+                            config.fixed_lambda, every=config.scheduler_every)
+    if resume_from is not None:
+        load_scheduler_state(sampler, resume_from)
     model_dir = resolve_model(config.model)
     tokenizer = load_tokenizer(model_dir)
     set_seed(config.seed)  # LoRA's random init happens before the Trainer seeds anything
@@ -81,10 +106,9 @@ def setup(config: LambdaDPOConfig):
                         target_modules=config.lora_target_modules if config.lora_target_modules == "all-linear"
                         else config.lora_target_modules.split(","))
     model = load_policy(model_dir, qlora=config.qlora, lora=lora, gradient_checkpointing=config.activation_checkpointing)
-    sampler = build_sampler(config.lambda_scheduler, objectives, config.lambda_alpha, config.lambda_vertex_prob, config.fixed_lambda)
     trainer = LambdaDPOTrainer(
         model=model, args=checkpoint_args(config), train_dataset=ListDataset(records), processing_class=tokenizer,
-        objectives=objectives, lambda_sampler=sampler,
+        objectives=objectives, lambda_sampler=sampler, scheduler_lists=measured_lists,
         callbacks=[RichProgressCallback(objectives), MetricsJsonlCallback(Path(config.output_dir) / METRICS_FILE)],
     )
     for noisy in (PrinterCallback, ProgressCallback):  # the rich bar replaces them
@@ -114,7 +138,7 @@ def save(trainer: LambdaDPOTrainer, config: LambdaDPOConfig, objectives, model_d
 
 _SUMMARY_FIELDS = {
     "model", "data", "objectives", "qlora", "lora_r", "lora_alpha", "beta", "tau", "score_normalization",
-    "condition_on_lambda", "lambda_scheduler", "lambda_alpha", "lambda_vertex_prob", "lambdas_per_prompt",
+    "condition_on_lambda", "lambda_scheduler", "scheduler_every", "lambda_alpha", "lambda_vertex_prob", "lambdas_per_prompt",
     "learning_rate", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
     "max_prompt_tokens", "max_response_tokens",
 }

@@ -10,16 +10,21 @@ for any Trainer. Each micro-batch:
 
 from __future__ import annotations
 
+import json
+import os
 from collections import defaultdict
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from lwdpo_edge.logprobs import sequence_logps
 from lwdpo_edge.objective import lambda_dpo_loss
 from lwdpo_edge.train.batching import ListwiseBatch, encode_listwise
 from lwdpo_edge.train.config import LambdaDPOConfig
-from lwdpo_edge.train.lambda_sampling import LambdaSampler, distinct_lambdas, step_rng
+from lwdpo_edge.train.lambda_sampling import LambdaSampler, PerformanceScheduler, distinct_lambdas, step_rng
+
+SCHEDULER_STATE_FILE = "lambda_scheduler.json"
 
 
 def collate_records(records):
@@ -28,13 +33,19 @@ def collate_records(records):
 
 
 class LambdaDPOTrainer(Trainer):
-    def __init__(self, *args, objectives: list[str], lambda_sampler: LambdaSampler, **kwargs):
+    def __init__(self, *args, objectives: list[str], lambda_sampler: LambdaSampler, scheduler_lists=(), **kwargs):
         kwargs.setdefault("data_collator", collate_records)
         super().__init__(*args, **kwargs)
         self.objectives = list(objectives)
         self.lambda_sampler = lambda_sampler
+        self.scheduler_lists = list(scheduler_lists)  # held-out lists the performance scheduler measures
+        self._scheduler_reference = {}  # anchor name -> (B, N) reference log-probs (never change)
         self._micro_step = (-1, 0)  # (global_step, index of the micro-batch within it)
         self._window = defaultdict(list)  # metrics since the last log
+        if isinstance(lambda_sampler, PerformanceScheduler):
+            if not self.scheduler_lists:
+                raise ValueError("the performance scheduler needs held-out lists to measure")
+            self.add_callback(_SchedulerUpdate(self))
 
     # ------------------------------------------------------------------ batch construction
     def _next_rng(self):
@@ -100,5 +111,62 @@ class LambdaDPOTrainer(Trainer):
             self._window.clear()
         super().log(logs, *args, **kwargs)
 
+    # ------------------------------------------------------------------ performance scheduler
+    @torch.no_grad()
+    def anchor_losses(self) -> list[float]:
+        """Held-out listwise loss of the current policy at each scheduler anchor (its update input)."""
+        model = self.accelerator.unwrap_model(self.model)
+        losses = []
+        for name, lam in self.lambda_sampler.anchors:
+            batch = encode_listwise(
+                self.scheduler_lists, [lam] * len(self.scheduler_lists), self.processing_class, self.objectives,
+                condition_on_lambda=self.args.condition_on_lambda, score_normalization=self.args.score_normalization,
+                max_prompt_tokens=self.args.max_prompt_tokens, max_response_tokens=self.args.max_response_tokens,
+            ).to(self.accelerator.device)
+            if name not in self._scheduler_reference:
+                with model.disable_adapter():
+                    self._scheduler_reference[name] = self.candidate_logps(model, batch)
+            loss, _ = lambda_dpo_loss(self.candidate_logps(model, batch), self._scheduler_reference[name],
+                                      batch.scores, batch.lam, beta=self.args.beta, tau=self.args.tau,
+                                      mask=batch.candidate_mask)
+            losses.append(loss.item())
+        return losses
+
+    def update_lambda_scheduler(self) -> None:
+        losses = self.anchor_losses()
+        self.lambda_sampler.update(losses)
+        for (name, _), loss, p in zip(self.lambda_sampler.anchors, losses, self.lambda_sampler.probabilities()):
+            self._window[f"scheduler/loss/{name}"].append(loss)
+            self._window[f"scheduler/p/{name}"].append(float(p))
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        folder = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.is_world_process_zero() and os.path.isdir(folder):
+            with open(os.path.join(folder, SCHEDULER_STATE_FILE), "w") as f:
+                json.dump(self.lambda_sampler.state_dict(), f)
+
     def floating_point_ops(self, inputs):
         return 0  # records are tokenised inside compute_loss; HF's token estimate would only warn
+
+
+def load_scheduler_state(sampler: LambdaSampler, checkpoint: str | os.PathLike) -> None:
+    """Restore the sampler's state saved in a checkpoint folder (no file: stateless sampler)."""
+    path = os.path.join(checkpoint, SCHEDULER_STATE_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            sampler.load_state_dict(json.load(f))
+
+
+class _SchedulerUpdate(TrainerCallback):
+    """Every `every` optimizer steps, feed the performance scheduler fresh held-out losses.
+
+    Runs on every rank (same lists, same model after DDP sync), so ranks keep identical states.
+    """
+
+    def __init__(self, trainer: LambdaDPOTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.trainer.lambda_sampler.every == 0:
+            self.trainer.update_lambda_scheduler()

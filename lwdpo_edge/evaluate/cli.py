@@ -1,0 +1,47 @@
+"""`lwdpo-edge eval RUN_DIR`: the typer command (registered in lwdpo_edge/cli.py as "eval").
+
+Heavy imports (torch, transformers) happen inside the function so `lwdpo-edge --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `lwdpo-edge train`.")],
+    data: Annotated[str, typer.Option(help="Held-out ranked lists: 'default' (the shipped dataset's held-out split) or a data file; rows with a 'split' contribute only split 'heldout'.")] = "default",
+    prompts: Annotated[Optional[str], typer.Option(help="Prompts to generate for: a .jsonl file (rows with 'prompt', held-out split if rows carry one) or a text file with one prompt per line. Default: the prompts of the held-out lists.")] = None,
+    n_prompts: Annotated[int, typer.Option(help="Generate for the first N prompts (issue 6 judges with >= 30).")] = 30,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest greedy answer in tokens.")] = 96,
+    output: Annotated[Optional[Path], typer.Option(help="Report folder (default RUN_DIR/eval); replaced atomically, an earlier report stays until the new one is complete.")] = None,
+    baseline: Annotated[bool, typer.Option(help="Also generate with the adapter disabled (the untrained base under the same headers). --no-baseline halves the generation time.")] = True,
+    grid: Annotated[str, typer.Option(help="Lambda points for generation: 'full' (vertices, edge midpoints, centre) or 'vertices' (vertices and centre).")] = "full",
+    batch_size: Annotated[int, typer.Option(help="Prompts generated together (left-padded batch).")] = 8,
+    max_lists: Annotated[Optional[int], typer.Option(help="Rank only the first N held-out lists (default: all).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's choice; 1 can be faster on a busy machine).")] = None,
+):
+    """Ranking accuracy on held-out lists, controllability under a lambda sweep, and the base-model baseline."""
+    from rich.console import Console
+
+    from lwdpo_edge.contract import RunFolderError
+    from lwdpo_edge.data.schema import DataError
+    from lwdpo_edge.lambdas import LambdaError
+    from lwdpo_edge.models import ModelError
+
+    from lwdpo_edge.evaluate.run import EvalConfig, EvalError, run_evaluation
+
+    config = EvalConfig(run_dir=run_dir, data=data, prompts=prompts, n_prompts=n_prompts, max_new_tokens=max_new_tokens,
+                        output=output, baseline=baseline, grid=grid, batch_size=batch_size, max_lists=max_lists,
+                        threads=threads)
+    try:
+        folder = run_evaluation(config)
+    except (DataError, RunFolderError, LambdaError, ModelError, EvalError) as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(2) from None
+    console = Console()
+    console.print(f"[green]done:[/] report.json, summary.md and plots in {folder}")
+    console.print((folder / "summary.md").read_text(encoding="utf-8"), highlight=False, markup=False)

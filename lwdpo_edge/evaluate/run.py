@@ -1,0 +1,211 @@
+"""The evaluation, top to bottom: check inputs, load once, rank, generate, judge, write.
+
+    lwdpo-edge eval runs/demo                    # held-out split of the default data, 30 prompts
+    run_evaluation(EvalConfig(run_dir="runs/demo", n_prompts=10))
+
+Every input is checked before the model loads (seconds, not minutes, to a clear error). One model
+serves everything: the run's adapter on the fp32 base is the policy, and the same weights with the
+adapter disabled are both the DPO reference and the untrained baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lwdpo_edge.contract import ADAPTER_DIR, RunFolderError, read_run_manifest
+from lwdpo_edge.evaluate.grid import lambda_grid, ranking_points
+from lwdpo_edge.evaluate.heldout import load_heldout_lists, load_prompt_file, prompts_from_lists, user_question
+from lwdpo_edge.evaluate.report import check_output_folder, write_report
+
+EVAL_VERSION = 1
+CONDITIONINGS = ("header", "none")  # what lwdpo.json may say and this eval can reproduce
+GRIDS = ("full", "vertices")
+
+
+class EvalError(ValueError):
+    """An evaluation option or output folder that cannot be used."""
+
+
+@dataclass
+class EvalConfig:
+    run_dir: Path
+    data: str = "default"
+    prompts: str | None = None  # None: the prompts of the held-out lists
+    n_prompts: int = 30
+    max_new_tokens: int = 96
+    output: Path | None = None  # None: RUN_DIR/eval
+    baseline: bool = True
+    grid: str = "full"
+    batch_size: int = 8
+    lists_per_batch: int = 2
+    max_lists: int | None = None
+    threads: int | None = None
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output) if self.output else Path(self.run_dir) / "eval"
+
+
+@dataclass
+class Inputs:
+    """Everything checked and loaded before the model: a bad input fails here."""
+
+    manifest: dict
+    objectives: list[str]
+    lists: list
+    prompts: list[list[dict[str, str]]]
+    prompt_source: str
+    raters: dict = field(default_factory=dict)  # rated objectives only, in run order
+
+
+def check_run(run_dir: Path) -> dict:
+    manifest = read_run_manifest(run_dir)
+    conditioning = manifest.get("conditioning", "header")
+    if conditioning not in CONDITIONINGS:
+        raise RunFolderError(f"{run_dir}: conditioning {conditioning!r} is not supported by this eval (knows {CONDITIONINGS})")
+    if not (Path(run_dir) / ADAPTER_DIR / "adapter_config.json").is_file():
+        raise RunFolderError(f"{run_dir}: no trained adapter ({ADAPTER_DIR}/adapter_config.json missing)")
+    return manifest
+
+
+def prepare(config: EvalConfig, raters: Mapping | None) -> Inputs:
+    if min(config.n_prompts, config.max_new_tokens, config.batch_size, config.lists_per_batch) < 1:
+        raise EvalError("--n-prompts, --max-new-tokens and --batch-size must be at least 1")
+    if config.grid not in GRIDS:
+        raise EvalError(f"--grid must be one of {GRIDS}, got {config.grid!r}")
+    manifest = check_run(config.run_dir)
+    objectives = list(manifest["objectives"])
+    lists = load_heldout_lists(config.data, objectives)[: config.max_lists]
+    if config.prompts is not None:
+        prompts, source = load_prompt_file(config.prompts), str(config.prompts)
+    else:
+        prompts, source = prompts_from_lists(lists), f"held-out lists of {config.data}"
+    try:
+        check_output_folder(config.output_dir)
+    except FileExistsError as err:
+        raise EvalError(str(err)) from None
+    if raters is None:
+        from lwdpo_edge.raters import default_raters
+
+        raters = default_raters()
+    rated = {name: raters[name] for name in objectives if name in raters}
+    return Inputs(manifest, objectives, lists, prompts[: config.n_prompts], source, rated)
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+
+
+def _advancer(progress, task) -> Callable[[int], None]:
+    return lambda n: progress.advance(task, n)
+
+
+# ----------------------------------------------------------------------------- phases
+
+
+def rank_heldout(model, tokenizer, inputs: Inputs, settings, config: EvalConfig, progress) -> dict:
+    """Ranking metrics of the run, the base model's log-prob and chance, per ranking point."""
+    from lwdpo_edge.evaluate.ranking import ranking_report, score_lists
+
+    points = ranking_points(inputs.objectives)
+    task = progress.add_task("ranking held-out lists", total=len(points) * len(inputs.lists))
+    scored = score_lists(model, tokenizer, inputs.lists, points, inputs.objectives, settings,
+                         config.lists_per_batch, _advancer(progress, task))
+    return ranking_report(scored, inputs.objectives, settings.beta)
+
+
+def generate_grid(backend, inputs: Inputs, points, conditioned: bool, config: EvalConfig, progress, label: str):
+    """Greedy answers of one backend at every (prompt, lambda point), rated."""
+    from lwdpo_edge.evaluate.controllability import generate_answers, make_jobs, rate_generations
+
+    jobs = make_jobs(inputs.prompts, points, inputs.objectives, conditioned)
+    task = progress.add_task(f"generating ({label})", total=len(jobs))
+    answers = generate_answers(backend, jobs, config.max_new_tokens, config.batch_size, _advancer(progress, task))
+    return rate_generations(inputs.prompts, jobs, answers, inputs.raters)
+
+
+def timed(fn, *args):
+    started = time.perf_counter()
+    result = fn(*args)
+    return result, round(time.perf_counter() - started, 2)
+
+
+def count_tokens(tokenizer, generations) -> int:
+    return sum(len(tokenizer(g.answer, add_special_tokens=False)["input_ids"]) for g in generations)
+
+
+def run_evaluation(config: EvalConfig, raters: Mapping | None = None) -> Path:
+    """Evaluate the run folder and write the report folder; returns its path."""
+    import torch
+
+    from lwdpo_edge.evaluate.backends import TransformersBackend
+    from lwdpo_edge.evaluate.controllability import controllability_report
+    from lwdpo_edge.evaluate.criteria import judge
+    from lwdpo_edge.evaluate.ranking import RankingSettings
+    from lwdpo_edge.generate import load_run
+
+    started = time.perf_counter()
+    inputs = prepare(config, raters)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    model, tokenizer, _ = load_run(config.run_dir)
+    settings = RankingSettings.from_manifest(inputs.manifest)
+    points = lambda_grid(inputs.objectives, config.grid)
+    rated = list(inputs.raters)
+    timing, generations = {}, {}
+    with _progress() as progress:
+        ranking, timing["ranking_s"] = timed(rank_heldout, model, tokenizer, inputs, settings, config, progress)
+        models = {"policy": True, "base": False} if config.baseline else {"policy": True}
+        for name, adapter in models.items():
+            if rated:
+                backend = TransformersBackend(model, tokenizer, adapter=adapter)
+                generations[name], timing[f"generation_{name}_s"] = timed(
+                    generate_grid, backend, inputs, points, settings.condition_on_lambda, config, progress, name)
+    control = {name: controllability_report(gens, points, rated) for name, gens in generations.items()}
+    criteria = judge(generations.get("policy", []), generations.get("base", []), points, rated, ranking,
+                     len(inputs.prompts)) if rated else None
+    timing.update(generation_cost(tokenizer, generations, timing), total_s=round(time.perf_counter() - started, 1))
+    report = build_report(config, inputs, settings, points, ranking, control, criteria, timing)
+    rows = [{"model": name, "prompt": user_question(inputs.prompts[g.prompt_index]), **g.to_json()}
+            for name, gens in generations.items() for g in gens]
+    return write_report(report, rows, config.output_dir)
+
+
+def generation_cost(tokenizer, generations: dict, timing: dict) -> dict:
+    """Seconds per (prompt, lambda) answer and new tokens per second, per model."""
+    out = {}
+    for name, gens in generations.items():
+        seconds = timing[f"generation_{name}_s"]
+        out[f"seconds_per_answer_{name}"] = round(seconds / max(len(gens), 1), 3)
+        out[f"tokens_per_s_{name}"] = round(count_tokens(tokenizer, gens) / max(seconds, 1e-9), 1)
+    return out
+
+
+def build_report(config: EvalConfig, inputs: Inputs, settings, points, ranking, control, criteria, timing) -> dict:
+    manifest = inputs.manifest
+    rated = list(inputs.raters)
+    return {
+        "eval_version": EVAL_VERSION,
+        "run": {"dir": str(config.run_dir), "conditioning": manifest.get("conditioning", "header"),
+                "steps": manifest.get("training", {}).get("steps"), "base_model": manifest["base_model"],
+                "ranking_settings": asdict(settings)},
+        "objectives": inputs.objectives,
+        "data": {"source": str(config.data), "n_lists": len(inputs.lists)},
+        "prompts": {"source": inputs.prompt_source, "n": len(inputs.prompts)},
+        "settings": {"grid": config.grid, "max_new_tokens": config.max_new_tokens, "batch_size": config.batch_size,
+                     "baseline": config.baseline, "backend": "transformers", "greedy": True, "threads": config.threads},
+        "ranking": {"points": [p.name for p in ranking_points(inputs.objectives)], **ranking},
+        "controllability": {
+            "grid": [{"name": p.name, "kind": p.kind, "lambda": p.lam} for p in points],
+            "rated": rated, "unrated": [n for n in inputs.objectives if n not in rated],
+            "n_prompts": len(inputs.prompts), **control,
+        },
+        "criteria": criteria,
+        "timing": timing,
+    }
