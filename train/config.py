@@ -53,6 +53,9 @@ class LambdaDPOConfig(TrainingArguments):
     score_normalization: str = field(default="zscore", metadata=_help(
         f"How each list's scores are put on one scale before the target softmax: {', '.join(SCORE_NORMALIZATIONS)}.",
         choices=SCORE_NORMALIZATIONS))
+    sft_weight: float = field(default=0.0, metadata=_help(
+        "Add this weight times the per-token NLL of each list's lambda-best candidate (under its header): "
+        "a conditioned-SFT term that teaches the model what to write, and when to stop, for each lambda."))
     length_normalize: bool = field(default=False, metadata=_help(
         "Average log-probs over response tokens instead of summing them (off: standard DPO)."))
 
@@ -103,6 +106,8 @@ class LambdaDPOConfig(TrainingArguments):
         super().__post_init__()
         if self.beta <= 0:
             raise ValueError(f"--beta must be > 0, got {self.beta}")
+        if self.sft_weight < 0:
+            raise ValueError(f"--sft-weight must be >= 0, got {self.sft_weight}")
         if self.tau < 0:
             raise ValueError(f"--tau must be >= 0, got {self.tau}")
         if self.lambdas_per_prompt < 1:

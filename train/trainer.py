@@ -27,6 +27,16 @@ from lwdpo_edge.train.lambda_sampling import LambdaSampler, PerformanceScheduler
 SCHEDULER_STATE_FILE = "lambda_scheduler.json"
 
 
+def lambda_best_index(scores: torch.Tensor, lam: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Index of each list's best candidate under its lambda: argmax_i sum_k lam_k * s_{k,i}.
+
+    scores (B, K, N) normalised, NaN where missing (counted as 0 = the list average under z-scores);
+    lam (B, K); mask (B, N).  -> (B,)
+    """
+    weighted = (lam[:, :, None] * torch.nan_to_num(scores, nan=0.0)).sum(dim=1)  # (B, N)
+    return weighted.masked_fill(~mask, float("-inf")).argmax(dim=-1)
+
+
 def collate_records(records):
     """Keep records as Python objects: tokenisation needs the lambda, which is drawn per step."""
     return {"records": list(records)}
@@ -76,8 +86,14 @@ class LambdaDPOTrainer(Trainer):
         """Log-prob of every candidate, placed on the (B, N_max) grid (padding stays 0)."""
         flat = sequence_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask,
                               self.args.length_normalize)  # (M,)
-        grid = flat.new_zeros(batch.candidate_mask.numel()).index_put((batch.candidate_index,), flat)
-        return grid.view(batch.candidate_mask.shape)  # (B, N_max)
+        return _on_grid(flat, batch)
+
+    def conditioned_sft_nll(self, policy_logps: torch.Tensor, batch: ListwiseBatch) -> torch.Tensor:
+        """Mean per-token NLL of each list's lambda-best candidate (Rewards-in-Context style SFT)."""
+        best = lambda_best_index(batch.scores, batch.lam, batch.candidate_mask)[:, None]  # (B, 1)
+        n_tokens = _on_grid(batch.completion_mask[:, 1:].sum(dim=-1).float(), batch).clamp_min(1)  # (B, N_max)
+        per_token = policy_logps if self.args.length_normalize else policy_logps / n_tokens
+        return -per_token.gather(1, best).mean()
 
     # ------------------------------------------------------------------ the loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -90,6 +106,10 @@ class LambdaDPOTrainer(Trainer):
             policy_logps, reference_logps, batch.scores, batch.lam,
             beta=self.args.beta, tau=self.args.tau, mask=batch.candidate_mask,
         )
+        if self.args.sft_weight > 0:
+            sft_nll = self.conditioned_sft_nll(policy_logps, batch)
+            loss = loss + self.args.sft_weight * sft_nll
+            self._window["sft_nll"].append(sft_nll.item())
         self._record(metrics, batch)
         return (loss, metrics) if return_outputs else loss
 
@@ -148,6 +168,12 @@ class LambdaDPOTrainer(Trainer):
 
     def floating_point_ops(self, inputs):
         return 0  # records are tokenised inside compute_loss; HF's token estimate would only warn
+
+
+def _on_grid(flat: torch.Tensor, batch: ListwiseBatch) -> torch.Tensor:
+    """Per-row values (M,) -> the (B, N_max) candidate grid (padding 0); differentiable."""
+    grid = flat.new_zeros(batch.candidate_mask.numel()).index_put((batch.candidate_index,), flat)
+    return grid.view(batch.candidate_mask.shape)
 
 
 def load_scheduler_state(sampler: LambdaSampler, checkpoint: str | os.PathLike) -> None:

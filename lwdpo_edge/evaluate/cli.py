@@ -20,7 +20,7 @@ def evaluate(
     output: Annotated[Optional[Path], typer.Option(help="Report folder (default RUN_DIR/eval); replaced atomically, an earlier report stays until the new one is complete.")] = None,
     baseline: Annotated[bool, typer.Option(help="Also generate with the adapter disabled (the untrained base under the same headers). --no-baseline halves the generation time.")] = True,
     grid: Annotated[str, typer.Option(help="Lambda points for generation: 'full' (vertices, edge midpoints, centre) or 'vertices' (vertices and centre).")] = "full",
-    batch_size: Annotated[int, typer.Option(help="Prompts generated together (left-padded batch).")] = 8,
+    batch_size: Annotated[int, typer.Option(help="(prompt, lambda) answers generated together in one left-padded batch.")] = 16,
     max_lists: Annotated[Optional[int], typer.Option(help="Rank only the first N held-out lists (default: all).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's choice; 1 can be faster on a busy machine).")] = None,
 ):
@@ -44,4 +44,4 @@ def evaluate(
         raise typer.Exit(2) from None
     console = Console()
     console.print(f"[green]done:[/] report.json, summary.md and plots in {folder}")
-    console.print((folder / "summary.md").read_text(encoding="utf-8"), highlight=False, markup=False)
+    typer.echo((folder / "summary.md").read_text(encoding="utf-8"))  # plain: rich would re-wrap the tables

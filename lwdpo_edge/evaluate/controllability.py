@@ -87,7 +87,8 @@ def _centred_by_prompt(generations: Sequence[Generation], name: str) -> np.ndarr
     scores = np.array([g.scores[name] for g in generations])
     prompt_ids = np.array([g.prompt_index for g in generations])
     means = {p: scores[prompt_ids == p].mean() for p in set(prompt_ids.tolist())}
-    return scores - np.array([means[p] for p in prompt_ids])
+    # Rounded: float noise from the subtraction (1e-15) must not split ties into fake rank orders.
+    return np.round(scores - np.array([means[p] for p in prompt_ids]), 9)
 
 
 def level_means(generations: Sequence[Generation], name: str) -> list[dict]:

@@ -39,7 +39,7 @@ class EvalConfig:
     output: Path | None = None  # None: RUN_DIR/eval
     baseline: bool = True
     grid: str = "full"
-    batch_size: int = 8
+    batch_size: int = 16
     lists_per_batch: int = 2
     max_lists: int | None = None
     threads: int | None = None
@@ -161,12 +161,16 @@ def run_evaluation(config: EvalConfig, raters: Mapping | None = None) -> Path:
     timing, generations = {}, {}
     with _progress() as progress:
         ranking, timing["ranking_s"] = timed(rank_heldout, model, tokenizer, inputs, settings, config, progress)
-        models = {"policy": True, "base": False} if config.baseline else {"policy": True}
-        for name, adapter in models.items():
-            if rated:
-                backend = TransformersBackend(model, tokenizer, adapter=adapter)
-                generations[name], timing[f"generation_{name}_s"] = timed(
-                    generate_grid, backend, inputs, points, settings.condition_on_lambda, config, progress, name)
+        # Base first: the policy then generates with the adapter merged into the fp32 weights (~15%
+        # faster than unmerged LoRA), and nothing after it needs the unmerged model.
+        for name in (["base"] if config.baseline else []) + ["policy"]:
+            if not rated:
+                break
+            if name == "policy":
+                model.merge_adapter()
+            backend = TransformersBackend(model, tokenizer, adapter=name == "policy")
+            generations[name], timing[f"generation_{name}_s"] = timed(
+                generate_grid, backend, inputs, points, settings.condition_on_lambda, config, progress, name)
     control = {name: controllability_report(gens, points, rated) for name, gens in generations.items()}
     criteria = judge(generations.get("policy", []), generations.get("base", []), points, rated, ranking,
                      len(inputs.prompts)) if rated else None

@@ -1,0 +1,72 @@
+"""Atomic publication of an export: build under a temporary name in the target folder, rename at the end.
+
+A rename within one folder is atomic, so the final name only ever holds a complete, verified export.
+An interrupted export (error, Ctrl-C, a failed stage) leaves no file under the final name and removes
+its temporary files; a failed verification keeps the output as NAME.failed for inspection.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+FAILED_SUFFIX = ".failed"
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def staging(final: Path, is_dir: bool) -> Iterator[Path]:
+    """A temporary path next to `final` (created empty); removed on exit unless published or kept."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if is_dir:
+        path = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
+        path.chmod(0o755)  # mkdtemp makes it private; an exported folder should read like any other
+    else:
+        fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial")
+        os.close(fd)
+        path = Path(name)
+        path.chmod(0o644)
+    try:
+        yield path
+    finally:
+        if path.exists():
+            remove(path)
+
+
+@contextmanager
+def workdir(final: Path) -> Iterator[Path]:
+    """A scratch folder beside `final` (same disk: intermediates can be as large as the model)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".work"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def publish(path: Path, final: Path) -> Path:
+    """Move the finished `path` to `final`, replacing an older export of the same name."""
+    if final.is_dir() and not final.is_symlink():
+        # os.replace cannot replace a non-empty folder: move the old one aside first, then drop it.
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
+        os.replace(final, old / final.name)
+        os.replace(path, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(path, final)
+    return final
+
+
+def keep_failed(path: Path, final: Path) -> Path:
+    """Publish a failed export as NAME.failed (never under the final name)."""
+    return publish(path, final.with_name(final.name + FAILED_SUFFIX))

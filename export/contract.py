@@ -1,0 +1,59 @@
+"""The lambda contract an exported model carries (DESIGN.md section 4), independent of the file format.
+
+A run's lwdpo.json says which objectives the model was trained on and which lambda to use when the
+app says nothing. An exported file must say the same so that any app can drive lambda without this
+package. `ExportContract` is those facts; `keys.py` writes them into GGUF metadata, `onnx.py` into a
+`lwdpo.json` sidecar and the ONNX model's metadata_props, `chat_template.py` into the chat template.
+
+The default lambda is stored quantised (hundredths summing to 1): exactly the header the model sees
+when no lambda is given, so every format agrees on it to the last digit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lwdpo_edge.contract import CONTRACT_VERSION
+from lwdpo_edge.lambdas import HEADER_FORMAT, format_lambda_header, quantize_lambda
+
+SIDECAR_FILE = "lwdpo.json"  # next to model.onnx / model.safetensors in an exported folder
+TEMPLATE_VARIABLE = "lwdpo_lambda"  # the chat-template variable apps set: {"helpfulness": 0.5, ...}
+
+
+@dataclass(frozen=True)
+class ExportContract:
+    objectives: tuple[str, ...]
+    lambda_default: dict[str, float]  # quantised, in objective order
+    version: int = CONTRACT_VERSION
+    header_format: str = HEADER_FORMAT
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> ExportContract:
+        """The contract of a run, from its lwdpo.json (as read by `read_run_manifest`)."""
+        objectives = tuple(manifest["objectives"])
+        return cls(objectives, quantize_lambda(manifest["lambda_default"], objectives),
+                   int(manifest.get("lwdpo_version", CONTRACT_VERSION)), manifest.get("header_format", HEADER_FORMAT))
+
+    def default_header(self) -> str:
+        """The header line the model reads when no lambda is given."""
+        return format_lambda_header(self.lambda_default, self.objectives)
+
+    def to_json(self, **extra: Any) -> dict[str, Any]:
+        """The sidecar lwdpo.json of an exported folder (`extra`: provenance such as the format)."""
+        return {
+            "lwdpo_version": self.version,
+            "objectives": list(self.objectives),
+            "lambda_default": dict(self.lambda_default),
+            "header_format": self.header_format,
+            "default_header": self.default_header(),
+            "conditioning": "header",
+            "chat_template_variable": TEMPLATE_VARIABLE,
+            **extra,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ExportContract:
+        """Inverse of `to_json` (extra fields are ignored)."""
+        return cls.from_manifest(data)

@@ -1,0 +1,181 @@
+"""`export_run`: one run folder -> one verified GGUF file, ONNX folder or merged HF folder.
+
+    read run     lwdpo.json, adapter, base folder, supported architecture (bad input fails here, fast)
+    load         fp32 base + adapter, unmerged: the reference the export is verified against
+    reference    greedy tokens and top-1 on the probe prompts at two lambdas (verify.py)
+    merge        merge_and_unload() into the fp32 base
+    write        merged HF folder with the lambda chat template and the lwdpo.json sidecar
+    build        GGUF convert (+ quantize) / ONNX build / nothing for hf
+    verify       load the output in its runtime and compare (verify.py)
+    publish      rename into place (atomic.py); a failed verification publishes NAME.failed instead
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lwdpo_edge.export.architectures import ExportInputError
+from lwdpo_edge.export.atomic import keep_failed, publish, staging, workdir
+from lwdpo_edge.export.contract import ExportContract
+from lwdpo_edge.export.gguf import DEFAULT_QUANT, QUANTS
+from lwdpo_edge.export.merge import read_run
+from lwdpo_edge.export.onnx import DEFAULT_PRECISION, PRECISIONS
+from lwdpo_edge.export.progress import Stages
+
+FORMATS = ("gguf", "onnx", "hf")
+EXACT_VARIANTS = {"f16", "fp32"}  # greedy tokens must agree with the fp32 reference
+EXPORT_DIR = "export"  # default output folder inside the run folder
+
+
+class VerificationFailed(RuntimeError):
+    def __init__(self, report, kept_at: Path):
+        super().__init__(f"{report.summary()}; kept as {kept_at}")
+        self.report, self.kept_at = report, kept_at
+
+
+@dataclass
+class ExportResult:
+    format: str
+    variant: str  # q8_0, int4, fp32 ...
+    output: Path
+    extra_files: list[Path] = field(default_factory=list)  # the Ollama Modelfile
+    report: object = None  # VerificationReport, or None with verify=False
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def size_bytes(self) -> int:
+        paths = self.output.rglob("*") if self.output.is_dir() else [self.output]
+        return sum(p.stat().st_size for p in paths if p.is_file())
+
+
+def check_options(fmt: str, quant: str | None, precision: str | None) -> tuple[str, str]:
+    """(format, variant) or ExportInputError naming the bad option and the accepted values."""
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise ExportInputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if quant is not None and fmt != "gguf":
+        raise ExportInputError(f"--quant applies to --format gguf, not {fmt} (use --precision for onnx)")
+    if precision is not None and fmt != "onnx":
+        raise ExportInputError(f"--precision applies to --format onnx, not {fmt} (use --quant for gguf)")
+    if fmt == "gguf":
+        variant = (quant or DEFAULT_QUANT).lower()
+        if variant not in QUANTS:
+            raise ExportInputError(f"unknown quant {quant!r}; choose one of {', '.join(QUANTS)}")
+    elif fmt == "onnx":
+        variant = (precision or DEFAULT_PRECISION).lower()
+        if variant not in PRECISIONS:
+            raise ExportInputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    else:
+        variant = "fp32"
+    return fmt, variant
+
+
+def output_path(run_dir: Path, fmt: str, variant: str, output: Path | None) -> Path:
+    """--output as given, or a default name (inside --output when that is a folder, else RUN_DIR/export)."""
+    name = Path(run_dir).resolve().name
+    default_name = {"gguf": f"{name}.{variant}.gguf", "onnx": f"{name}.onnx-{variant}", "hf": f"{name}.hf"}[fmt]
+    if output is None:
+        return Path(run_dir) / EXPORT_DIR / default_name
+    output = Path(output)
+    if fmt == "gguf" and output.is_dir():
+        return output / default_name
+    return output
+
+
+def export_run(run_dir: Path, fmt: str = "gguf", quant: str | None = None, precision: str | None = None,
+               output: Path | None = None, verify: bool = True, threads: int = 1, console=None,
+               show_progress: bool = True) -> ExportResult:
+    """Export a run folder (see module docstring). Raises ExportInputError, ConversionError, VerificationFailed."""
+    fmt, variant = check_options(fmt, quant, precision)
+    manifest, base_dir, _arch = read_run(Path(run_dir))
+    contract = ExportContract.from_manifest(manifest)
+    final = output_path(run_dir, fmt, variant, output)
+    result = ExportResult(fmt, variant, final)
+    start = time.perf_counter()
+    with Stages(console, show_progress) as stage, workdir(final) as work, staging(final, is_dir=fmt != "gguf") as staged:
+        merged_dir, expected, stop = _merge(run_dir, base_dir, manifest, contract, fmt, variant, staged, work, verify, stage)
+        template = (merged_dir / "chat_template.jinja").read_text(encoding="utf-8")
+        _build(fmt, variant, merged_dir, staged, work, stage)
+        if verify:
+            with stage("verify in " + {"gguf": "llama.cpp", "onnx": "onnxruntime-genai", "hf": "transformers"}[fmt]):
+                result.report = _verify(fmt, variant, staged, expected, stop, threads)
+            if not result.report.passed:
+                raise VerificationFailed(result.report, keep_failed(staged, final))
+        publish(staged, final)
+        if fmt == "gguf":
+            result.extra_files.append(_modelfile(final, contract, template))
+    result.stage_seconds, result.seconds = stage.seconds, time.perf_counter() - start
+    return result
+
+
+def _merge(run_dir, base_dir, manifest, contract, fmt, variant, staged, work, verify, stage):
+    """Load the run, record the reference probes, merge, write the merged folder. -> (folder, expected, stop)."""
+    from lwdpo_edge.export.merge import load_run_model, merge_adapter, save_merged
+    from lwdpo_edge.export.runtimes import HFRuntime
+    from lwdpo_edge.export.verify import reference_probes, stop_tokens
+
+    with stage("load base (fp32) + adapter"):
+        model, tokenizer = load_run_model(run_dir, base_dir)
+    stop = stop_tokens(model, tokenizer)
+    expected = None
+    if verify:
+        with stage("reference probes (unmerged model)"):
+            expected = reference_probes(HFRuntime(model, tokenizer), tokenizer, contract, stop)
+    with stage("merge adapter"):
+        merged = merge_adapter(model)
+    with stage("write merged HF folder"):
+        target = staged if fmt == "hf" else work / "merged"
+        provenance = {"format": f"{fmt} {variant}", "exported_from": {"run": str(Path(run_dir).resolve()),
+                                                                      "base_model": manifest["base_model"]}}
+        save_merged(merged, tokenizer, contract, target, **provenance)
+    return target, expected, stop
+
+
+def _build(fmt, variant, merged_dir, staged, work, stage) -> None:
+    if fmt == "gguf":
+        from lwdpo_edge.export.gguf import build_gguf
+
+        build_gguf(merged_dir, staged, variant, work, stage)
+    elif fmt == "onnx":
+        from lwdpo_edge.export.onnx import build_onnx
+
+        build_onnx(merged_dir, staged, variant, work, stage)
+
+
+def _verify(fmt, variant, staged, expected, stop, threads):
+    """Load the staged output in its runtime, check it against the reference, free it."""
+    from lwdpo_edge.export.verify import verify
+
+    runtime, template = _open_output(fmt, staged, threads)
+    target = {"gguf": "GGUF", "onnx": "ONNX", "hf": "HF safetensors"}[fmt] + f" {variant}"
+    try:
+        return verify(runtime, template, expected, target, exact=variant in EXACT_VARIANTS, stop=stop)
+    finally:
+        if hasattr(runtime, "close"):
+            runtime.close()
+
+
+def _open_output(fmt, staged: Path, threads: int):
+    """(runtime, chat template) of an export, read the way an app would read it."""
+    from lwdpo_edge.export import runtimes
+
+    if fmt == "gguf":
+        from lwdpo_edge.export.keys import CHAT_TEMPLATE, read_gguf_keys
+
+        template = read_gguf_keys(staged, lambda key: key == CHAT_TEMPLATE).get(CHAT_TEMPLATE, "")
+        return runtimes.LlamaCppRuntime(staged, n_threads=threads), template
+    template = (staged / "chat_template.jinja").read_text(encoding="utf-8")
+    if fmt == "onnx":
+        return runtimes.OrtGenaiRuntime(staged, n_threads=threads), template
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return runtimes.HFRuntime(AutoModelForCausalLM.from_pretrained(staged), AutoTokenizer.from_pretrained(staged)), template
+
+
+def _modelfile(final: Path, contract: ExportContract, template: str) -> Path:
+    from lwdpo_edge.export.modelfile import write_modelfile
+
+    return write_modelfile(final, contract, template)
