@@ -25,6 +25,7 @@ instead), and integer division avoided because minja divides integers as integer
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 
 from lwdpo_edge.lambdas import HEADER_MARKER
 
@@ -73,7 +74,7 @@ _PRELUDE = """\
     {%- if lw.weights is mapping -%}
       {%- set v = (lw.weights[name] if name in lw.weights else 0) * 1.0 -%}
     {%- else -%}
-      {%- set v = lw.weights[loop.index0] * 1.0 -%}
+      {%- set v = (lw.weights[loop.index0] if loop.index0 < lw.weights | length else 0) * 1.0 -%}
     {%- endif -%}
     {%- if v != v or v < 0 -%}{%- set lw.error = lw.error or 'weights must be non-negative numbers' -%}{%- endif -%}
     {%- set lw.values = lw.values + [v] -%}
@@ -119,15 +120,18 @@ def lwdpo_chat_template(base_template: str, contract) -> str:
 
 
 def render_chat_template(template: str, messages, add_generation_prompt: bool = True, **variables) -> str:
-    """Render `template` the way transformers does (sandboxed Jinja2, same helpers)."""
+    """Render `template` the way transformers does (sandboxed Jinja2, same options and helpers)."""
+    return _compiled(template).render(messages=list(messages), add_generation_prompt=add_generation_prompt, **variables)
+
+
+@lru_cache(maxsize=8)
+def _compiled(template: str):
+    from jinja2.exceptions import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message):
-        from jinja2.exceptions import TemplateError
-
         raise TemplateError(message)
 
-    # transformers renders with trim_blocks and lstrip_blocks; the prelude relies on neither.
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(messages=list(messages), add_generation_prompt=add_generation_prompt, **variables)
+    return env.from_string(template)

@@ -18,6 +18,7 @@ import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from lwdpo_edge.export.contract import TEMPLATE_VARIABLE as contract_variable
 from lwdpo_edge.lambdas import quantize_lambda
 
 VERSION = "lwdpo.version"
@@ -34,13 +35,11 @@ GGUF_MAGIC = b"GGUF"
 
 def add_lwdpo_keys(writer, contract) -> None:
     """Add the contract's keys to a gguf-py GGUFWriter (before its header is written)."""
-    from lwdpo_edge.export.contract import TEMPLATE_VARIABLE as variable
-
     writer.add_uint32(VERSION, contract.version)
     writer.add_array(OBJECTIVES, list(contract.objectives))
     writer.add_array(LAMBDA_DEFAULT, [float(contract.lambda_default[name]) for name in contract.objectives])
     writer.add_string(HEADER_FORMAT, contract.header_format)
-    writer.add_string(TEMPLATE_VARIABLE, variable)
+    writer.add_string(TEMPLATE_VARIABLE, contract_variable)
 
 
 def read_lwdpo_metadata(gguf_path: Path) -> dict[str, Any]:

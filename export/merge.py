@@ -15,6 +15,7 @@ The merged folder is what the converters read and what `--format hf` ships:
 from __future__ import annotations
 
 import json
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ def load_run_model(run_dir: Path, base_dir: Path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with quiet_transformers():
+    with quiet_transformers(), warnings.catch_warnings():
+        # peft calls a transformers method deprecated in 5.x; not actionable for a user of export
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)  # never 4-bit, see above
         model = PeftModel.from_pretrained(base, Path(run_dir) / ADAPTER_DIR)
         tokenizer = AutoTokenizer.from_pretrained(base_dir)

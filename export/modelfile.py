@@ -60,4 +60,5 @@ def write_modelfile(gguf_path: Path, contract: ExportContract, chat_template: st
     """NAME.Modelfile beside NAME.gguf (several quantisations can share a folder)."""
     path = gguf_path.with_suffix(".Modelfile")
     atomic_write_text(path, modelfile_text(gguf_path.name, contract, chat_template))
+    path.chmod(0o644)  # atomic_write_text's temporary file is private; a Modelfile is meant to be shared
     return path

@@ -25,6 +25,10 @@ from lwdpo_edge.export.gguf import ConversionError, log_tail
 
 PRECISIONS = ("fp32", "int4")
 DEFAULT_PRECISION = "int4"
+# int4 body with the output head and the most sensitive layers in int8 (the builder's analogue of
+# llama.cpp's q4_k_m). On SmolLM2-135M against the fp32 run: top-1 agreement 80% vs 69% for the
+# builder's plain RTN int4, 117 MB vs 90 MB, decode ~10% slower, build 37 s vs 12 s.
+INT4_OPTIONS = ("algo_config=k_quant_mixed",)
 MODEL_FILE = "model.onnx"
 TEMPLATE_FILE = "chat_template.jinja"
 
@@ -33,6 +37,8 @@ def run_builder(merged_dir: Path, out_dir: Path, precision: str, cache_dir: Path
     """onnxruntime-genai's builder in a child process (its --help crashes; the build itself works)."""
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merged_dir), "-o", str(out_dir),
            "-p", precision, "-e", "cpu", "-c", str(cache_dir)]  # -c: it would create ./cache_dir otherwise
+    if precision == "int4":
+        cmd += ["--extra_options", *INT4_OPTIONS]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not (out_dir / MODEL_FILE).is_file():
         raise ConversionError(f"onnxruntime-genai model builder failed on {merged_dir}:\n{log_tail(done.stderr)}")

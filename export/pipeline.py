@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lwdpo_edge.export.architectures import ExportInputError
 from lwdpo_edge.export.atomic import keep_failed, publish, staging, workdir
-from lwdpo_edge.export.contract import ExportContract
+from lwdpo_edge.export.contract import SIDECAR_FILE, ExportContract
 from lwdpo_edge.export.gguf import DEFAULT_QUANT, QUANTS
 from lwdpo_edge.export.merge import read_run
 from lwdpo_edge.export.onnx import DEFAULT_PRECISION, PRECISIONS
@@ -74,13 +74,18 @@ def check_options(fmt: str, quant: str | None, precision: str | None) -> tuple[s
 
 
 def output_path(run_dir: Path, fmt: str, variant: str, output: Path | None) -> Path:
-    """--output as given, or a default name (inside --output when that is a folder, else RUN_DIR/export)."""
+    """Where the export goes: RUN_DIR/export/NAME by default; --output as given when it names a GGUF file
+    or an earlier export folder (replaced); NAME inside --output otherwise (an existing folder is
+    never replaced by an export)."""
     name = Path(run_dir).resolve().name
     default_name = {"gguf": f"{name}.{variant}.gguf", "onnx": f"{name}.onnx-{variant}", "hf": f"{name}.hf"}[fmt]
     if output is None:
         return Path(run_dir) / EXPORT_DIR / default_name
     output = Path(output)
-    if fmt == "gguf" and output.is_dir():
+    if fmt == "gguf" and output.suffix.lower() != ".gguf":  # a folder to put NAME.gguf in
+        return output / default_name
+    if fmt != "gguf" and output.is_dir() and not (output / SIDECAR_FILE).is_file():
+        # an existing folder that is not an earlier export: put the export inside, never replace it
         return output / default_name
     return output
 
@@ -96,7 +101,7 @@ def export_run(run_dir: Path, fmt: str = "gguf", quant: str | None = None, preci
     result = ExportResult(fmt, variant, final)
     start = time.perf_counter()
     with Stages(console, show_progress) as stage, workdir(final) as work, staging(final, is_dir=fmt != "gguf") as staged:
-        merged_dir, expected, stop = _merge(run_dir, base_dir, manifest, contract, fmt, variant, staged, work, verify, stage)
+        merged_dir, expected, stop = _merge(run_dir, base_dir, manifest, contract, fmt, variant, staged, work, verify, threads, stage)
         template = (merged_dir / "chat_template.jinja").read_text(encoding="utf-8")
         _build(fmt, variant, merged_dir, staged, work, stage)
         if verify:
@@ -111,7 +116,7 @@ def export_run(run_dir: Path, fmt: str = "gguf", quant: str | None = None, preci
     return result
 
 
-def _merge(run_dir, base_dir, manifest, contract, fmt, variant, staged, work, verify, stage):
+def _merge(run_dir, base_dir, manifest, contract, fmt, variant, staged, work, verify, threads, stage):
     """Load the run, record the reference probes, merge, write the merged folder. -> (folder, expected, stop)."""
     from lwdpo_edge.export.merge import load_run_model, merge_adapter, save_merged
     from lwdpo_edge.export.runtimes import HFRuntime
@@ -123,7 +128,7 @@ def _merge(run_dir, base_dir, manifest, contract, fmt, variant, staged, work, ve
     expected = None
     if verify:
         with stage("reference probes (unmerged model)"):
-            expected = reference_probes(HFRuntime(model, tokenizer), tokenizer, contract, stop)
+            expected = reference_probes(HFRuntime(model, tokenizer, threads), tokenizer, contract, stop)
     with stage("merge adapter"):
         merged = merge_adapter(model)
     with stage("write merged HF folder"):
@@ -172,7 +177,11 @@ def _open_output(fmt, staged: Path, threads: int):
         return runtimes.OrtGenaiRuntime(staged, n_threads=threads), template
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return runtimes.HFRuntime(AutoModelForCausalLM.from_pretrained(staged), AutoTokenizer.from_pretrained(staged)), template
+    from lwdpo_edge.export.merge import quiet_transformers
+
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(staged)
+    return runtimes.HFRuntime(model, AutoTokenizer.from_pretrained(staged), n_threads=threads), template
 
 
 def _modelfile(final: Path, contract: ExportContract, template: str) -> Path:

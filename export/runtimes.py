@@ -12,17 +12,18 @@ two runtimes differ for reasons other than the weights.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 
 class HFRuntime:
-    """A transformers causal LM (fp32) and its tokenizer."""
+    """A transformers causal LM (fp32) and its tokenizer; torch runs on `n_threads` while it works."""
 
-    def __init__(self, model, tokenizer):
-        self.model, self.tokenizer = model.eval(), tokenizer
+    def __init__(self, model, tokenizer, n_threads: int | None = None):
+        self.model, self.tokenizer, self.n_threads = model.eval(), tokenizer, n_threads
 
     def tokenize(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -30,14 +31,14 @@ class HFRuntime:
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
         import torch
 
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(self.n_threads):
             return self.model(torch.tensor([list(tokens)])).logits[0].float().numpy()
 
     def greedy(self, tokens: Sequence[int], max_new: int, stop: Collection[int]) -> list[int]:
         import torch
 
         out: list[int] = []
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(self.n_threads):
             result = self.model(torch.tensor([list(tokens)]), use_cache=True)
             for _ in range(max_new):
                 token = int(result.logits[0, -1].argmax())
@@ -46,6 +47,23 @@ class HFRuntime:
                 out.append(token)
                 result = self.model(torch.tensor([[token]]), past_key_values=result.past_key_values, use_cache=True)
         return out
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `n` for a block (None: unchanged). On a loaded 2-core machine
+    one thread is several times faster than two (DESIGN.md section 6)."""
+    import torch
+
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class LlamaCppRuntime:

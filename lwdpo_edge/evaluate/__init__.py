@@ -9,6 +9,7 @@
     criteria.py         issue 6's pass/fail checks, computed from the report
     plots.py            PNG figures
     report.py           report.json + plots + summary.md, published atomically as one folder
+    run.py              the evaluation top to bottom (run_evaluation(EvalConfig(...)))
     cli.py              the typer command
 
 Every policy number has a baseline next to it: the same base model with the adapter disabled,

@@ -63,10 +63,20 @@ class ListLogps:
     scores: np.ndarray  # (K, N) raw objective scores, NaN where missing
 
 
-def candidate_logps(model, batch: ListwiseBatch, length_normalize: bool) -> torch.Tensor:
-    """Log-prob of every candidate on the (B, N_max) grid, as LambdaDPOTrainer.candidate_logps."""
-    flat = sequence_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask, length_normalize)  # (M,)
-    grid = flat.new_zeros(batch.candidate_mask.numel()).index_put((batch.candidate_index,), flat)
+def candidate_logps(model, batch: ListwiseBatch, length_normalize: bool, rows_per_pass: int = 8) -> torch.Tensor:
+    """Log-prob of every candidate on the (B, N_max) grid, as LambdaDPOTrainer.candidate_logps.
+
+    Rows are right-padded to the longest of the whole batch; here they go through the model in
+    passes of similar length, each cut to its own longest row, so little compute is spent on padding.
+    Cutting trailing padding changes no real token's log-prob (causal attention, masked pads).
+    """
+    lengths = batch.attention_mask.sum(dim=1)  # (M,)
+    flat = torch.zeros(len(lengths))  # (M,)
+    for rows in torch.argsort(lengths, descending=True).split(rows_per_pass):
+        T = int(lengths[rows].max())
+        flat[rows] = sequence_logps(model, batch.input_ids[rows, :T], batch.attention_mask[rows, :T],
+                                    batch.completion_mask[rows, :T], length_normalize).float().cpu()
+    grid = flat.new_zeros(batch.candidate_mask.numel()).index_put((batch.candidate_index.cpu(),), flat)
     return grid.view(batch.candidate_mask.shape)  # (B, N_max)
 
 
@@ -84,13 +94,12 @@ def score_chunk(model, tokenizer, records, lam: dict[str, float], objectives, se
     out = []
     for b, record in enumerate(records):
         n = len(record.responses)
-        out.append(ListLogps(policy[b, :n].float().numpy(), reference[b, :n].float().numpy(),
-                             batch.scores[b, :, :n].numpy()))
+        out.append(ListLogps(policy[b, :n].numpy(), reference[b, :n].numpy(), batch.scores[b, :, :n].cpu().numpy()))
     return out
 
 
 def score_lists(model, tokenizer, records, points: Sequence[LambdaPoint], objectives, settings: RankingSettings,
-                lists_per_batch: int = 2, advance: Callable[[int], None] = lambda n: None) -> dict[str, list[ListLogps]]:
+                lists_per_batch: int = 8, advance: Callable[[int], None] = lambda n: None) -> dict[str, list[ListLogps]]:
     """{point name: [ListLogps per record]}. Without conditioning every lambda sees the same
     inputs, so the lists are scored once and shared by all points."""
     done: dict[tuple, list[ListLogps]] = {}

@@ -33,12 +33,17 @@ def check_output_folder(output: Path) -> None:
 
 def publish_folder(staging: Path, output: Path) -> None:
     """Swap the finished `staging` folder in as `output` (the old report, if any, is removed after)."""
-    old = None
-    if output.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-        output.rename(old / output.name)
-    staging.rename(output)
-    if old is not None:
+    if not output.exists():
+        staging.rename(output)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+    output.rename(old / output.name)
+    try:
+        staging.rename(output)
+    except BaseException:
+        (old / output.name).rename(output)  # put the complete earlier report back
+        raise
+    finally:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -81,7 +86,7 @@ def verdict_section(report: dict) -> list[str]:
         "## Does lambda steer? (issue 6 criteria)", "",
         f"On the points {', '.join(t['points'])}; {criteria['n_prompts']} prompts (needs >= {t['min_prompts']}). "
         f"Spearman >= {t['min_spearman']}, base |Spearman| <= {t['max_base_spearman']}, monotone mean score, "
-        f"top-1 at the objective's vertex above chance. **Passed: {_mark(criteria['passed'])}**", "",
+        f"top-1 at the objective's vertex above chance. **{'Passed' if criteria['passed'] else 'Not passed'}.**", "",
         "| objective | Spearman run | Spearman base | mean score low -> high | monotone | top-1 at vertex | chance |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -140,6 +145,17 @@ def controllability_section(report: dict) -> list[str]:
     return lines + ["", "Cells: trained run (base model)."]
 
 
+def _timing_line(timing: dict) -> str:
+    parts = [f"{timing['total_s']:.0f} s in all"]
+    if "ranking_s" in timing:
+        parts.append(f"ranking {timing['ranking_s']:.0f} s")
+    for model in ("policy", "base"):
+        if f"seconds_per_answer_{model}" in timing:
+            parts.append(f"{model} {timing[f'seconds_per_answer_{model}']:.2f} s per (prompt, lambda) answer, "
+                         f"{timing[f'tokens_per_s_{model}']:.0f} tok/s")
+    return "; ".join(parts)
+
+
 def summary_markdown(report: dict) -> str:
     run = report["run"]
     head = [
@@ -148,7 +164,7 @@ def summary_markdown(report: dict) -> str:
         f"trained {run.get('steps', 'n/a')} steps",
         f"- held-out data: {report['data']['source']} ({report['data']['n_lists']} lists); "
         f"generation backend: {report['settings']['backend']}, max {report['settings']['max_new_tokens']} new tokens",
-        f"- wall time: {report['timing']['total_s']:.0f} s", "",
+        f"- wall time: {_timing_line(report['timing'])}", "",
     ]
     plots = [f"![{name}]({name})" for name in report.get("plots", [])]
     body = verdict_section(report) + ranking_section(report) + controllability_section(report)

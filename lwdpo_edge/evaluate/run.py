@@ -40,7 +40,7 @@ class EvalConfig:
     baseline: bool = True
     grid: str = "full"
     batch_size: int = 16
-    lists_per_batch: int = 2
+    lists_per_batch: int = 8  # lists encoded together; their rows then go through the model 8 at a time, by length
     max_lists: int | None = None
     threads: int | None = None
 
@@ -121,13 +121,30 @@ def rank_heldout(model, tokenizer, inputs: Inputs, settings, config: EvalConfig,
 
 
 def generate_grid(backend, inputs: Inputs, points, conditioned: bool, config: EvalConfig, progress, label: str):
-    """Greedy answers of one backend at every (prompt, lambda point), rated."""
+    """Greedy answers of one backend at every (prompt, lambda point), rated; and the seconds spent generating."""
     from lwdpo_edge.evaluate.controllability import generate_answers, make_jobs, rate_generations
 
     jobs = make_jobs(inputs.prompts, points, inputs.objectives, conditioned)
     task = progress.add_task(f"generating ({label})", total=len(jobs))
-    answers = generate_answers(backend, jobs, config.max_new_tokens, config.batch_size, _advancer(progress, task))
-    return rate_generations(inputs.prompts, jobs, answers, inputs.raters)
+    answers, seconds = timed(generate_answers, backend, jobs, config.max_new_tokens, config.batch_size,
+                             _advancer(progress, task))
+    return rate_generations(inputs.prompts, jobs, answers, inputs.raters), seconds
+
+
+def generate_all(model, tokenizer, inputs: Inputs, points, conditioned: bool, config: EvalConfig, progress, timing: dict):
+    """{"base": [...], "policy": [...]} generations; the base model first, so that the policy can then
+    generate with the adapter merged into the fp32 weights (~15% faster than unmerged LoRA): nothing
+    after this needs the unmerged model."""
+    from lwdpo_edge.evaluate.backends import TransformersBackend
+
+    generations = {}
+    for name in (["base"] if config.baseline else []) + ["policy"]:
+        if name == "policy":
+            model.merge_adapter()
+        backend = TransformersBackend(model, tokenizer, adapter=name == "policy")
+        generations[name], timing[f"generation_{name}_s"] = generate_grid(
+            backend, inputs, points, conditioned, config, progress, name)
+    return generations
 
 
 def timed(fn, *args):
@@ -143,17 +160,25 @@ def count_tokens(tokenizer, generations) -> int:
 def run_evaluation(config: EvalConfig, raters: Mapping | None = None) -> Path:
     """Evaluate the run folder and write the report folder; returns its path."""
     import torch
+    from transformers.utils import logging as hf_logging
 
-    from lwdpo_edge.evaluate.backends import TransformersBackend
+    started = time.perf_counter()
+    inputs = prepare(config, raters)
+    hf_logging.disable_progress_bar()  # one rich display; no tqdm "Loading weights" bars inside it
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads or threads)
+    try:
+        return evaluate_loaded(config, inputs, started)
+    finally:
+        torch.set_num_threads(threads)  # a process-wide setting: give the caller theirs back
+
+
+def evaluate_loaded(config: EvalConfig, inputs: Inputs, started: float) -> Path:
     from lwdpo_edge.evaluate.controllability import controllability_report
     from lwdpo_edge.evaluate.criteria import judge
     from lwdpo_edge.evaluate.ranking import RankingSettings
     from lwdpo_edge.generate import load_run
 
-    started = time.perf_counter()
-    inputs = prepare(config, raters)
-    if config.threads:
-        torch.set_num_threads(config.threads)
     model, tokenizer, _ = load_run(config.run_dir)
     settings = RankingSettings.from_manifest(inputs.manifest)
     points = lambda_grid(inputs.objectives, config.grid)
@@ -161,16 +186,9 @@ def run_evaluation(config: EvalConfig, raters: Mapping | None = None) -> Path:
     timing, generations = {}, {}
     with _progress() as progress:
         ranking, timing["ranking_s"] = timed(rank_heldout, model, tokenizer, inputs, settings, config, progress)
-        # Base first: the policy then generates with the adapter merged into the fp32 weights (~15%
-        # faster than unmerged LoRA), and nothing after it needs the unmerged model.
-        for name in (["base"] if config.baseline else []) + ["policy"]:
-            if not rated:
-                break
-            if name == "policy":
-                model.merge_adapter()
-            backend = TransformersBackend(model, tokenizer, adapter=name == "policy")
-            generations[name], timing[f"generation_{name}_s"] = timed(
-                generate_grid, backend, inputs, points, settings.condition_on_lambda, config, progress, name)
+        if rated:  # no rater for any objective: nothing to measure on generations
+            generations = generate_all(model, tokenizer, inputs, points, settings.condition_on_lambda, config,
+                                       progress, timing)
     control = {name: controllability_report(gens, points, rated) for name, gens in generations.items()}
     criteria = judge(generations.get("policy", []), generations.get("base", []), points, rated, ranking,
                      len(inputs.prompts)) if rated else None
@@ -182,7 +200,7 @@ def run_evaluation(config: EvalConfig, raters: Mapping | None = None) -> Path:
 
 
 def generation_cost(tokenizer, generations: dict, timing: dict) -> dict:
-    """Seconds per (prompt, lambda) answer and new tokens per second, per model."""
+    """Seconds per (prompt, lambda) answer and new tokens per second (answers re-tokenised), per model."""
     out = {}
     for name, gens in generations.items():
         seconds = timing[f"generation_{name}_s"]
