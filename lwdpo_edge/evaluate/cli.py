@@ -22,7 +22,7 @@ def evaluate(
     grid: Annotated[str, typer.Option(help="Lambda points for generation: 'full' (vertices, edge midpoints, centre) or 'vertices' (vertices and centre).")] = "full",
     batch_size: Annotated[int, typer.Option(help="(prompt, lambda) answers generated together in one left-padded batch.")] = 16,
     max_lists: Annotated[Optional[int], typer.Option(help="Rank only the first N held-out lists (default: all).")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's choice; 1 can be faster on a busy machine).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads. Default: all of torch's threads on an idle machine, 1 when the load average shows other work (oversubscribed threads can run 10-50x slower).")] = None,
 ):
     """Ranking accuracy on held-out lists, controllability under a lambda sweep, and the base-model baseline."""
     from rich.console import Console

@@ -10,9 +10,10 @@ adapter disabled are both the DPO reference and the untrained baseline.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lwdpo_edge.contract import ADAPTER_DIR, RunFolderError, read_run_manifest
@@ -42,7 +43,7 @@ class EvalConfig:
     batch_size: int = 16
     lists_per_batch: int = 8  # lists encoded together; their rows then go through the model 8 at a time, by length
     max_lists: int | None = None
-    threads: int | None = None
+    threads: int | None = None  # None: auto_threads()
 
     @property
     def output_dir(self) -> Path:
@@ -166,11 +167,23 @@ def run_evaluation(config: EvalConfig, raters: Mapping | None = None) -> Path:
     inputs = prepare(config, raters)
     hf_logging.disable_progress_bar()  # one rich display; no tqdm "Loading weights" bars inside it
     threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads or threads)
+    config = replace(config, threads=config.threads or auto_threads(threads))
+    torch.set_num_threads(config.threads)
     try:
         return evaluate_loaded(config, inputs, started)
     finally:
         torch.set_num_threads(threads)  # a process-wide setting: give the caller theirs back
+
+
+def auto_threads(default: int) -> int:
+    """torch's default on an idle machine, 1 thread when other processes already load the cores.
+
+    With oversubscribed cores torch's OpenMP threads wait for each other at every op. Measured on
+    2 shared cores: one 16-answer batch took 3.3 s with 2 threads, then 247 s on the next call;
+    with 1 thread it took 5.2 s every time.
+    """
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return 1 if busy >= (os.cpu_count() or 1) / 2 else default
 
 
 def evaluate_loaded(config: EvalConfig, inputs: Inputs, started: float) -> Path:
