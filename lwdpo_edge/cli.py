@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 import lwdpo_edge  # noqa: F401  (sets offline / no-telemetry environment first)
 
@@ -101,8 +102,8 @@ def generate(
         fail(str(err))
     for header, lam_value in zip(headers, lambdas):
         answer = generate_answer(model, tokenizer, [{"role": "user", "content": prompt}], lam_value, objectives, max_new_tokens)
-        console.print(f"[bold cyan]{header}[/]", highlight=False)
-        console.print(answer, highlight=False)
+        console.print(f"[bold cyan]{escape(header)}[/]", highlight=False)  # '[lambda]' is not rich markup
+        console.print(escape(answer), highlight=False)
         console.print(f"[dim]({len(answer.split())} words)[/]\n")
 
 

@@ -207,3 +207,19 @@ def test_sft_term_adds_the_best_candidates_nll(tiny_llama_dir, tmp_path):
     assert 2.0 < first["sft_nll"] < 20.0  # per-token NLL of a random tiny model: about log(vocab) ~ 10.8
     # Step 1: policy == reference, so q is uniform and the listwise part is exactly log 4.
     assert first["loss"] == pytest.approx(math.log(4) + 0.5 * first["sft_nll"], rel=1e-5)
+
+
+def test_generate_command_prints_each_header_and_answer(tiny_llama_dir, dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from lwdpo_edge.cli import app
+    from lwdpo_edge.train.recipe import run_training
+
+    run = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "run", max_steps=1, save_steps=100))
+    result = CliRunner().invoke(app, ["generate", str(run), "--prompt", "Hi [lambda] there", "--lambda", "conciseness=1",
+                                      "--lambda", "helpfulness=3,conciseness=1", "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    assert "[lambda] helpfulness=0.00 conciseness=1.00" in result.output
+    assert "[lambda] helpfulness=0.75 conciseness=0.25" in result.output
+    bad = CliRunner().invoke(app, ["generate", str(run), "--prompt", "Hi", "--lambda", "fluency=1"])
+    assert bad.exit_code == 2 and "unknown objective" in bad.output
