@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from lwdpo_edge.contract import ADAPTER_DIR, RunFolderError, read_run_manifest
 from lwdpo_edge.export.architectures import ExportInputError, check_architecture
 from lwdpo_edge.export.chat_template import lwdpo_chat_template
 from lwdpo_edge.export.contract import SIDECAR_FILE, ExportContract
+from lwdpo_edge.models import quiet_transformers  # pipeline.py imports it from here too
 
 
 def read_run(run_dir: Path) -> tuple[dict[str, Any], Path, str]:
@@ -82,17 +82,3 @@ def _drop_inline_template(tokenizer_config: Path) -> None:
     config = json.loads(tokenizer_config.read_text(encoding="utf-8"))
     if config.pop("chat_template", None) is not None:
         tokenizer_config.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-
-
-@contextmanager
-def quiet_transformers():
-    """No tqdm bars from transformers (loading / writing weights): the export shows its own stages."""
-    from transformers.utils import logging
-
-    were_on = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if were_on:
-            logging.enable_progress_bar()

@@ -235,7 +235,7 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     from rich.progress import Progress
 
     arch = _gguf_architecture(gguf_path)
-    with _no_transformers_bars(), Progress(console=Console(stderr=True), transient=True) as progress:
+    with quiet_transformers(), Progress(console=Console(stderr=True), transient=True) as progress:
         status = progress.add_task(f"converting {gguf_path.name} ({arch}) to safetensors, once", total=None)
         with _transformers_gguf_support(progress):
             model = _load_gguf_model(gguf_path, arch)  # first: a non-causal GGUF fails before the slow tokenizer
@@ -249,7 +249,7 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
 
 
 @contextmanager
-def _no_transformers_bars() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """One rich display instead of transformers' tqdm bars (loading weights, writing shards)."""
     from transformers.utils import logging
 
