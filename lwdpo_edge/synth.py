@@ -24,7 +24,6 @@ import hashlib
 import importlib.util
 import json
 import math
-import os
 import random
 import re
 import time
@@ -35,6 +34,7 @@ from typing import Protocol
 
 import numpy as np
 
+from lwdpo_edge.contract import atomic_write_text
 from lwdpo_edge.models import default_gguf, resolve_model
 from lwdpo_edge.raters import Rater, count_words, default_raters, score_answers
 
@@ -319,13 +319,7 @@ def read_records(path: Path) -> dict[str, dict]:
 
 
 def write_atomic(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def _progress():

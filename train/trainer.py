@@ -73,14 +73,16 @@ class LambdaDPOTrainer(Trainer):
             for lam in distinct_lambdas(self.lambda_sampler, args.lambdas_per_prompt, rng):
                 expanded.append(record)
                 lambdas.append(lam)
-        batch = encode_listwise(
-            expanded, lambdas, self.processing_class, self.objectives,
-            condition_on_lambda=args.condition_on_lambda,
-            score_normalization=args.score_normalization,
-            max_prompt_tokens=args.max_prompt_tokens,
-            max_response_tokens=args.max_response_tokens,
-        )
-        return batch.to(self.accelerator.device)
+        return self.encode(expanded, lambdas)
+
+    def encode(self, records, lambdas) -> ListwiseBatch:
+        """records[b] under lambdas[b], tokenised with this run's settings, on the training device."""
+        args: LambdaDPOConfig = self.args
+        return encode_listwise(
+            records, lambdas, self.processing_class, self.objectives,
+            condition_on_lambda=args.condition_on_lambda, score_normalization=args.score_normalization,
+            max_prompt_tokens=args.max_prompt_tokens, max_response_tokens=args.max_response_tokens,
+        ).to(self.accelerator.device)
 
     def candidate_logps(self, model, batch: ListwiseBatch) -> torch.Tensor:
         """Log-prob of every candidate, placed on the (B, N_max) grid (padding stays 0)."""
@@ -138,11 +140,7 @@ class LambdaDPOTrainer(Trainer):
         model = self.accelerator.unwrap_model(self.model)
         losses = []
         for name, lam in self.lambda_sampler.anchors:
-            batch = encode_listwise(
-                self.scheduler_lists, [lam] * len(self.scheduler_lists), self.processing_class, self.objectives,
-                condition_on_lambda=self.args.condition_on_lambda, score_normalization=self.args.score_normalization,
-                max_prompt_tokens=self.args.max_prompt_tokens, max_response_tokens=self.args.max_response_tokens,
-            ).to(self.accelerator.device)
+            batch = self.encode(self.scheduler_lists, [lam] * len(self.scheduler_lists))
             if name not in self._scheduler_reference:
                 with model.disable_adapter():
                     self._scheduler_reference[name] = self.candidate_logps(model, batch)
