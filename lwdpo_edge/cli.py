@@ -110,9 +110,11 @@ def generate(
 # Stage commands live beside their stage; their modules import nothing heavy at load time.
 from lwdpo_edge.evaluate.cli import evaluate  # noqa: E402
 from lwdpo_edge.export.cli import export  # noqa: E402
+from lwdpo_edge.apps.chat_cli import chat  # noqa: E402
 
 app.command("eval")(evaluate)
 app.command("export")(export)
+app.command("chat")(chat)
 
 
 def main() -> None:  # python -m lwdpo_edge.cli

@@ -1,0 +1,171 @@
+"""`lwdpo-edge chat`: a local Gradio chat app with one lambda slider per objective.
+
+    demo = build_app(load_model("model.gguf"), history_dir="~/.local/share/lwdpo-edge/chats")
+    launch_app(demo, ChatConfig(open_browser=False))
+
+The model is injected (build_app takes any object with the runtime's interface), so tests drive the
+app with a tiny GGUF or a recording fake. Every control re-renders "Model receives": the system
+message the runtime builds for the next turn, lambda header first. Nothing is fetched from the
+network: analytics are off and the default theme's fonts are served by the app itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio reads it at import
+
+import gradio as gr  # noqa: E402
+
+from lwdpo_edge.apps.chat_config import ChatConfig  # noqa: E402
+from lwdpo_edge.apps.chat_logic import (  # noqa: E402
+    conversation_messages, default_lambda, model_info_markdown, presets, received_system, simplex_markdown,
+    slider_lambda)
+from lwdpo_edge.apps.history import ChatHistory, HistoryError  # noqa: E402
+
+TITLE = "lwdpo-edge chat"
+
+
+def _view(turns: list[dict]) -> list[dict]:
+    """The chatbot's value: role and content only (the saved turns carry more)."""
+    return [{"role": m["role"], "content": m["content"]} for m in turns]
+
+
+def _make_handlers(model, history: ChatHistory):
+    """The app's event functions, closed over the model and the history folder."""
+
+    def preview(system_prompt, *weights):
+        lam, note = slider_lambda(model, weights)
+        return simplex_markdown(lam, note), received_system(model, lam, system_prompt)
+
+    def respond(message, conversation, system_prompt, temperature, top_p, max_tokens, *weights):
+        if not (message or "").strip():
+            yield gr.skip(), gr.skip(), gr.skip()
+            return
+        conversation = conversation or history.new_conversation(model.info)
+        lam, _ = slider_lambda(model, weights)
+        turns = conversation["messages"]
+        turns.append({"role": "user", "content": message})
+        messages = conversation_messages(system_prompt, turns)
+        settings = {"temperature": float(temperature), "top_p": float(top_p), "max_tokens": int(max_tokens)}
+        reply = {"role": "assistant", "content": "", "system": received_system(model, lam, system_prompt),
+                 "lambda": lam, "settings": settings, "stopped": True}  # True until the stream runs out
+        turns.append(reply)
+        yield _view(turns), conversation, ""
+        stream = None
+        try:  # Stop closes this generator: the finally closes the model's stream, which stops decoding
+            stream = model.chat(messages, lam, stream=True, **settings)  # raises on a bad request / full context
+            for piece in stream:
+                reply["content"] += piece
+                yield _view(turns), conversation, ""
+            reply["stopped"] = False
+        except Exception as err:  # a runtime error (e.g. context full) ends the turn, not the app
+            reply["error"] = str(err)
+            raise gr.Error(f"generation failed: {err}") from None
+        finally:
+            if stream is not None:
+                stream.close()
+            history.save(conversation)
+
+    def export(conversation):
+        if not conversation or not conversation["messages"]:
+            raise gr.Error("nothing to export yet: send a message first")
+        return str(history.save(conversation))
+
+    def load(conversation_id):
+        try:
+            conversation = history.load(conversation_id)
+        except HistoryError as err:
+            raise gr.Error(str(err)) from None
+        return conversation, _view(conversation["messages"])
+
+    def saved_list():
+        return gr.update(choices=history.list(), value=None)
+
+    return preview, respond, export, load, saved_list
+
+
+def _lambda_panel(model, config: ChatConfig):
+    """Sliders, live simplex values, preset buttons. -> (sliders, simplex markdown, preset buttons)."""
+    default = default_lambda(model)
+    gr.Markdown("### λ: what the answer should favour")
+    sliders = [gr.Slider(0.0, 1.0, value=default[name], step=0.01, label=name, elem_id=f"lambda-{name}",
+                         info="raw weight; normalised onto the simplex below") for name in model.objectives]
+    simplex = gr.Markdown(simplex_markdown(default), elem_id="simplex")
+    buttons = {}
+    if sliders:
+        with gr.Row():
+            for name in presets(model):
+                buttons[name] = gr.Button(f"{name} only" if name in model.objectives else name, size="sm",
+                                          elem_id=f"preset-{name}")
+    return sliders, simplex, buttons
+
+
+def build_app(model, history_dir: Path | str, config: ChatConfig | None = None) -> gr.Blocks:
+    """The chat app for `model` (the runtime's interface); conversations are saved in `history_dir`."""
+    config = config or ChatConfig()
+    history = ChatHistory(Path(history_dir))
+    preview, respond, export, load, saved_list = _make_handlers(model, history)
+    table = presets(model)
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        conversation = gr.State(None)
+        gr.Markdown(f"## {TITLE} · `{Path(str(model.info.get('path', ''))).name}`")
+        with gr.Row():
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chatbot")
+                received = gr.Textbox(label="Model receives (system message, lambda header first)", interactive=False,
+                                      lines=1, max_lines=6, elem_id="received",
+                                      value=received_system(model, default_lambda(model), ""))
+                with gr.Row():
+                    message = gr.Textbox(placeholder="Type a message, Enter to send", show_label=False, scale=6,
+                                         elem_id="message", autofocus=True)
+                    send = gr.Button("Send", variant="primary", scale=1, min_width=80)
+                    stop = gr.Button("Stop", variant="stop", scale=1, min_width=80)
+                with gr.Row():
+                    new_chat = gr.Button("New chat", size="sm")
+                    export_button = gr.Button("Export JSON", size="sm")
+                export_file = gr.File(label="Exported conversation", interactive=False, height=60)
+            with gr.Column(scale=2):
+                sliders, simplex, buttons = _lambda_panel(model, config)
+                system_prompt = gr.Textbox(label="System prompt (after the lambda header)", lines=2, elem_id="system")
+                with gr.Accordion("Sampling", open=True):
+                    temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05, label="temperature (0 = greedy)")
+                    top_p = gr.Slider(0.05, 1.0, value=config.top_p, step=0.05, label="top-p")
+                    max_tokens = gr.Slider(16, 2048, value=config.max_tokens, step=16, label="max tokens")
+                with gr.Accordion("Saved conversations", open=False):
+                    saved = gr.Dropdown(choices=history.list(), label=f"in {history.folder}", elem_id="saved")
+                with gr.Accordion("Model", open=False):
+                    gr.Markdown(model_info_markdown(model.info), elem_id="model-info")
+
+        gr.on([s.change for s in sliders] + [system_prompt.change], preview, [system_prompt, *sliders],
+              [simplex, received], api_name="preview", show_progress="hidden", queue=False)
+        for name, button in buttons.items():
+            button.click(lambda values=table[name]: values, None, sliders, api_name=f"preset_{name}", queue=False)
+        inputs = [message, conversation, system_prompt, temperature, top_p, max_tokens, *sliders]
+        chat_event = gr.on([message.submit, send.click], respond, inputs, [chatbot, conversation, message],
+                           api_name="respond", concurrency_limit=1)
+        chat_event.then(saved_list, None, saved, api_name=False)
+        stop.click(lambda: None, None, None, cancels=[chat_event], api_name="stop", queue=False)
+        new_chat.click(lambda: (None, [], ""), None, [conversation, chatbot, message], api_name="new_chat", queue=False)
+        export_button.click(export, conversation, export_file, api_name="export")
+        saved.input(load, saved, [conversation, chatbot], api_name="load_chat")
+        demo.load(saved_list, None, saved, api_name=False)
+    return demo
+
+
+def launch_app(demo: gr.Blocks, config: ChatConfig, *, block: bool = True):
+    """Serve the app on config.host:config.port; opens the browser unless config.open_browser is False."""
+    demo.queue(default_concurrency_limit=1)
+    return demo.launch(server_name=config.host, server_port=config.port, inbrowser=config.open_browser,
+                       prevent_thread_lock=not block, theme=gr.themes.Default(), show_error=True, quiet=False)
+
+
+def main(config: ChatConfig) -> None:
+    """Load the model (or the demo export), build the app and serve it until Ctrl-C."""
+    from lwdpo_edge.apps.chat_config import default_model_path
+    from lwdpo_edge.runtime import load_model
+
+    path = Path(config.model) if config.model else default_model_path()
+    model = load_model(path, threads=config.threads, n_ctx=config.n_ctx)  # ModelLoadError names the path
+    launch_app(build_app(model, config.history_path, config), config)

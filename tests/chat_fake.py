@@ -1,0 +1,61 @@
+"""A recording stand-in for lwdpo_edge.load_model(...) with the same interface, for the chat app tests.
+
+It builds prompts with the real conditioning code and answers with the header it received, word by
+word, so a test can see exactly what the model was asked; `closed` counts streams that were closed
+before they ran out (the app's Stop button).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from lwdpo_edge.conditioning import conditioned_messages
+from lwdpo_edge.lambdas import quantize_lambda
+
+OBJECTIVES = ["helpfulness", "conciseness", "readability"]
+DEFAULT = {"helpfulness": 0.5, "conciseness": 0.3, "readability": 0.2}
+
+
+class FakeModel:
+    def __init__(self, objectives=OBJECTIVES, default_lambda=DEFAULT, answer_words=None, delay=0.0):
+        self.objectives = list(objectives)
+        self.default_lambda = dict(default_lambda) if default_lambda else None
+        self.info = {"path": "/models/fake.q8_0.gguf", "format": "gguf", "quantization": "q8_0",
+                     "objectives": self.objectives, "default_lambda": self.default_lambda,
+                     "architecture": "llama", "contract_version": 1 if self.objectives else None}
+        self.answer_words = answer_words  # None: answer with the received system message
+        self.delay = delay  # seconds between streamed pieces
+        self.received: list[list[dict]] = []  # prompt_messages of every chat() call
+        self.settings: list[dict] = []
+        self.closed = 0
+        self.finished = threading.Event()  # set when a stream ends, run out or closed
+
+    def validate_lambda(self, lam):
+        return quantize_lambda(lam, self.objectives)
+
+    def prompt_messages(self, messages, lam=None):
+        if not self.objectives:
+            return conditioned_messages(messages, None, [])
+        return conditioned_messages(messages, self.validate_lambda(lam or self.default_lambda), self.objectives)
+
+    def chat(self, messages, lam=None, *, stream=False, temperature=0.0, top_p=1.0, max_tokens=256, seed=None):
+        received = self.prompt_messages(messages, lam)
+        self.received.append(received)
+        self.settings.append({"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens})
+        system = received[0]["content"] if received[0]["role"] == "system" else "(none)"
+        words = self.answer_words if self.answer_words is not None else f"I was asked under: {system}".split(" ")
+        words = words[:max_tokens]
+        return self._stream(words) if stream else " ".join(words)
+
+    def _stream(self, words):
+        ran_out = False
+        try:
+            for i, word in enumerate(words):
+                time.sleep(self.delay)
+                yield word if i == 0 else " " + word
+            ran_out = True
+        finally:
+            if not ran_out:
+                self.closed += 1
+            self.finished.set()
