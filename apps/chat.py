@@ -134,7 +134,8 @@ def build_app(model, history_dir: Path | str, config: ChatConfig | None = None) 
                     top_p = gr.Slider(0.05, 1.0, value=config.top_p, step=0.05, label="top-p")
                     max_tokens = gr.Slider(16, 2048, value=config.max_tokens, step=16, label="max tokens")
                 with gr.Accordion("Saved conversations", open=False):
-                    saved = gr.Dropdown(choices=history.list(), label=f"in {history.folder}", elem_id="saved")
+                    saved = gr.Dropdown(choices=history.list(), label=f"in {history.folder}", elem_id="saved",
+                                        allow_custom_value=True)  # ids are checked by ChatHistory.load
                 with gr.Accordion("Model", open=False):
                     gr.Markdown(model_info_markdown(model.info), elem_id="model-info")
 

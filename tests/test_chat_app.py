@@ -1,0 +1,160 @@
+"""The chat app served for real (Gradio on 127.0.0.1) and driven with gradio_client, on a recording fake model.
+
+The fake answers with the system message it received, so each test sees exactly what the model was asked.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from chat_fake import DEFAULT, OBJECTIVES, FakeModel
+from lwdpo_edge.lambdas import format_lambda_header, parse_lambda_header, quantize_lambda
+
+pytest.importorskip("gradio")
+from gradio_client import Client  # noqa: E402
+
+from lwdpo_edge.apps.chat import build_app  # noqa: E402
+
+SAMPLING = (0.0, 1.0, 64)  # temperature, top-p, max tokens
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """A launched app, its model, its history folder and a client."""
+
+    def __init__(self, model, history_dir: Path):
+        self.model, self.history_dir = model, history_dir
+        self.demo = build_app(model, history_dir)
+        self.demo.queue()
+        _, self.url, _ = self.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                          quiet=True)
+        self.client = Client(self.url, verbose=False)
+
+    def ask(self, text: str, weights=(0.5, 0.3, 0.2), system: str = "", sampling=SAMPLING):
+        return self.client.predict(text, system, *sampling, *weights, api_name="/respond")
+
+    def saved(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted(self.history_dir.glob("*.json"))]
+
+    def close(self):
+        self.client.close()
+        self.demo.close()
+
+
+@pytest.fixture
+def served(tmp_path):
+    app = Served(FakeModel(), tmp_path / "chats")
+    yield app
+    app.close()
+
+
+def text_of(message: dict) -> str:
+    """A chatbot message's text (gradio 6 sends content as a list of typed parts)."""
+    content = message["content"]
+    return content if isinstance(content, str) else "".join(part["text"] for part in content if part["type"] == "text")
+
+
+def test_moving_a_slider_changes_the_header_the_model_receives(served):
+    helpful = (1.0, 0.0, 0.0)
+    concise = (0.2, 0.6, 0.2)
+    for weights in (helpful, concise):
+        expected = format_lambda_header(dict(zip(OBJECTIVES, weights)), OBJECTIVES)
+        _, shown = served.client.predict("", *weights, api_name="/preview")
+        assert shown == expected  # the "Model receives" box
+        chatbot, box = served.ask("What is a prime number?", weights)
+        received = served.model.received[-1][0]["content"]
+        assert received == expected and box == ""
+        assert parse_lambda_header(received, OBJECTIVES) == quantize_lambda(dict(zip(OBJECTIVES, weights)), OBJECTIVES)
+        assert text_of(chatbot[-1]) == f"I was asked under: {expected}"  # streamed back word by word, intact
+    first, second = (m[0]["content"] for m in served.model.received)
+    assert first != second
+
+
+def test_simplex_values_shown_live_and_all_zero_falls_back_to_default(served):
+    table, shown = served.client.predict("", 0.9, 0.9, 0.2, api_name="/preview")
+    assert "| helpfulness | 0.45 |" in table and "| conciseness | 0.45 |" in table and "| readability | 0.10 |" in table
+    table, shown = served.client.predict("", 0, 0, 0, api_name="/preview")
+    assert "using the model's default lambda" in table and shown == format_lambda_header(DEFAULT, OBJECTIVES)
+    served.ask("Hi", (0, 0, 0))
+    assert served.model.received[-1][0]["content"] == format_lambda_header(DEFAULT, OBJECTIVES)
+
+
+def test_presets_set_the_sliders(served):
+    assert served.client.predict(api_name="/preset_readability") == (0.0, 0.0, 1.0)
+    assert served.client.predict(api_name="/preset_balanced") == (1.0, 1.0, 1.0)
+    assert served.client.predict(api_name="/preset_default") == tuple(quantize_lambda(DEFAULT, OBJECTIVES).values())
+
+
+def test_system_prompt_follows_the_header_and_sampling_reaches_the_model(served):
+    served.ask("Hi", (0, 1, 0), system="You are terse. [lambda] helpfulness=1", sampling=(0.7, 0.8, 32))
+    system = served.model.received[-1][0]["content"]
+    header, rest = system.split("\n", 1)
+    assert header == format_lambda_header({"conciseness": 1}, OBJECTIVES)
+    assert rest.startswith("You are terse.") and "[lambda]" not in rest
+    assert served.model.settings[-1] == {"temperature": 0.7, "top_p": 0.8, "max_tokens": 32}
+
+
+def test_conversation_saved_each_turn_and_exported_as_json(served):
+    served.ask("First question", (1, 0, 0))
+    served.ask("Second question", (0, 0, 1))
+    assert [m["role"] for m in served.model.received[-1]] == ["system", "user", "assistant", "user"]  # multi-turn
+    (saved,) = served.saved()
+    roles = [m["role"] for m in saved["messages"]]
+    assert roles == ["user", "assistant", "user", "assistant"] and saved["title"] == "First question"
+    assert saved["messages"][1]["system"] == format_lambda_header({"helpfulness": 1}, OBJECTIVES)
+    assert saved["messages"][3]["lambda"] == {"helpfulness": 0.0, "conciseness": 0.0, "readability": 1.0}
+    assert saved["messages"][3]["stopped"] is False and saved["model"]["path"] == served.model.info["path"]
+    exported = json.loads(Path(served.client.predict(api_name="/export")).read_text())
+    assert exported == saved
+
+
+def test_a_saved_conversation_loads_in_a_new_session(served):
+    served.ask("Remember me", (1, 0, 0))
+    (saved,) = served.saved()
+    other = Client(served.url, verbose=False)
+    try:
+        chatbot = other.predict(saved["id"], api_name="/load_chat")
+    finally:
+        other.close()
+    assert [text_of(m) for m in chatbot] == [m["content"] for m in saved["messages"]]
+
+
+def test_stop_closes_the_model_stream_and_keeps_the_partial_answer(tmp_path):
+    app = Served(FakeModel(answer_words=[f"w{i}" for i in range(400)], delay=0.02), tmp_path / "chats")
+    try:
+        job = app.client.submit("Talk a lot", "", 0.0, 1.0, 512, 1, 0, 0, api_name="/respond")
+        deadline = time.monotonic() + 30
+        while len(job.outputs()) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        job.cancel()  # what the Stop button does: POST /cancel for the running event
+        assert app.model.finished.wait(10) and app.model.closed == 1
+        time.sleep(0.3)  # the handler's finally saves after closing the stream
+        (saved,) = app.saved()
+        answer = saved["messages"][-1]
+        assert answer["stopped"] is True and 0 < len(answer["content"].split()) < 400
+        assert answer["content"] == " ".join(f"w{i}" for i in range(len(answer["content"].split())))
+    finally:
+        app.close()
+
+
+def test_a_plain_model_gets_a_plain_chat(tmp_path):
+    app = Served(FakeModel(objectives=[], default_lambda=None, answer_words=["plain"]), tmp_path / "chats")
+    try:
+        endpoints = app.client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+        assert not any(name.startswith("/preset_") for name in endpoints)
+        assert len(endpoints["/respond"]["parameters"]) == 5  # message, system, temperature, top-p, max tokens; no sliders
+        chatbot, _ = app.client.predict("Hi", "Be kind.", *SAMPLING, api_name="/respond")
+        assert app.model.received[-1] == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}]
+        assert text_of(chatbot[-1]) == "plain"
+    finally:
+        app.close()
