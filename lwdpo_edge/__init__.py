@@ -37,6 +37,7 @@ __all__ = [
     "LambdaError",
     "format_lambda_header",
     "lambda_dpo_loss",
+    "load_model",
     "normalize_lambda",
     "parse_lambda_header",
 ]
@@ -48,4 +49,8 @@ def __getattr__(name):
         from lwdpo_edge.objective import lambda_dpo_loss
 
         return lambda_dpo_loss
+    if name == "load_model":  # the runtime imports its backends (llama.cpp, torch ...) only on use
+        from lwdpo_edge.runtime import load_model
+
+        return load_model
     raise AttributeError(name)

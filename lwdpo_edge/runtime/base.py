@@ -1,0 +1,229 @@
+"""What every runtime backend shares: the lambda contract, prompt building, one lock, the decode loop.
+
+A backend (gguf.py, onnx.py, hf.py) supplies five small hooks:
+
+    render(messages) -> str          the model's own chat template, generation prompt included
+    encode(text) -> ids              special tokens in the text parsed, no BOS added (the template writes it)
+    decode(ids) -> str               special tokens dropped
+    is_stop(token) -> bool           end of turn
+    sample(prompt_ids, sampling, max_new) -> Iterator[int]   sampled tokens, one at a time
+
+Everything else lives here once: lambda validation, the header (always through
+`lwdpo_edge.conditioning.conditioned_messages`), the context budget, incremental detokenisation that
+never splits a UTF-8 character, usage counts and the per-model lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lwdpo_edge.conditioning import conditioned_messages
+from lwdpo_edge.lambdas import LambdaError, quantize_lambda, split_lambda_header
+
+ROLES = ("system", "user", "assistant")
+
+
+class ModelLoadError(ValueError):
+    """A path that is not a loadable model (the message names the path and what was expected)."""
+
+
+class MessageError(ValueError):
+    """Chat messages of the wrong shape (the message names the index and the field)."""
+
+
+class ContextLengthError(ValueError):
+    """A prompt that does not fit the model's context window."""
+
+
+@dataclass
+class Sampling:
+    temperature: float = 0.0  # 0: greedy (argmax)
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+@dataclass
+class Usage:
+    """Filled in by `chat(..., usage=Usage())` as generation goes (for the server's `usage` field)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None  # "stop" (end of turn) or "length" (max_tokens or context full)
+
+
+class ChatModel:
+    """A loaded model; use `lwdpo_edge.runtime.load_model` to get one."""
+
+    format: str = ""
+
+    def __init__(self, path: Path, contract, n_ctx: int, architecture: str | None, quantization: str | None):
+        self.path, self.contract, self.n_ctx = Path(path), contract, int(n_ctx)
+        self.architecture, self.quantization = architecture, quantization
+        # One generation at a time per model: llama.cpp contexts and KV caches are not shareable.
+        # A plain Lock (not RLock) so a stream started on one thread may be closed from another.
+        self.lock = threading.Lock()
+        self._tokenizer_lock = threading.Lock()  # HF fast tokenizers raise "Already borrowed" when shared
+
+    # ---- the lambda contract ----------------------------------------------------------------------
+
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.contract.objectives) if self.contract else []
+
+    @property
+    def default_lambda(self) -> dict[str, float] | None:
+        return dict(self.contract.lambda_default) if self.contract else None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "quantization": self.quantization,
+            "objectives": self.objectives,
+            "default_lambda": self.default_lambda,
+            "architecture": self.architecture,
+            "contract_version": self.contract.version if self.contract else None,
+        }
+
+    def validate_lambda(self, lam: Mapping[str, float] | Sequence[float]) -> dict[str, float]:
+        """lambda normalised and quantised to hundredths (what the header will show); LambdaError if invalid."""
+        if not self.contract:
+            raise LambdaError(f"{self.path.name} has no lambda contract (no lwdpo objectives): it takes no lambda")
+        return quantize_lambda(lam, self.objectives)
+
+    def prompt_messages(self, messages: Sequence[Mapping[str, str]], lam=None) -> list[dict[str, str]]:
+        """The final messages, header included. lam=None: a header already at the start of the system
+        message is honoured (and validated), else the default lambda. A plain model: unchanged."""
+        messages = check_messages(messages)
+        if not self.contract:
+            if lam is not None:
+                self.validate_lambda(lam)  # raises: a plain model takes no lambda
+            return messages
+        if lam is not None:
+            return conditioned_messages(messages, self.validate_lambda(lam), self.objectives)
+        system = " ".join(m["content"] for m in messages if m["role"] == "system")
+        given, rest = split_lambda_header(system)
+        if given is None:
+            return conditioned_messages(messages, self.default_lambda, self.objectives)
+        others = [m for m in messages if m["role"] != "system"]
+        kept = ([{"role": "system", "content": rest}] if rest.strip() else []) + others
+        return conditioned_messages(kept, self.validate_lambda(given), self.objectives)
+
+    def prompt(self, messages: Sequence[Mapping[str, str]], lam=None) -> str:
+        """The exact prompt text the model sees."""
+        return self.render(self.prompt_messages(messages, lam))
+
+    # ---- generation -------------------------------------------------------------------------------
+
+    def chat(self, messages, lam=None, *, stream: bool = False, temperature: float = 0.0, top_p: float = 1.0,
+             max_tokens: int = 256, seed: int | None = None, usage: Usage | None = None):
+        """The assistant's answer: a string, or with stream=True an iterator of text pieces.
+
+        Validation (messages, lambda, sampling, context) happens here, before anything is generated,
+        so a stream never starts for a bad request. Closing the stream stops generation.
+        """
+        sampling = check_sampling(temperature, top_p, max_tokens, seed)
+        text = self.prompt(messages, lam)
+        with self._tokenizer_lock:
+            prompt_ids = self.encode(text)
+        room = self.n_ctx - len(prompt_ids)
+        if room < 1:
+            raise ContextLengthError(f"prompt is {len(prompt_ids)} tokens; the context window is {self.n_ctx}")
+        pieces = self._generate(prompt_ids, sampling, min(int(max_tokens), room), usage or Usage())
+        return pieces if stream else "".join(pieces)
+
+    def _generate(self, prompt_ids: list[int], sampling: Sampling, max_new: int, usage: Usage) -> Iterator[str]:
+        # Windowed incremental decoding (as in text-generation-inference): decode a short window of
+        # tokens and emit only what grew past the previous window, so a multi-byte character split
+        # across tokens is emitted once complete and SentencePiece spaces survive.
+        with self.lock:
+            usage.prompt_tokens, usage.completion_tokens, usage.finish_reason = len(prompt_ids), 0, "length"
+            ids: list[int] = []
+            prefix, read = 0, 0
+            tokens = self.sample(prompt_ids, sampling, max_new)
+            try:
+                for token in tokens:
+                    if self.is_stop(token):
+                        usage.finish_reason = "stop"
+                        break
+                    ids.append(token)
+                    usage.completion_tokens = len(ids)
+                    with self._tokenizer_lock:
+                        before, after = self.decode(ids[prefix:read]), self.decode(ids[prefix:])
+                    if len(after) > len(before) and not after.endswith("\ufffd"):
+                        prefix, read = read, len(ids)
+                        yield after[len(before):]
+                    if len(ids) >= max_new:
+                        break
+            finally:
+                tokens.close()
+            if read < len(ids):  # the tail that never became printable; a cut character is dropped
+                with self._tokenizer_lock:
+                    before, after = self.decode(ids[prefix:read]), self.decode(ids[prefix:])
+                tail = after[len(before):].rstrip("\ufffd")
+                if tail:
+                    yield tail
+
+    def close(self) -> None:
+        """Free the model's memory now (the model is unusable afterwards)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path.name} objectives={self.objectives}>"
+
+    # ---- backend hooks ----------------------------------------------------------------------------
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        raise NotImplementedError
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def decode(self, ids: list[int]) -> str:
+        raise NotImplementedError
+
+    def is_stop(self, token: int) -> bool:
+        raise NotImplementedError
+
+    def sample(self, prompt_ids: list[int], sampling: Sampling, max_new: int) -> Iterator[int]:
+        raise NotImplementedError
+
+
+def check_messages(messages) -> list[dict[str, str]]:
+    """Plain {'role', 'content'} dicts; MessageError naming the first bad one."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+        raise MessageError("messages must be a non-empty list of {'role': ..., 'content': ...}")
+    checked = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise MessageError(f"messages[{i}] is not an object with 'role' and 'content'")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise MessageError(f"messages[{i}].role = {role!r}; expected one of {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise MessageError(f"messages[{i}].content must be a string")
+        checked.append({"role": role, "content": content})
+    return checked
+
+
+def check_sampling(temperature, top_p, max_tokens, seed) -> Sampling:
+    """Sampling settings, or ValueError naming the bad one."""
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise ValueError(f"max_tokens = {max_tokens!r}; expected an integer >= 1")
+    if not 0.0 <= float(temperature) <= 10.0:
+        raise ValueError(f"temperature = {temperature!r}; expected 0 (greedy) to 10")
+    if not 0.0 < float(top_p) <= 1.0:
+        raise ValueError(f"top_p = {top_p!r}; expected a number in (0, 1]")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32):
+        raise ValueError(f"seed = {seed!r}; expected an integer in [0, 2**32)")
+    return Sampling(float(temperature), float(top_p), seed)

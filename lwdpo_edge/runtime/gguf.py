@@ -1,0 +1,100 @@
+"""GGUF backend: llama-cpp-python, prompt rendered from the file's own chat template.
+
+The prompt is rendered with Jinja2 exactly as transformers renders it (`render_chat_template`), from
+`tokenizer.chat_template` in the file, then tokenised with special tokens parsed. For our exports the
+template's prelude keeps the header that `conditioned_messages` already wrote, so the text equals
+`prompt_text(tokenizer, conditioned_messages(...))`. A GGUF without a chat template gets a plain
+"role: content" transcript.
+"""
+
+from __future__ import annotations
+
+import atexit
+import random
+import weakref
+from pathlib import Path
+
+from lwdpo_edge.runtime.base import ChatModel, ModelLoadError, Sampling
+
+# llama_ftype values (llama.h) of the file types one meets on small models
+FILE_TYPES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1", 10: "q2_k", 12: "q3_k_m",
+              15: "q4_k_m", 17: "q5_k_m", 18: "q6_k", 32: "bf16"}
+
+
+class GGUFModel(ChatModel):
+    format = "gguf"
+
+    def __init__(self, path: Path, threads: int | None = None, n_ctx: int = 2048):
+        from llama_cpp import Llama
+
+        from lwdpo_edge.export.contract import ExportContract
+        from lwdpo_edge.export.gguf import quiet_llama_cpp
+        from lwdpo_edge.export.keys import read_gguf_keys, read_lwdpo_metadata
+
+        try:
+            contract = ExportContract.from_json(read_lwdpo_metadata(path))
+        except ValueError:
+            contract = None  # a GGUF not made by lwdpo-edge: plain chat
+        trained = read_gguf_keys(path, lambda key: key.endswith(".context_length"))
+        n_ctx = min([n_ctx, *map(int, trained.values())])  # beyond it llama.cpp warns and quality drops
+        try:
+            with quiet_llama_cpp():
+                self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                                 verbose=False)
+        except ValueError as err:  # llama-cpp-python: "Failed to load model from file"
+            raise ModelLoadError(f"{path}: llama.cpp cannot load this GGUF ({err})") from None
+        meta = self.llm.metadata
+        file_type = meta.get("general.file_type")
+        quant = FILE_TYPES.get(int(file_type), f"ftype{file_type}") if file_type is not None else None
+        super().__init__(path, contract, n_ctx, meta.get("general.architecture"), quant)
+        self.template = meta.get("tokenizer.chat_template")
+        self._vocab = self.llm._model.vocab  # for llama_vocab_is_eog (eos, eot, <|im_end|> ...)
+        _OPEN.add(self)
+
+    def _special(self, token_id: int) -> str:
+        return self.llm.detokenize([token_id], special=True).decode("utf-8", errors="replace") if token_id >= 0 else ""
+
+    def render(self, messages):
+        if not self.template:
+            return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        from lwdpo_edge.export.chat_template import render_chat_template
+
+        # transformers passes the special tokens to the template; llama.cpp's own formatter does too
+        return render_chat_template(self.template, messages, bos_token=self._special(self.llm.token_bos()),
+                                    eos_token=self._special(self.llm.token_eos()))
+
+    def encode(self, text):
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def decode(self, ids):
+        return self.llm.detokenize(ids).decode("utf-8", errors="replace")
+
+    def is_stop(self, token):
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def sample(self, prompt_ids, sampling: Sampling, max_new):
+        # top_k 0 and min_p 0 switch those samplers off, so temperature / top_p mean what they say;
+        # temperature 0 is llama.cpp's greedy sampler. The KV cache of a shared prompt prefix is reused.
+        self.llm.set_seed(sampling.seed if sampling.seed is not None else random.getrandbits(32))
+        return self.llm.generate(prompt_ids, top_k=0, top_p=sampling.top_p, min_p=0.0, temp=sampling.temperature,
+                                 repeat_penalty=1.0)
+
+    def close(self):
+        from lwdpo_edge.export.gguf import quiet_llama_cpp
+
+        with self.lock, quiet_llama_cpp():
+            self.llm.close()
+        _OPEN.discard(self)
+
+
+# A Llama still open at interpreter exit raises in its __del__ (its C library is already unloaded):
+# close every open model while the interpreter is still whole.
+_OPEN: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for model in list(_OPEN):
+        model.close()

@@ -1,0 +1,88 @@
+"""ONNX backend: an onnxruntime-genai folder (e.g. `lwdpo-edge export RUN --format onnx`).
+
+The prompt is rendered with Jinja2 from the folder's chat_template.jinja (the lambda template for
+our exports), like transformers does; a folder without that file uses onnxruntime-genai's own
+template engine. The contract comes from the lwdpo.json sidecar (genai_config.json cannot hold it).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+
+from lwdpo_edge.runtime.base import ChatModel, ModelLoadError, Sampling
+from lwdpo_edge.runtime.hf import sidecar_contract
+
+GENAI_CONFIG = "genai_config.json"
+TEMPLATE_FILE = "chat_template.jinja"
+
+
+class OnnxModel(ChatModel):
+    format = "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None, n_ctx: int = 2048):
+        import onnxruntime_genai as og
+
+        og.disable_telemetry_events()  # on by default in onnxruntime-genai
+        genai = json.loads((path / GENAI_CONFIG).read_text(encoding="utf-8"))["model"]
+        try:
+            config = og.Config(str(path))
+            if threads:
+                options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+                config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+            self.og, self.model = og, og.Model(config)
+            self.tokenizer = og.Tokenizer(self.model)
+        except Exception as err:  # onnxruntime-genai raises a bare RuntimeError/OrtException
+            raise ModelLoadError(f"{path}: onnxruntime-genai cannot load this folder ({err})") from None
+        contract = sidecar_contract(path)
+        quant = contract_format(path)
+        super().__init__(path, contract, min(n_ctx, int(genai.get("context_length") or n_ctx)), genai.get("type"), quant)
+        eos = genai.get("eos_token_id")
+        self._stop = set(eos if isinstance(eos, list) else [eos]) - {None}
+        template = path / TEMPLATE_FILE
+        self.template = template.read_text(encoding="utf-8") if template.is_file() else None
+
+    def render(self, messages):
+        if self.template is None:
+            return self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
+        from lwdpo_edge.export.chat_template import render_chat_template
+
+        return render_chat_template(self.template, messages)
+
+    def encode(self, text):
+        return [int(t) for t in self.tokenizer.encode(text)]
+
+    def decode(self, ids):
+        return self.tokenizer.decode(np.asarray(ids, dtype=np.int32)) if ids else ""
+
+    def is_stop(self, token):
+        return token in self._stop
+
+    def sample(self, prompt_ids, sampling: Sampling, max_new):
+        params = self.og.GeneratorParams(self.model)
+        options = {"max_length": len(prompt_ids) + max_new, "do_sample": sampling.temperature > 0}
+        if sampling.temperature > 0:
+            seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
+            options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0, random_seed=seed)
+        params.set_search_options(**options)
+        generator = self.og.Generator(self.model, params)
+        generator.append_tokens(np.asarray(prompt_ids, dtype=np.int32))
+        while not generator.is_done():
+            generator.generate_next_token()
+            yield int(generator.get_next_tokens()[0])
+
+    def close(self):
+        with self.lock:
+            self.model = self.tokenizer = None
+
+
+def contract_format(path: Path) -> str | None:
+    """"int4" / "fp32" from the sidecar's provenance ("onnx int4"), when there is one."""
+    sidecar = path / "lwdpo.json"
+    if not sidecar.is_file():
+        return None
+    fmt = json.loads(sidecar.read_text(encoding="utf-8")).get("format", "")
+    return fmt.split()[-1] if fmt else None
