@@ -111,10 +111,12 @@ def generate(
 from lwdpo_edge.evaluate.cli import evaluate  # noqa: E402
 from lwdpo_edge.export.cli import export  # noqa: E402
 from lwdpo_edge.apps.chat_cli import chat  # noqa: E402
+from lwdpo_edge.apps.serve_cli import serve  # noqa: E402
 
 app.command("eval")(evaluate)
 app.command("export")(export)
 app.command("chat")(chat)
+app.command("serve")(serve)
 
 
 def main() -> None:  # python -m lwdpo_edge.cli
