@@ -16,10 +16,8 @@ Runs alternate per round so machine noise hits all alike; ratios are printed aga
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,33 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import peak_rss_mb, trl_rows
+
 MODES = ("lwdpo", "trl-all-pairs", "trl-best-vs-rest")
-
-
-def mean_z(record) -> list[float]:
-    """Mean over objectives of each candidate's z-score within its list (the pairwise ranking)."""
-    import numpy as np
-
-    names = list(record.responses[0].scores)
-    table = np.array([[r.scores[n] for n in names] for r in record.responses], dtype=float)  # (N, K)
-    z = (table - table.mean(0)) / np.where(table.std(0) > 0, table.std(0), 1.0)
-    return z.mean(1).tolist()
-
-
-def pairs_of(records, mode: str) -> list[dict]:
-    """TRL preference rows (conversational prompt/chosen/rejected) from ranked lists."""
-    rows = []
-    for record in records:
-        order = sorted(range(len(record.responses)), key=lambda i: -mean_z(record)[i])
-        if mode == "trl-all-pairs":
-            pairs = list(itertools.combinations(order, 2))  # order is best-first: (better, worse)
-        else:
-            pairs = [(order[0], other) for other in order[1:]]
-        for better, worse in pairs:
-            rows.append({"prompt": record.prompt,
-                         "chosen": [{"role": "assistant", "content": record.responses[better].text}],
-                         "rejected": [{"role": "assistant", "content": record.responses[worse].text}]})
-    return rows
 
 
 def child(mode: str, prompts: int, qlora: bool, threads: int, out: Path) -> dict:
@@ -82,14 +56,14 @@ def child(mode: str, prompts: int, qlora: bool, threads: int, out: Path) -> dict
 
         model_dir = resolve_model("default")
         model = load_policy(model_dir, qlora=qlora, lora=LoraSettings())
-        rows = pairs_of(records, mode)
+        rows = trl_rows(records, "all-pairs" if mode == "trl-all-pairs" else "best-vs-rest")
         args = DPOConfig(output_dir=str(out / "trl"), per_device_train_batch_size=2, max_steps=len(rows) // 2,
                          beta=0.1, learning_rate=1e-4, report_to="none", use_cpu=True, save_strategy="no",
                          max_length=256, disable_tqdm=True, logging_steps=1000, seed=0)
         trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                              processing_class=load_tokenizer(model_dir))
         seconds, steps = trainer.train().metrics["train_runtime"], len(rows) // 2
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     return {"mode": mode, "qlora": qlora, "seconds": seconds, "steps": steps, "prompts": prompts, "peak_rss_mb": peak}
 
 

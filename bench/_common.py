@@ -1,0 +1,91 @@
+"""Pieces the training benchmarks share: the pairwise baseline's pairs, peak RSS, the machine line.
+
+    from _common import mean_z, pair_indices, trl_rows
+
+The pairwise baseline ranks a list's candidates by the mean, over objectives, of each candidate's
+z-score within the list: the same per-objective normalisation as `--score-normalization zscore`
+(population std; a constant objective gives all zeros; a missing score is left out of the mean).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import resource
+
+PAIR_MODES = ("all-pairs", "best-vs-rest", "best-vs-worst")
+
+
+def mean_z(record, objectives=None) -> list[float]:
+    """Per candidate: mean over the objectives it is scored on of its z-score within the list."""
+    import torch
+
+    from lwdpo_edge.train.batching import normalize_scores
+
+    names = list(objectives or record.responses[0].scores)
+    raw = torch.tensor([[_score(r, n) for r in record.responses] for n in names], dtype=torch.float64)  # (K, N)
+    z = normalize_scores(raw, "zscore")
+    present = torch.isfinite(z)
+    totals = torch.where(present, z, torch.zeros_like(z)).sum(0)
+    counts = present.sum(0)
+    return [float(t / c) if c else 0.0 for t, c in zip(totals, counts)]
+
+
+def _score(response, name: str) -> float:
+    value = response.scores.get(name)
+    return float("nan") if value is None else float(value)
+
+
+def pair_indices(record, mode: str, objectives=None) -> list[tuple[int, int]]:
+    """(better, worse) candidate indices of one list, by mean z-score.
+
+    best-vs-worst: one pair (the paper's pairwise baseline); no pair when best and worst tie.
+    best-vs-rest: the best against each other candidate; all-pairs: every pair, better first.
+    Ties keep file order (sorted() is stable), so the result is deterministic.
+    """
+    if mode not in PAIR_MODES:
+        raise ValueError(f"unknown pair mode {mode!r}; expected one of {PAIR_MODES}")
+    z = mean_z(record, objectives)
+    order = sorted(range(len(z)), key=lambda i: -z[i])
+    if mode == "all-pairs":
+        pairs = list(itertools.combinations(order, 2))
+    elif mode == "best-vs-rest":
+        pairs = [(order[0], other) for other in order[1:]]
+    else:
+        pairs = [(order[0], order[-1])]
+    return [(a, b) for a, b in pairs if z[a] > z[b]] if mode == "best-vs-worst" else pairs
+
+
+def trl_rows(records, mode: str, objectives=None, prompt_of=lambda record: record.prompt) -> list[dict]:
+    """TRL preference rows (conversational prompt/chosen/rejected) from ranked lists."""
+    rows = []
+    for record in records:
+        for better, worse in pair_indices(record, mode, objectives):
+            rows.append({"prompt": prompt_of(record),
+                         "chosen": [{"role": "assistant", "content": record.responses[better].text}],
+                         "rejected": [{"role": "assistant", "content": record.responses[worse].text}]})
+    return rows
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine_line(threads: int | None = None) -> str:
+    """CPU model, cores, RAM, torch version and threads: what a reader needs to compare timings."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        ram = float("nan")
+    return (f"{cpu}, {os.cpu_count()} cores, {ram:.0f} GiB RAM, {platform.system()} {platform.machine()}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}, "
+            f"{threads or torch.get_num_threads()} torch threads")

@@ -1,0 +1,148 @@
+"""bench/compare.py's pure parts: the pairwise baseline's pairs, the table, arm a's run folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lwdpo_edge.data.schema import ListwiseRecord, Response
+from train_helpers import write_dataset
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+compare = _load("compare")
+common = sys.modules["_common"]  # compare.py put bench/ on sys.path and imported it
+
+
+def _record(*scores: tuple) -> ListwiseRecord:
+    """Candidates named A, B, C... scored on (helpfulness, conciseness); None = missing."""
+    responses = [Response(chr(65 + i), {"helpfulness": h, "conciseness": c}) for i, (h, c) in enumerate(scores)]
+    return ListwiseRecord([{"role": "user", "content": "q?"}], responses)
+
+
+# ----------------------------------------------------------------------------- pairs
+
+
+def test_best_vs_worst_is_by_mean_zscore_not_raw_sum():
+    # raw sums A=11, B=7, C=3 would pick A; per-objective z-scores put B first:
+    # helpfulness z = (-1.22, 1.22, 0), conciseness z = (1.34, -0.27, -1.07) -> means (0.06, 0.48, -0.53)
+    record = _record((1, 10), (3, 4), (2, 1))
+    assert common.pair_indices(record, "best-vs-worst") == [(1, 2)]
+    table = np.array([[1, 10], [3, 4], [2, 1]], dtype=float)
+    expected = ((table - table.mean(0)) / table.std(0)).mean(1)
+    assert np.allclose(common.mean_z(record), expected)
+
+
+def test_missing_score_is_left_out_of_the_mean():
+    # conciseness missing for A: A's mean is its helpfulness z alone (the best), C has the lowest mean
+    record = _record((3, None), (1, 5), (2, 0))
+    z = common.mean_z(record)
+    assert z[0] == pytest.approx(1.2247, abs=1e-4)
+    assert common.pair_indices(record, "best-vs-worst") == [(0, 2)]
+
+
+def test_tied_list_gives_no_pair_and_other_modes_count_pairs():
+    assert common.pair_indices(_record((1, 1), (1, 1), (1, 1)), "best-vs-worst") == []
+    record = _record((1, 10), (3, 4), (2, 1), (0, 0))
+    all_pairs = common.pair_indices(record, "all-pairs")
+    z = common.mean_z(record)
+    assert len(all_pairs) == 6 and all(z[a] >= z[b] for a, b in all_pairs)
+    assert [a for a, _ in common.pair_indices(record, "best-vs-rest")] == [1, 1, 1]
+    with pytest.raises(ValueError, match="unknown pair mode"):
+        common.pair_indices(record, "best-of-three")
+
+
+def test_trl_rows_hold_the_chosen_and_rejected_texts():
+    rows = common.trl_rows([_record((1, 10), (3, 4), (2, 1))], "best-vs-worst")
+    assert rows == [{"prompt": [{"role": "user", "content": "q?"}],
+                     "chosen": [{"role": "assistant", "content": "B"}],
+                     "rejected": [{"role": "assistant", "content": "C"}]}]
+
+
+# ----------------------------------------------------------------------------- table
+
+
+def _fake_report(top1: dict, spearman: dict | None, objectives=("helpfulness", "conciseness")) -> dict:
+    metrics = lambda value: {"top1": value, "kendall_tau": value / 2, "ndcg": 0.9, "n_lists": 4}  # noqa: E731
+    policy = {point: {o: metrics(top1[o] if point == o else 0.0) for o in objectives} for point in (*objectives, "uniform")}
+    chance = {point: {o: metrics(0.25) for o in objectives} for point in (*objectives, "uniform")}
+    control = {"objectives": {o: {"spearman": spearman[o], "spearman_within_prompt": None} for o in objectives}} if spearman else {}
+    return {"objectives": list(objectives), "run": {"conditioning": "header" if spearman else "none"},
+            "ranking": {"policy": policy, "chance": chance}, "data": {"n_lists": 4}, "prompts": {"n": 2},
+            "controllability": {"policy": control} if spearman else {}}
+
+
+def test_arm_result_reads_vertex_accuracy_and_costs():
+    bench = {"seconds": 30.0, "steps": 3, "prompts_per_step": 2, "peak_rss_mb": 1500.0}
+    row = compare.arm_result(compare.ARMS["c"], bench, _fake_report({"helpfulness": 0.75, "conciseness": 0.5},
+                                                                     {"helpfulness": 0.8, "conciseness": None}))
+    assert row["top1"] == {"helpfulness": 0.75, "conciseness": 0.5}  # at each objective's own vertex
+    assert row["kendall_tau"] == {"helpfulness": 0.375, "conciseness": 0.25}
+    assert row["spearman"] == {"helpfulness": 0.8, "conciseness": None}
+    assert row["s_per_step"] == 10.0 and row["s_per_prompt"] == 5.0 and row["peak_rss_mb"] == 1500.0
+    unconditioned = compare.arm_result(compare.ARMS["a"], bench, _fake_report({"helpfulness": 0.5, "conciseness": 0.0}, None))
+    assert unconditioned["spearman"] == {"helpfulness": None, "conciseness": None}
+
+
+def test_markdown_table_has_one_row_per_arm_and_chance():
+    bench = {"seconds": 12.0, "steps": 4, "prompts_per_step": 1, "peak_rss_mb": 1234.4}
+    results = [compare.arm_result(compare.ARMS["a"], bench, _fake_report({"helpfulness": 0.5, "conciseness": 0.25}, None)),
+               compare.arm_result(compare.ARMS["d"], bench, _fake_report({"helpfulness": 1.0, "conciseness": 0.75},
+                                                                          {"helpfulness": 0.9, "conciseness": -0.1}))]
+    lines = compare.markdown_table(results, ["helpfulness", "conciseness"]).splitlines()
+    assert lines[0] == "| arm | top-1 helpfulness | top-1 conciseness | ρ helpfulness | ρ conciseness | s/step | s/prompt | peak RSS MB |"
+    assert lines[2] == "| a: pairwise DPO (TRL, best-vs-worst) | 0.50 | 0.25 | – | – | 3.0 | 3.00 | 1234 |"
+    assert lines[3] == "| d: c + performance scheduler | 1.00 | 0.75 | 0.90 | -0.10 | 3.0 | 3.00 | 1234 |"
+    assert lines[4].startswith("| chance | 0.25 | 0.25 |") and len(lines) == 5
+
+
+def test_parse_arms_keeps_order_and_rejects_unknown():
+    assert [a.key for a in compare.parse_arms("c,a,c")] == ["c", "a"]
+    with pytest.raises(compare.CompareError, match="unknown arm"):
+        compare.parse_arms("a,e")
+
+
+# ----------------------------------------------------------------------------- arm a's run folder
+
+
+def test_trl_arm_writes_a_run_folder_eval_reads(tiny_llama_dir, tmp_path):
+    """One TRL step on the tiny model: the folder passes the eval's checks and encodes like the config."""
+    import torch
+
+    from lwdpo_edge.contract import read_run_manifest
+    from lwdpo_edge.evaluate.ranking import RankingSettings
+    from lwdpo_edge.evaluate.run import check_run
+    from train_helpers import tiny_config
+
+    torch.set_num_threads(1)
+    config = tiny_config(tiny_llama_dir, write_dataset(tmp_path / "lists.jsonl", n_prompts=4), tmp_path / "run",
+                         max_steps=1, per_device_train_batch_size=1, max_prompt_tokens=64, threads=1)
+    arguments = compare.dpo_config(config, tmp_path / "run")
+    assert {n: getattr(arguments, n) for n in compare.SHARED_TRAINING_ARGS} == {n: getattr(config, n) for n in compare.SHARED_TRAINING_ARGS}
+    assert arguments.beta == config.beta and arguments.max_length == 64 + 32
+
+    seconds, steps = compare.train_trl(config, tmp_path / "run")
+    assert steps == 1 and seconds > 0
+    manifest = check_run(tmp_path / "run")  # adapter_config.json present, conditioning known
+    assert manifest == read_run_manifest(tmp_path / "run")
+    assert manifest["conditioning"] == "none" and manifest["objectives"] == ["helpfulness", "conciseness"]
+    assert not (tmp_path / "run" / "adapter" / "ref").exists()  # TRL's frozen reference copy is not saved
+    settings = RankingSettings.from_manifest(manifest)
+    assert settings == RankingSettings(beta=config.beta, condition_on_lambda=False, length_normalize=False,
+                                       max_prompt_tokens=64, max_response_tokens=32)
+    assert manifest["training"]["trainer"] == "trl.DPOTrainer" and "lambda_scheduler" not in manifest["training"]["config"]
+    assert json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())["r"] == config.lora_r
