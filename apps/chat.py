@@ -71,7 +71,8 @@ def _make_handlers(model, history: ChatHistory):
     def export(conversation):
         if not conversation or not conversation["messages"]:
             raise gr.Error("nothing to export yet: send a message first")
-        return str(history.save(conversation))
+        path = history.path(conversation["id"])  # saved after every turn; export does not rewrite it
+        return gr.update(value=str(path if path.is_file() else history.save(conversation)), visible=True)
 
     def load(conversation_id):
         try:
@@ -125,7 +126,7 @@ def build_app(model, history_dir: Path | str, config: ChatConfig | None = None) 
                 with gr.Row():
                     new_chat = gr.Button("New chat", size="sm")
                     export_button = gr.Button("Export JSON", size="sm")
-                export_file = gr.File(label="Exported conversation", interactive=False, height=60)
+                export_file = gr.File(label="Exported conversation", interactive=False, visible=False, elem_id="export")
             with gr.Column(scale=2):
                 sliders, simplex, buttons = _lambda_panel(model, config)
                 system_prompt = gr.Textbox(label="System prompt (after the lambda header)", lines=2, elem_id="system")

@@ -1,4 +1,5 @@
-"""A recording stand-in for lwdpo_edge.load_model(...) with the same interface, for the chat app tests.
+"""A recording stand-in for lwdpo_edge.load_model(...) with the same interface, and `Served`: the chat app
+launched on a free port with a gradio_client attached.
 
 It builds prompts with the real conditioning code and answers with the header it received, word by
 word, so a test can see exactly what the model was asked; `closed` counts streams that were closed
@@ -7,14 +8,18 @@ before they ran out (the app's Stop button).
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
+from pathlib import Path
 
 from lwdpo_edge.conditioning import conditioned_messages
 from lwdpo_edge.lambdas import quantize_lambda
 
 OBJECTIVES = ["helpfulness", "conciseness", "readability"]
 DEFAULT = {"helpfulness": 0.5, "conciseness": 0.3, "readability": 0.2}
+SAMPLING = (0.0, 1.0, 64)  # temperature, top-p, max tokens
 
 
 class FakeModel:
@@ -59,3 +64,35 @@ class FakeModel:
             if not ran_out:
                 self.closed += 1
             self.finished.set()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """A launched app, its model, its history folder and a client."""
+
+    def __init__(self, model, history_dir: Path):
+        self.model, self.history_dir = model, history_dir
+        from gradio_client import Client
+
+        from lwdpo_edge.apps.chat import build_app
+
+        self.demo = build_app(model, history_dir)
+        self.demo.queue()
+        _, self.url, _ = self.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                          quiet=True)
+        self.client = Client(self.url, verbose=False)
+
+    def ask(self, text: str, weights=(0.5, 0.3, 0.2), system: str = "", sampling=SAMPLING):
+        return self.client.predict(text, system, *sampling, *weights, api_name="/respond")
+
+    def saved(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted(self.history_dir.glob("*.json"))]
+
+    def close(self):
+        self.client.close()
+        self.demo.close()

@@ -6,49 +6,16 @@ The fake answers with the system message it received, so each test sees exactly 
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from chat_fake import DEFAULT, OBJECTIVES, FakeModel
+from chat_fake import DEFAULT, OBJECTIVES, SAMPLING, FakeModel, Served
 from lwdpo_edge.lambdas import format_lambda_header, parse_lambda_header, quantize_lambda
 
 pytest.importorskip("gradio")
 from gradio_client import Client  # noqa: E402
-
-from lwdpo_edge.apps.chat import build_app  # noqa: E402
-
-SAMPLING = (0.0, 1.0, 64)  # temperature, top-p, max tokens
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    """A launched app, its model, its history folder and a client."""
-
-    def __init__(self, model, history_dir: Path):
-        self.model, self.history_dir = model, history_dir
-        self.demo = build_app(model, history_dir)
-        self.demo.queue()
-        _, self.url, _ = self.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                          quiet=True)
-        self.client = Client(self.url, verbose=False)
-
-    def ask(self, text: str, weights=(0.5, 0.3, 0.2), system: str = "", sampling=SAMPLING):
-        return self.client.predict(text, system, *sampling, *weights, api_name="/respond")
-
-    def saved(self) -> list[dict]:
-        return [json.loads(p.read_text()) for p in sorted(self.history_dir.glob("*.json"))]
-
-    def close(self):
-        self.client.close()
-        self.demo.close()
 
 
 @pytest.fixture
@@ -114,7 +81,9 @@ def test_conversation_saved_each_turn_and_exported_as_json(served):
     assert saved["messages"][1]["system"] == format_lambda_header({"helpfulness": 1}, OBJECTIVES)
     assert saved["messages"][3]["lambda"] == {"helpfulness": 0.0, "conciseness": 0.0, "readability": 1.0}
     assert saved["messages"][3]["stopped"] is False and saved["model"]["path"] == served.model.info["path"]
-    exported = json.loads(Path(served.client.predict(api_name="/export")).read_text())
+    update = served.client.predict(api_name="/export")  # {"value": downloaded file, "visible": True}
+    assert update["visible"] is True
+    exported = json.loads(Path(update["value"]).read_text())
     assert exported == saved
 
 
