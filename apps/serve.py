@@ -18,6 +18,10 @@ import json
 import time
 from pathlib import Path
 
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+
 from lwdpo_edge.apps.serve_schema import (
     ApiError, ChatRequest, Limits, chunk, completion, completion_id, validation_error,
 )
@@ -26,10 +30,6 @@ from lwdpo_edge.runtime.base import ContextLengthError, Usage
 
 def create_app(model, limits: Limits = Limits(), model_id: str | None = None, api_key: str | None = None):
     """The FastAPI app serving `model` (a lwdpo_edge.runtime ChatModel)."""
-    from fastapi import Depends, FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
-    from starlette.exceptions import HTTPException
-
     model_id = model_id or model.path.stem
 
     async def authorise(request: Request):  # a dependency, not a middleware: middlewares wrap streams
@@ -92,10 +92,16 @@ def start_chat(model, messages, lam, stream: bool, usage: Usage, settings: dict)
 
 async def sse_events(queue: asyncio.Lock, pieces, cid: str, model_id: str, usage: Usage, include_usage: bool):
     """The SSE body: a role chunk, one chunk per text piece, a finish chunk, [usage], [DONE]."""
+    import anyio
+
     async with queue:
         try:
             yield sse(chunk(cid, model_id, {"role": "assistant", "content": ""}))
-            while (piece := await in_thread(next, pieces, None)) is not None:
+            while True:
+                # Every other await here is shielded; this one lets a disconnect (a cancellation) in.
+                await anyio.lowlevel.checkpoint()
+                if (piece := await in_thread(next, pieces, None)) is None:
+                    break
                 yield sse(chunk(cid, model_id, {"content": piece}))
             yield sse(chunk(cid, model_id, {}, usage.finish_reason))
             if include_usage:
