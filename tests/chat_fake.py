@@ -96,3 +96,9 @@ class Served:
     def close(self):
         self.client.close()
         self.demo.close()
+
+
+def text_of(message: dict) -> str:
+    """A chatbot message's text (gradio 6 sends content as a list of typed parts)."""
+    content = message["content"]
+    return content if isinstance(content, str) else "".join(part["text"] for part in content if part["type"] == "text")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chat_fake import DEFAULT, OBJECTIVES, SAMPLING, FakeModel, Served
+from chat_fake import DEFAULT, OBJECTIVES, SAMPLING, FakeModel, Served, text_of
 from lwdpo_edge.lambdas import format_lambda_header, parse_lambda_header, quantize_lambda
 
 pytest.importorskip("gradio")
@@ -23,12 +23,6 @@ def served(tmp_path):
     app = Served(FakeModel(), tmp_path / "chats")
     yield app
     app.close()
-
-
-def text_of(message: dict) -> str:
-    """A chatbot message's text (gradio 6 sends content as a list of typed parts)."""
-    content = message["content"]
-    return content if isinstance(content, str) else "".join(part["text"] for part in content if part["type"] == "text")
 
 
 def test_moving_a_slider_changes_the_header_the_model_receives(served):
