@@ -261,17 +261,19 @@ def arm_state(args, arm: Arm) -> str:
     return "done" if done else "eval"
 
 
-def write_eval_lists(args) -> Path:
-    """The held-out lists of the recipe's data, minus those the performance scheduler measures."""
+def write_eval_lists(args, skip_scheduler_lists: bool = True) -> Path:
+    """The held-out lists of the recipe's data, minus those the performance scheduler measures
+    (skip_scheduler_lists=False when no arm uses that scheduler, e.g. bench/oasst.py)."""
     from lwdpo_edge.data.loaders import save_records
     from lwdpo_edge.train.recipe import load_training_data
 
     config = arm_config(args, ARMS["d"], Path(args.runs_dir) / "d")
     _, heldout, _ = load_training_data(config)
-    kept = heldout[config.scheduler_lists:]
+    skip = config.scheduler_lists if skip_scheduler_lists else 0
+    kept = heldout[skip:]
     if not kept:
         raise CompareError(f"{config.data}: needs held-out lists (split 'heldout') beyond the "
-                           f"{config.scheduler_lists} the performance scheduler measures")
+                           f"{skip} the performance scheduler measures")
     return save_records(kept, Path(args.runs_dir) / EVAL_LISTS)
 
 
@@ -288,13 +290,13 @@ def child_command(args, key: str) -> list[str]:
     return cmd
 
 
-def run_arms(args, arms: list[Arm]) -> None:
+def run_arms(args, arms: list[Arm], skip_scheduler_lists: bool = True) -> None:
     from rich.console import Console
 
     console = Console(stderr=True)
     states = {arm.key: arm_state(args, arm) for arm in arms}  # every folder checked before anything runs
     Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
-    write_eval_lists(args)
+    write_eval_lists(args, skip_scheduler_lists)
     for arm in arms:
         if states[arm.key] == "done":
             console.print(f"[green]arm {arm.key}[/] ({arm.name}): complete, reused")
@@ -314,12 +316,13 @@ def arm_result(arm: Arm, bench: dict, report: dict) -> dict:
     control = (report["controllability"].get("policy") or {}).get("objectives", {})
 
     def at_vertex(ranker: str, metric: str) -> dict:
-        return {o: ranking[ranker].get(o, {}).get(o, {}).get(metric) for o in objectives}
+        return {o: ranking.get(ranker, {}).get(o, {}).get(o, {}).get(metric) for o in objectives}
 
     steps, prompts = bench["steps"], bench["steps"] * bench["prompts_per_step"]
     return {
         "arm": arm.key, "name": arm.name, "conditioning": report["run"]["conditioning"], "steps": steps,
         "top1": at_vertex("policy", "top1"), "kendall_tau": at_vertex("policy", "kendall_tau"),
+        "ndcg": at_vertex("policy", "ndcg"), "base_logprob_top1": at_vertex("base_logprob", "top1"),
         "chance_top1": at_vertex("chance", "top1"), "n_lists": report["data"]["n_lists"],
         "spearman": {o: control.get(o, {}).get("spearman") for o in objectives},
         "spearman_within_prompt": {o: control.get(o, {}).get("spearman_within_prompt") for o in objectives},

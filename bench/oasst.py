@@ -1,0 +1,144 @@
+"""Real data: OpenAssistant ranked replies, listwise lambda-DPO vs pairwise DPO on a held-out split.
+
+    .venv/bin/python bench/oasst.py --steps 170 --threads 2                      # the run
+    .venv/bin/python bench/oasst.py --steps 2 --eval-lists 4 --threads 1         # smoke
+
+Data: an OpenAssistant message-tree file (default /work/shared/data/oasst/en_100_tree.jsonl),
+read with the project's OASST loader: every prompter turn with >= 2 ranked assistant replies is
+one list, scored on one objective, human_preference = -rank. Whole trees are held out (a tree's
+lists share conversation prefixes, so splitting lists would leak them): --heldout-trees of the
+trees, chosen by --split-seed. The split is written next to the run folders, outside the repo
+(--work-dir); the source file is only read.
+
+Arms, from bench/compare.py and the same --config recipe, same steps, seed, batch, token caps:
+  pairwise  TRL DPOTrainer, one best-vs-worst pair per list (compare.py arm a)
+  listwise  lambda-DPO on the whole ranked list (compare.py arm c; with one objective the lambda
+            header is constant, so this measures listwise vs pairwise, not steering)
+Scored by run_evaluation on the held-out lists: top-1, Kendall tau-b and NDCG of the implicit
+reward against the human ranking. There is no rater for human_preference, so no generation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import compare  # noqa: E402
+from _common import machine_line  # noqa: E402
+
+DEFAULT_DATA = Path("/work/shared/data/oasst/en_100_tree.jsonl")
+OBJECTIVE = "human_preference"
+ARMS = {"pairwise": compare.ARMS["a"], "listwise": compare.ARMS["c"]}
+
+
+def tree_of(record) -> int:
+    """The tree a record comes from: its row (line) in the tree file ("FILE:LINE" source)."""
+    return int(record.source.rsplit(":", 1)[1])
+
+
+def split_by_tree(records, heldout_fraction: float, seed: int) -> list:
+    """Records with meta split "train" / "heldout"; a tree's lists all land on the same side."""
+    trees = sorted({tree_of(r) for r in records})
+    n_heldout = max(1, round(heldout_fraction * len(trees)))
+    if n_heldout >= len(trees):
+        raise ValueError(f"--heldout-trees {heldout_fraction} leaves no tree to train on ({len(trees)} trees)")
+    heldout = set(random.Random(seed).sample(trees, n_heldout))
+    for record in records:
+        record.meta = {**record.meta, "tree_row": tree_of(record),
+                       "split": "heldout" if tree_of(record) in heldout else "train"}
+    return records
+
+
+def write_split(args) -> Path:
+    from lwdpo_edge.data.loaders import load_records, save_records
+
+    records = split_by_tree(load_records(args.data, objectives=[OBJECTIVE]), args.heldout_trees, args.split_seed)
+    # The split's settings are in the name, so arms trained on another split are never reused (--resume).
+    return save_records(records, Path(args.work_dir) / f"split-{args.heldout_trees}-seed{args.split_seed}.jsonl")
+
+
+def compare_args(args, split: Path) -> argparse.Namespace:
+    """bench/compare.py's options for these two arms on the split file."""
+    flags = [f"--data={split}", f"--objectives={OBJECTIVE}", *(args.train_flag or [])]
+    return compare.build_parser().parse_args([
+        "--config", str(args.config), "--runs-dir", str(Path(args.work_dir) / "runs"), "--out", str(args.out),
+        "--eval-prompts", "1", *(["--steps", str(args.steps)] if args.steps is not None else []),
+        *(["--seed", str(args.seed)] if args.seed is not None else []),
+        *(["--threads", str(args.threads)] if args.threads is not None else []),
+        *(["--eval-lists", str(args.eval_lists)] if args.eval_lists is not None else []),
+        *(["--resume"] if args.resume else []), *[f"--train-flag={flag}" for flag in flags],
+    ])
+
+
+def markdown_table(results: list[dict]) -> str:
+    fmt = compare._fmt
+    lines = ["| arm | top-1 | Kendall τ | NDCG | s/step | s/prompt | peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in results:
+        lines.append(f"| {name} | {fmt(r['top1'][OBJECTIVE])} | {fmt(r['kendall_tau'][OBJECTIVE])} | "
+                     f"{fmt(r['ndcg'][OBJECTIVE])} | {fmt(r['s_per_step'], 1)} | {fmt(r['s_per_prompt'], 2)} | "
+                     f"{fmt(r['peak_rss_mb'], 0)} |")
+    first = results[0][1]
+    lines.append(f"| base model log-prob | {fmt(first['base_logprob_top1'][OBJECTIVE])} | | | | | |")
+    lines.append(f"| chance | {fmt(first['chance_top1'][OBJECTIVE])} | 0.00 | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="OpenAssistant message-tree JSONL file (only read).")
+    p.add_argument("--config", type=Path, default=compare.DEFAULT_CONFIG, help="Training recipe YAML both arms start from.")
+    p.add_argument("--arms", default="pairwise,listwise", help="Comma-separated arms: pairwise, listwise.")
+    p.add_argument("--steps", type=int, help="Optimizer steps per arm (default: the config's max_steps).")
+    p.add_argument("--seed", type=int, help="Training seed for both arms (default: the config's).")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice).")
+    p.add_argument("--train-flag", action="append", metavar="FLAG=VALUE",
+                   help="Extra `lwdpo-edge train` flag for both arms, e.g. --train-flag=--max-response-tokens=256.")
+    p.add_argument("--heldout-trees", type=float, default=0.2, help="Fraction of message trees held out for evaluation.")
+    p.add_argument("--split-seed", type=int, default=0, help="Seed of the held-out tree draw.")
+    p.add_argument("--eval-lists", type=int, help="At most this many held-out lists ranked (default: all).")
+    p.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "lwdpo-edge" / "bench" / "oasst",
+                   help="The split file and the arms' run folders (outside the repo: they hold OASST text).")
+    p.add_argument("--resume", action="store_true", help="Reuse arms already complete in --work-dir.")
+    p.add_argument("--out", type=Path, default=compare.ROOT / "bench" / "out", help="Folder for oasst-<timestamp>.json.")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    from rich.console import Console
+
+    args = build_parser().parse_args(argv)
+    import lwdpo_edge  # noqa: F401  (offline, no telemetry)
+
+    console = Console()
+    try:
+        names = [n.strip() for n in args.arms.split(",") if n.strip()]
+        if not names or any(n not in ARMS for n in names):
+            raise compare.CompareError(f"--arms {args.arms!r}: choose from {','.join(ARMS)}")
+        split = write_split(args)
+        inner = compare_args(args, split)
+        compare.run_arms(inner, [ARMS[n] for n in names], skip_scheduler_lists=False)
+        results = list(zip(names, compare.collect(inner, [ARMS[n] for n in names])))
+    except (compare.CompareError, ValueError) as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise SystemExit(2) from None
+    command = shlex.join(["python", "bench/oasst.py", *(sys.argv[1:] if argv is None else argv)])
+    table = markdown_table(results)
+    print(table)
+    print(f"held-out lists: {results[0][1]['n_lists']}; machine: {machine_line(args.threads)}")
+    out = Path(args.out) / f"oasst-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": command, "machine": machine_line(args.threads), "data": str(args.data),
+                               "split": {"heldout_trees": args.heldout_trees, "seed": args.split_seed},
+                               "arms": dict(results)}, indent=2) + "\n")
+    console.print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()
