@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 
 import httpx
@@ -19,29 +18,10 @@ from lwdpo_edge.apps.serve import create_app
 from lwdpo_edge.apps.serve_schema import Limits
 from lwdpo_edge.export.verify import PROBE_PROMPTS
 from lwdpo_edge.runtime.base import ChatModel
-from runtime_helpers import ANSWERS, LAMBDA_DEFAULT, OBJECTIVES, tiny_export
+from runtime_helpers import ANSWERS, LAMBDA_DEFAULT, OBJECTIVES, Server, tiny_export
 
 USER = [{"role": "user", "content": PROBE_PROMPTS[0]}]
 LIMITS = Limits(max_body_bytes=20_000, max_messages=8, max_tokens=64, default_max_tokens=32)
-
-
-class Server:
-    """uvicorn serving `app` on 127.0.0.1 in a daemon thread, until stop()."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
