@@ -131,9 +131,10 @@ def build_app(model, history_dir: Path | str, config: ChatConfig | None = None) 
                 sliders, simplex, buttons = _lambda_panel(model, config)
                 system_prompt = gr.Textbox(label="System prompt (after the lambda header)", lines=2, elem_id="system")
                 with gr.Accordion("Sampling", open=True):
-                    temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05, label="temperature (0 = greedy)")
-                    top_p = gr.Slider(0.05, 1.0, value=config.top_p, step=0.05, label="top-p")
-                    max_tokens = gr.Slider(16, 2048, value=config.max_tokens, step=16, label="max tokens")
+                    temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05, label="temperature (0 = greedy)",
+                                            elem_id="temperature")
+                    top_p = gr.Slider(0.05, 1.0, value=config.top_p, step=0.05, label="top-p", elem_id="top-p")
+                    max_tokens = gr.Slider(16, 2048, value=config.max_tokens, step=16, label="max tokens", elem_id="max-tokens")
                 with gr.Accordion("Saved conversations", open=False):
                     saved = gr.Dropdown(choices=history.list(), label=f"in {history.folder}", elem_id="saved",
                                         allow_custom_value=True)  # ids are checked by ChatHistory.load
