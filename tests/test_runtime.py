@@ -119,6 +119,14 @@ def test_sampling_is_seeded_and_temperature_changes_the_answer(plain):
     assert len(others | {a}) >= 3
 
 
+def test_sampling_is_seeded_in_every_backend(models):
+    messages = [{"role": "user", "content": "Tell me something."}]  # not a memorised prompt: a flat distribution
+    for model in models.values():
+        a = model.chat(messages, temperature=1.0, seed=7, max_tokens=8)
+        assert a == model.chat(messages, temperature=1.0, seed=7, max_tokens=8)
+        assert a != model.chat(messages, temperature=1.0, seed=8, max_tokens=8, top_p=0.9)
+
+
 def test_plain_gguf_has_no_objectives_and_chats_unchanged(plain, smollm2_tokenizer):
     assert plain.objectives == [] and plain.default_lambda is None and plain.info["contract_version"] is None
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}]
