@@ -146,3 +146,26 @@ def test_trl_arm_writes_a_run_folder_eval_reads(tiny_llama_dir, tmp_path):
                                        max_prompt_tokens=64, max_response_tokens=32)
     assert manifest["training"]["trainer"] == "trl.DPOTrainer" and "lambda_scheduler" not in manifest["training"]["config"]
     assert json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())["r"] == config.lora_r
+
+
+# ----------------------------------------------------------------------------- OASST split
+
+
+def test_oasst_split_holds_out_whole_trees_deterministically():
+    oasst = _load("oasst")
+    records = []
+    for line in range(1, 11):  # 10 trees, 1-3 lists each
+        for _ in range(1 + line % 3):
+            record = _record((1, 1), (2, 2))
+            record.source = f"trees.jsonl:{line}"
+            records.append(record)
+    split = oasst.split_by_tree(records, 0.2, seed=0)
+    sides = {}
+    for record in split:
+        sides.setdefault(record.meta["tree_row"], set()).add(record.meta["split"])
+    assert all(len(s) == 1 for s in sides.values())  # no tree on both sides
+    assert sum(s == {"heldout"} for s in sides.values()) == 2  # 20% of 10 trees
+    again = oasst.split_by_tree([*records], 0.2, seed=0)
+    assert [r.meta["split"] for r in again] == [r.meta["split"] for r in split]
+    with pytest.raises(ValueError, match="no tree to train on"):
+        oasst.split_by_tree(records, 1.0, seed=0)
