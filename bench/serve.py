@@ -5,9 +5,11 @@
 
 Same model file, same prompts, greedy, 1 thread on both sides. The server runs in its own process
 (`lwdpo-edge serve MODEL --threads 1`) and is read by a streaming HTTP client here; the direct side
-is `Llama.create_completion(prompt, stream=True)` on the exact prompt text the server renders.
+is `Llama.create_completion(prompt, stream=True)` on the exact prompt text the server renders; a
+third column, the runtime API (`load_model(...).chat(stream=True)`) in this process, splits the
+cost between the runtime and HTTP.
 Each repeat uses a different prompt (so neither side answers from a cached prompt) and runs the
-two sides back to back, alternating which goes first, so that load from other processes on this
+sides back to back, reversing their order every other prompt, so that load from other processes on this
 shared machine falls on both alike. Reported: medians of time to first token (TTFT) and decode
 tokens/s after the first token, the serve/direct ratios, and whether both produced the same text.
 """
@@ -49,6 +51,21 @@ def direct_run(llm, prompt_text: str, max_tokens: int) -> dict:
         pieces.append(text)
     end = time.perf_counter()
     tokens = sum(1 for p in pieces if p)  # one chunk per token
+    return {"ttft": first - start, "tokens": tokens, "decode": (tokens - 1) / (end - first), "text": "".join(pieces)}
+
+
+def api_run(runtime, messages: list[dict], max_tokens: int) -> dict:
+    """Time one streamed answer from the runtime API in this process (no HTTP): where serve's cost sits."""
+    from lwdpo_edge.runtime import Usage
+
+    usage, pieces = Usage(), []
+    start = time.perf_counter()
+    first = end = None
+    for piece in runtime.chat(messages, stream=True, max_tokens=max_tokens, usage=usage):
+        first = first or time.perf_counter()
+        end = time.perf_counter()
+        pieces.append(piece)
+    tokens = usage.completion_tokens
     return {"ttft": first - start, "tokens": tokens, "decode": (tokens - 1) / (end - first), "text": "".join(pieces)}
 
 
@@ -108,23 +125,24 @@ def main() -> None:
 
     from llama_cpp import Llama
 
-    runtime = load_model(args.model, threads=1)  # only to render the server's exact prompt text
+    runtime = load_model(args.model, threads=1)  # renders the server's exact prompt text; the "api" column
     path = str(runtime.path)
     llm = Llama(model_path=path, n_ctx=runtime.n_ctx, n_threads=1, n_threads_batch=1, verbose=False)
     port = free_port()
     server = start_server(path, port)
-    rows = {"direct": [], "serve": []}
+    rows = {"direct": [], "api": [], "serve": []}
     same = 0
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
             for i, messages in enumerate(prompts(args.repeats + 1)):
                 text = runtime.prompt(messages)
                 sides = [("direct", lambda: direct_run(llm, text, args.max_tokens)),
+                         ("api", lambda: api_run(runtime, messages, args.max_tokens)),
                          ("serve", lambda: serve_run(client, messages, args.max_tokens))]
                 results = {name: run() for name, run in (sides if i % 2 == 0 else sides[::-1])}
                 if i == 0:
                     continue  # warm-up: page in the weights on both sides
-                same += results["direct"]["text"] == results["serve"]["text"]
+                same += results["direct"]["text"] == results["api"]["text"] == results["serve"]["text"]
                 for name in rows:
                     rows[name].append(results[name])
     finally:
@@ -139,14 +157,13 @@ def report(args, path: str, rows: dict, same: int) -> None:
     med = {name: {k: statistics.median(r[k] for r in runs) for k in ("ttft", "decode", "tokens")} for name, runs in rows.items()}
     print(f"model {Path(path).name}, threads 1, {args.repeats} prompts x {args.max_tokens} max tokens, greedy; "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    print(f"{'metric (median)':28s} {'llama-cpp-python':>17s} {'lwdpo-edge serve':>17s} {'serve / direct':>15s}")
-    print(f"{'time to first token (ms)':28s} {med['direct']['ttft'] * 1e3:17.1f} {med['serve']['ttft'] * 1e3:17.1f} "
-          f"{med['serve']['ttft'] / med['direct']['ttft']:15.2f}")
-    print(f"{'decode tokens/s':28s} {med['direct']['decode']:17.1f} {med['serve']['decode']:17.1f} "
-          f"{med['serve']['decode'] / med['direct']['decode']:15.2f}")
-    print(f"{'tokens per answer':28s} {med['direct']['tokens']:17.0f} {med['serve']['tokens']:17.0f}")
-    print(f"same answer text on both sides: {same} of {len(rows['direct'])} prompts")
-
+    print(f"{'metric (median)':26s} {'llama-cpp-python':>16s} {'runtime API':>12s} {'serve (HTTP)':>13s} "
+          f"{'api / direct':>13s} {'serve / direct':>15s}")
+    for label, key, scale in (("time to first token (ms)", "ttft", 1e3), ("decode tokens/s", "decode", 1)):
+        d, a, v = (med[name][key] for name in ("direct", "api", "serve"))
+        print(f"{label:26s} {d * scale:16.1f} {a * scale:12.1f} {v * scale:13.1f} {a / d:13.2f} {v / d:15.2f}")
+    print(f"{'tokens per answer':26s} {med['direct']['tokens']:16.0f} {med['api']['tokens']:12.0f} {med['serve']['tokens']:13.0f}")
+    print(f"same answer text on all three: {same} of {len(rows['direct'])} prompts")
 
 if __name__ == "__main__":
     main()
