@@ -39,7 +39,7 @@ def serve(
                     default_max_tokens=min(default_max_tokens, max_tokens))
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err.print(f"[yellow]warning:[/] serving on {host} without --api-key: anyone who can reach this port can use it",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     try:
         from lwdpo_edge.apps.serve import run_server
 

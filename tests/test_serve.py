@@ -289,3 +289,22 @@ def test_plain_gguf_serves_plain_chat_and_refuses_lambda(smollm2_gguf):
     finally:
         running.stop()
         plain.close()
+
+
+def test_serve_command_wires_its_options_and_fails_cleanly(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from lwdpo_edge.apps import serve as serve_module
+    from lwdpo_edge.cli import app
+
+    calls = []
+    monkeypatch.setattr(serve_module, "run_server", lambda *args: calls.append(args))
+    result = CliRunner().invoke(app, ["serve", "m.gguf", "--port", "9000", "--threads", "1", "--max-tokens", "100",
+                                      "--default-max-tokens", "500", "--max-messages", "4", "--api-key", "k"])
+    assert result.exit_code == 0, result.output
+    model, host, port, threads, n_ctx, limits, model_id, api_key, _log = calls[0]
+    assert (model, host, port, threads, n_ctx, api_key) == ("m.gguf", "127.0.0.1", 9000, 1, 2048, "k")
+    assert limits == Limits(max_body_bytes=1_000_000, max_messages=4, max_tokens=100, default_max_tokens=100)
+    monkeypatch.undo()
+    missing = CliRunner().invoke(app, ["serve", str(tmp_path / "missing.gguf")])
+    assert missing.exit_code == 2 and "model path does not exist" in missing.output
