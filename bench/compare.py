@@ -123,21 +123,12 @@ def dpo_config(config, run_dir: Path):
     )
 
 
-def lora_settings(config):
-    """As the recipe builds them (train/recipe.py setup)."""
-    from lwdpo_edge.models import LoraSettings
-
-    modules = config.lora_target_modules
-    return LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
-                        target_modules=modules if modules == "all-linear" else modules.split(","))
-
-
 def trl_manifest_training(config, steps: int, n_rows: int, seconds: float, last_log: dict) -> dict:
     """The lwdpo.json "training" block of arm a: eval reads beta and the token caps from it."""
-    from lwdpo_edge.train.recipe import _SUMMARY_FIELDS
+    from lwdpo_edge.train.recipe import SUMMARY_FIELDS
 
     listwise_only = ("lambda", "scheduler", "tau", "score_normalization", "sft")  # knobs TRL never reads
-    summary = {k: v for k, v in asdict(config).items() if k in _SUMMARY_FIELDS and not any(w in k for w in listwise_only)}
+    summary = {k: v for k, v in asdict(config).items() if k in SUMMARY_FIELDS and not any(w in k for w in listwise_only)}
     summary.update(condition_on_lambda=False, length_normalize=False)
     return {"trainer": "trl.DPOTrainer", "pairs": "best-vs-worst by mean z-score", "steps": steps,
             "records": n_rows, "seconds": round(seconds, 1),
@@ -154,7 +145,7 @@ def train_trl(config, run_dir: Path) -> tuple[float, int]:
     from lwdpo_edge.conditioning import conditioned_messages
     from lwdpo_edge.contract import ADAPTER_DIR, write_run_manifest
     from lwdpo_edge.models import load_policy, load_tokenizer, resolve_model
-    from lwdpo_edge.train.recipe import load_training_data
+    from lwdpo_edge.train.recipe import load_training_data, lora_settings as recipe_lora_settings
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -164,7 +155,7 @@ def train_trl(config, run_dir: Path) -> tuple[float, int]:
     model_dir = resolve_model(config.model)
     tokenizer = load_tokenizer(model_dir)
     set_seed(config.seed)  # the same LoRA init as the recipe's
-    model = load_policy(model_dir, qlora=config.qlora, lora=lora_settings(config),
+    model = load_policy(model_dir, qlora=config.qlora, lora=recipe_lora_settings(config),
                         gradient_checkpointing=config.activation_checkpointing)
     trainer = DPOTrainer(model=model, args=dpo_config(config, run_dir), train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer)

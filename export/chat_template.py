@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
-from lwdpo_edge.lambdas import HEADER_MARKER
+from lwdpo_edge.lambdas import HEADER_MARKER, LEVELS, WORDS_SEPARATOR
 
 # @OBJECTIVES@ / @DEFAULT@ become JSON literals (valid Jinja). Everything is whitespace-trimmed so
 # the prelude renders to nothing.
@@ -38,11 +38,12 @@ _PRELUDE = """\
     is used. -#}
 {%- set lwdpo_objectives = @OBJECTIVES@ -%}
 {%- set lwdpo_default = @DEFAULT@ -%}
+{%- set lwdpo_levels = @LEVELS@ -%}
 {%- macro lwdpo_defuse(text) -%}
   {{- ((text.split('[lambda]') | join('(lambda)')).split('[LAMBDA]') | join('(lambda)')).split('[Lambda]') | join('(lambda)') -}}
 {%- endmacro -%}
 {%- set lw = namespace(system=[], rest=[], weights=lwdpo_default, keep=false, error='', values=[], total=0.0,
-                      scaled=[], units=[], used=0, rank=0, pairs=[]) -%}
+                      scaled=[], units=[], used=0, rank=0, pairs=[], final=[], words=[], level='') -%}
 {%- for m in messages -%}
   {%- if m['role'] == 'system' -%}
     {%- set lw.system = lw.system + [m['content']] -%}
@@ -96,10 +97,27 @@ _PRELUDE = """\
       {%- if rj > r or (rj == r and j < i) -%}{%- set lw.rank = lw.rank + 1 -%}{%- endif -%}
     {%- endfor -%}
     {%- set u = lw.units[i] + (1 if lw.rank < 100 - lw.used else 0) -%}
+    {%- set lw.final = lw.final + [u] -%}
     {%- set lw.pairs = lw.pairs + [lwdpo_objectives[i] ~ '=' ~ (u // 100) ~ '.' ~ ('0' if u % 100 < 10 else '') ~ (u % 100)] -%}
   {%- endfor -%}
+  {#- the words after the bar (lambda_in_words): non-zero weights, heaviest first, ties in objective order -#}
+  {%- for position in range(lwdpo_objectives | length) -%}
+    {%- for i in range(lwdpo_objectives | length) -%}
+      {%- set lw.rank = 0 -%}
+      {%- for j in range(lwdpo_objectives | length) -%}
+        {%- if lw.final[j] > lw.final[i] or (lw.final[j] == lw.final[i] and j < i) -%}{%- set lw.rank = lw.rank + 1 -%}{%- endif -%}
+      {%- endfor -%}
+      {%- if lw.rank == position and lw.final[i] > 0 -%}
+        {%- set lw.level = '' -%}
+        {%- for level in lwdpo_levels -%}
+          {%- if not lw.level and lw.final[i] >= level[0] -%}{%- set lw.level = level[1] -%}{%- endif -%}
+        {%- endfor -%}
+        {%- set lw.words = lw.words + [lwdpo_objectives[i] ~ ' ' ~ lw.level] -%}
+      {%- endif -%}
+    {%- endfor -%}
+  {%- endfor -%}
   {%- set lw_prompt = lwdpo_defuse(lw_system.strip()) -%}
-  {%- set lw_header = '@MARKER@ ' ~ lw.pairs | join(' ') -%}
+  {%- set lw_header = '@MARKER@ ' ~ lw.pairs | join(' ') ~ '@SEPARATOR@' ~ lw.words | join(', ') -%}
   {%- set messages = [{'role': 'system', 'content': lw_header ~ ('\\n' ~ lw_prompt if lw_prompt else '')}] + lw.rest -%}
 {%- endif -%}
 """
@@ -114,6 +132,8 @@ def lwdpo_chat_template(base_template: str, contract) -> str:
         _PRELUDE.replace("@OBJECTIVES@", json.dumps(list(contract.objectives)))
         .replace("@DEFAULT@", json.dumps(default))
         .replace("@EXAMPLE@", contract.default_header()[len(HEADER_MARKER) + 1:])
+        .replace("@LEVELS@", json.dumps([list(level) for level in LEVELS]))
+        .replace("@SEPARATOR@", WORDS_SEPARATOR)
         .replace("@MARKER@", HEADER_MARKER)
     )
     return prelude + base_template

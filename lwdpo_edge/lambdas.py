@@ -2,13 +2,20 @@
 
 This module owns the lambda header contract that every stage shares:
 
-    [lambda] helpfulness=0.50 conciseness=0.30 readability=0.20
+    [lambda] helpfulness=0.50 conciseness=0.30 readability=0.20 | helpfulness medium, conciseness medium, readability low
 
 `format_lambda_header` is the only writer and `parse_lambda_header` the only reader. Values are
 quantised to hundredths that sum to exactly 1 (largest-remainder rounding), so
 `parse(format(lam))` is the quantised lambda and `format(parse(header)) == header` exactly.
 Training uses the quantised lambda both in the header and in the loss, so what the model reads is
 what it was trained on.
+
+After " | " the same weights are spelled in words for a small model: objectives with a non-zero
+weight, heaviest first (ties in objective order), each with a coarse level (`weight_level`). A
+pilot showed a 135M model does not learn to read headers that differ only in a digit token
+(DESIGN.md section 7); the words put the objective that matters most right after the bar, as a
+whole word. They carry no information beyond the numbers, so the round trip stays exact; a
+hand-written header without them is accepted, one whose words contradict its numbers is not.
 """
 
 from __future__ import annotations
@@ -20,7 +27,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 HEADER_MARKER = "[lambda]"
-HEADER_FORMAT = "[lambda] {name}={value:.2f} ..."  # documented in lwdpo.json / GGUF metadata
+HEADER_FORMAT = "[lambda] {name}={value:.2f} ... | {name} {level}, ..."  # documented in lwdpo.json / GGUF metadata
+WORDS_SEPARATOR = " | "
+# Coarse levels on hundredths: (lowest hundredths, word). 0 is never spelled (the objective is left out).
+LEVELS = ((100, "max"), (60, "high"), (30, "medium"), (1, "low"))
 DEFAULT_OBJECTIVES = ("helpfulness", "conciseness", "readability")
 _GRID = 100  # hundredths: the header prints two decimals
 
@@ -76,16 +86,28 @@ def quantize_lambda(lam: Mapping[str, float] | Sequence[float], objectives: Sequ
     return {name: u / _GRID for name, u in zip(objectives, units)}
 
 
+def weight_level(hundredths: int) -> str:
+    """The word for a weight of `hundredths`/100 (> 0): low, medium, high or max."""
+    return next(word for lowest, word in LEVELS if hundredths >= lowest)
+
+
+def lambda_in_words(weights: Mapping[str, float], objectives: Sequence[str]) -> str:
+    """'conciseness max' / 'readability medium, helpfulness medium, conciseness medium' (quantised weights)."""
+    units = {name: round(weights[name] * _GRID) for name in objectives}
+    order = sorted((name for name in objectives if units[name] > 0), key=lambda name: -units[name])  # stable: ties keep objective order
+    return ", ".join(f"{name} {weight_level(units[name])}" for name in order)
+
+
 def format_lambda_header(lam: Mapping[str, float], objectives: Sequence[str] | None = None) -> str:
     """The canonical header line for lambda, objectives in a fixed order (the run's order).
 
     >>> format_lambda_header({"helpfulness": 1, "conciseness": 1, "readability": 2})
-    '[lambda] helpfulness=0.25 conciseness=0.25 readability=0.50'
+    '[lambda] helpfulness=0.25 conciseness=0.25 readability=0.50 | readability medium, helpfulness low, conciseness low'
     """
     objectives = list(objectives) if objectives is not None else list(lam)
     weights = quantize_lambda(lam, objectives)
     pairs = " ".join(f"{name}={weights[name]:.2f}" for name in objectives)
-    return f"{HEADER_MARKER} {pairs}"
+    return f"{HEADER_MARKER} {pairs}{WORDS_SEPARATOR}{lambda_in_words(weights, objectives)}"
 
 
 def parse_lambda_header(text: str, objectives: Sequence[str] | None = None) -> dict[str, float]:
@@ -98,7 +120,8 @@ def parse_lambda_header(text: str, objectives: Sequence[str] | None = None) -> d
     first_line = text.lstrip().split("\n", 1)[0].strip()
     if not first_line.startswith(HEADER_MARKER):
         raise LambdaError(f"no lambda header: expected a first line starting with {HEADER_MARKER!r}")
-    body = first_line[len(HEADER_MARKER):].split()
+    numbers, bar, words = first_line[len(HEADER_MARKER):].partition(WORDS_SEPARATOR.strip())
+    body = numbers.split()
     lam: dict[str, float] = {}
     for token in body:
         match = _PAIR_RE.fullmatch(token)
@@ -108,7 +131,11 @@ def parse_lambda_header(text: str, objectives: Sequence[str] | None = None) -> d
     if not lam:
         raise LambdaError("lambda header has no objective=value items")
     # Quantise: a header holds hundredths, and float division must not turn 0.58 into 0.5800000000000001.
-    return quantize_lambda(lam, objectives if objectives is not None else list(lam))
+    weights = quantize_lambda(lam, objectives if objectives is not None else list(lam))
+    expected = lambda_in_words(weights, list(lam))  # words follow the header's own order
+    if bar and " ".join(words.split()) != expected:
+        raise LambdaError(f"lambda header words {words.strip()!r} do not match its weights (expected {expected!r})")
+    return weights
 
 
 def split_lambda_header(system_text: str) -> tuple[dict[str, float] | None, str]:

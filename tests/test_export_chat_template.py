@@ -64,14 +64,14 @@ def test_without_lambda_the_default_is_used(template, smollm2_tokenizer):
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
     rendered = render_chat_template(template, messages)
     assert rendered == prompt_text(smollm2_tokenizer, conditioned_messages(messages, CONTRACT.lambda_default, OBJECTIVES))
-    assert "[lambda] helpfulness=0.50 conciseness=0.25 readability=0.25\nBe brief." in rendered
+    assert "[lambda] helpfulness=0.50 conciseness=0.25 readability=0.25 | helpfulness medium, conciseness low, readability low\nBe brief." in rendered
 
 
 def test_a_header_written_by_the_app_is_kept(template, smollm2_tokenizer):
     """Messages already conditioned (by this package, or an app that writes the header) pass through."""
     conditioned = conditioned_messages([{"role": "user", "content": "hi"}], {"conciseness": 1}, OBJECTIVES)
     assert render_chat_template(template, conditioned) == prompt_text(smollm2_tokenizer, conditioned)
-    assert "[lambda] helpfulness=0.00 conciseness=1.00 readability=0.00" in render_chat_template(template, conditioned)
+    assert "[lambda] helpfulness=0.00 conciseness=1.00 readability=0.00 | conciseness max" in render_chat_template(template, conditioned)
 
 
 def test_a_user_cannot_inject_a_header(template):
@@ -93,5 +93,5 @@ def test_bad_lambdas_raise_naming_the_objectives(template, bad, message):
 
 def test_contract_stores_the_quantised_default():
     assert CONTRACT.lambda_default == quantize_lambda({"helpfulness": 2, "conciseness": 1, "readability": 1}, OBJECTIVES)
-    assert CONTRACT.default_header() == "[lambda] helpfulness=0.50 conciseness=0.25 readability=0.25"
+    assert CONTRACT.default_header() == "[lambda] helpfulness=0.50 conciseness=0.25 readability=0.25 | helpfulness medium, conciseness low, readability low"
     assert ExportContract.from_json(CONTRACT.to_json(format="gguf q8_0")) == CONTRACT

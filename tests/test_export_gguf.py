@@ -73,7 +73,7 @@ def test_quantized_files_keep_the_contract_and_report_agreement(quant, llama_run
         json.loads((llama_run / "lwdpo.json").read_text()))
     modelfile = result.output.with_suffix(".Modelfile").read_text()
     assert f"FROM ./run.{quant}.gguf" in modelfile
-    assert 'SYSTEM """[lambda] helpfulness=0.50 conciseness=0.30 readability=0.20"""' in modelfile
+    assert 'SYSTEM """[lambda] helpfulness=0.50 conciseness=0.30 readability=0.20 | helpfulness medium, conciseness medium, readability low"""' in modelfile
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
     assert leftovers(tmp_path) == []
 

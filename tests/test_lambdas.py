@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from lwdpo_edge.lambdas import (
     LambdaError,
     format_lambda_header,
+    lambda_in_words,
     neutralize_header_marker,
     normalize_lambda,
     parse_lambda_header,
@@ -17,6 +18,7 @@ from lwdpo_edge.lambdas import (
     sample_lambda,
     split_lambda_header,
     system_message_with_lambda,
+    weight_level,
 )
 
 OBJECTIVES = ["helpfulness", "conciseness", "readability"]
@@ -44,9 +46,30 @@ def test_quantized_lambda_is_on_the_simplex_and_close(w):
 
 def test_header_text_and_order():
     header = format_lambda_header({"readability": 2, "helpfulness": 1, "conciseness": 1}, OBJECTIVES)
-    assert header == "[lambda] helpfulness=0.25 conciseness=0.25 readability=0.50"
+    assert header == "[lambda] helpfulness=0.25 conciseness=0.25 readability=0.50 | readability medium, helpfulness low, conciseness low"
     thirds = format_lambda_header(dict.fromkeys(OBJECTIVES, 1), OBJECTIVES)
-    assert thirds == "[lambda] helpfulness=0.34 conciseness=0.33 readability=0.33"
+    assert thirds == "[lambda] helpfulness=0.34 conciseness=0.33 readability=0.33 | helpfulness medium, conciseness medium, readability medium"
+
+
+@pytest.mark.parametrize(
+    "hundredths, word", [(1, "low"), (29, "low"), (30, "medium"), (59, "medium"), (60, "high"), (99, "high"), (100, "max")]
+)
+def test_weight_levels_at_their_boundaries(hundredths, word):
+    assert weight_level(hundredths) == word
+
+
+def test_words_list_heaviest_first_and_leave_out_zero_weights():
+    vertex = format_lambda_header({"conciseness": 1}, OBJECTIVES)
+    assert vertex.endswith(" | conciseness max")
+    # ties keep objective order; 0.00 is not spelled
+    assert lambda_in_words({"helpfulness": 0.4, "conciseness": 0.0, "readability": 0.6}, OBJECTIVES) == "readability high, helpfulness medium"
+    assert lambda_in_words({"helpfulness": 0.5, "conciseness": 0.5, "readability": 0.0}, OBJECTIVES) == "helpfulness medium, conciseness medium"
+
+
+def test_a_header_without_words_is_read_and_one_whose_words_lie_is_refused():
+    assert parse_lambda_header("[lambda] helpfulness=0.50 conciseness=0.50") == {"helpfulness": 0.5, "conciseness": 0.5}
+    with pytest.raises(LambdaError, match="do not match its weights"):
+        parse_lambda_header("[lambda] helpfulness=0.00 conciseness=1.00 | helpfulness max")
 
 
 @pytest.mark.parametrize(

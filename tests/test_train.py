@@ -209,6 +209,21 @@ def test_sft_term_adds_the_best_candidates_nll(tiny_llama_dir, tmp_path):
     assert first["loss"] == pytest.approx(math.log(4) + 0.5 * first["sft_nll"], rel=1e-5)
 
 
+def test_sft_warmup_trains_only_the_best_rows_then_switches_to_the_listwise_loss(tiny_llama_dir, tmp_path):
+    """Warm-up step = the same NLL the sft term computes over the full batch, from the best rows alone."""
+    from lwdpo_edge.train.recipe import run_training
+
+    data = write_dataset(tmp_path / "four.jsonl", ragged=False)
+    full = read_metrics(run_training(tiny_config(tiny_llama_dir, data, tmp_path / "full", max_steps=1, sft_weight=0.5,
+                                                 lambdas_per_prompt=2, save_steps=100)))
+    warm = read_metrics(run_training(tiny_config(tiny_llama_dir, data, tmp_path / "warm", max_steps=2, sft_warmup_steps=1,
+                                                 lambdas_per_prompt=2, save_steps=100)))
+    assert warm[0]["loss"] == pytest.approx(warm[0]["sft_nll"], rel=1e-6)  # SFT only
+    assert not any(key.startswith("acc/") for key in warm[0])  # no listwise pass in warm-up
+    assert warm[0]["sft_nll"] == pytest.approx(full[0]["sft_nll"], rel=1e-4)  # same batch, same best candidates
+    assert any(key.startswith("acc/") for key in warm[1])  # step 2: the listwise loss is on
+
+
 def test_generate_command_prints_each_header_and_answer(tiny_llama_dir, dataset, tmp_path):
     from typer.testing import CliRunner
 
@@ -219,7 +234,7 @@ def test_generate_command_prints_each_header_and_answer(tiny_llama_dir, dataset,
     result = CliRunner().invoke(app, ["generate", str(run), "--prompt", "Hi [lambda] there", "--lambda", "conciseness=1",
                                       "--lambda", "helpfulness=3,conciseness=1", "--max-new-tokens", "4"])
     assert result.exit_code == 0, result.output
-    assert "[lambda] helpfulness=0.00 conciseness=1.00" in result.output
-    assert "[lambda] helpfulness=0.75 conciseness=0.25" in result.output
+    assert "[lambda] helpfulness=0.00 conciseness=1.00 | conciseness max" in result.output
+    assert "[lambda] helpfulness=0.75 conciseness=0.25 | helpfulness high, conciseness low" in result.output
     bad = CliRunner().invoke(app, ["generate", str(run), "--prompt", "Hi", "--lambda", "fluency=1"])
     assert bad.exit_code == 2 and "unknown objective" in bad.output

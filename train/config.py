@@ -15,6 +15,7 @@ from transformers import TrainingArguments
 
 SAMPLERS = ("dirichlet", "uniform", "fixed", "performance")
 SCORE_NORMALIZATIONS = ("zscore", "rank", "none")
+CONDITIONINGS = ("header", "soup")
 
 
 def _help(text: str, **metadata) -> dict:
@@ -56,12 +57,20 @@ class LambdaDPOConfig(TrainingArguments):
     sft_weight: float = field(default=0.0, metadata=_help(
         "Add this weight times the per-token NLL of each list's lambda-best candidate (under its header): "
         "a conditioned-SFT term that teaches the model what to write, and when to stop, for each lambda."))
+    sft_warmup_steps: int = field(default=0, metadata=_help(
+        "First N optimizer steps: conditioned SFT only (each list's lambda-best candidate under its header; "
+        "no reference pass, no listwise loss). A cheap warm start that teaches the header before the listwise loss."))
     length_normalize: bool = field(default=False, metadata=_help(
         "Average log-probs over response tokens instead of summing them (off: standard DPO)."))
 
     # --- lambda ---------------------------------------------------------------------------------
     condition_on_lambda: bool = field(default=True, metadata=_help(
         "Write the lambda header into the system prompt. --no-condition-on-lambda reproduces the paper's public code (lambda never reaches the model)."))
+    conditioning: str = field(default="header", metadata=_help(
+        "How lambda steers the model. header: one adapter, lambda sampled per example and written into the prompt. "
+        "soup: one adapter per objective, each trained at its vertex lambda with no header, mixed at inference "
+        "with weights lambda (the --lambda-scheduler options then do not apply).",
+        choices=CONDITIONINGS))
     lambda_scheduler: str = field(default="dirichlet", metadata=_help(
         f"How lambda is drawn per example: {', '.join(SAMPLERS)} (uniform = uniform on the simplex; "
         "performance = the online scheduler that moves sampling mass to where held-out loss is high or falling).",
@@ -90,7 +99,8 @@ class LambdaDPOConfig(TrainingArguments):
     learning_rate: float = field(default=1e-4, metadata=_help("Peak learning rate (AdamW)."))
     lr_scheduler_type: str = field(default="cosine", metadata=_help("Learning-rate schedule."))
     warmup_steps: float = field(default=5, metadata=_help("Linear warm-up steps."))
-    max_steps: int = field(default=-1, metadata=_help("Optimizer steps (-1: num_train_epochs over the data)."))
+    max_steps: int = field(default=-1, metadata=_help(
+        "Optimizer steps (-1: num_train_epochs over the data). With --conditioning soup: per adapter."))
     num_train_epochs: float = field(default=1.0, metadata=_help("Epochs when --max-steps is -1."))
     logging_steps: float = field(default=1, metadata=_help("Log (and write metrics.jsonl) every N steps."))
     save_steps: float = field(default=20, metadata=_help("Checkpoint every N steps."))
@@ -110,8 +120,15 @@ class LambdaDPOConfig(TrainingArguments):
             raise ValueError(f"--sft-weight must be >= 0, got {self.sft_weight}")
         if self.tau < 0:
             raise ValueError(f"--tau must be >= 0, got {self.tau}")
+        if self.sft_warmup_steps < 0:
+            raise ValueError(f"--sft-warmup-steps must be >= 0, got {self.sft_warmup_steps}")
         if self.lambdas_per_prompt < 1:
             raise ValueError(f"--lambdas-per-prompt must be >= 1, got {self.lambdas_per_prompt}")
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"--conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
+        if self.conditioning == "soup" and (self.lambda_scheduler == "performance" or self.lambdas_per_prompt > 1):
+            raise ValueError("--conditioning soup trains each adapter at its own vertex lambda: "
+                             "--lambda-scheduler performance and --lambdas-per-prompt > 1 do not apply")
         if self.lambda_scheduler == "fixed" and not self.fixed_lambda:
             raise ValueError("--lambda-scheduler fixed needs --fixed-lambda, e.g. 'helpfulness=1'")
 

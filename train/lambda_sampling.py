@@ -53,13 +53,14 @@ class FixedSampler(LambdaSampler):
 
 
 def distinct_lambdas(sampler: LambdaSampler, n: int, rng: np.random.Generator) -> list[dict[str, float]]:
-    """n lambdas for one prompt; when n >= 2 the first two are different vertices, so every such
-    step contrasts two headers that ask for opposite things on the same list."""
+    """n lambdas for one prompt; when n >= 2 the first min(n, K) are different vertices (random
+    order), so every such step contrasts headers that ask for opposite things on the same list;
+    the rest come from the sampler."""
     if n == 1 or len(sampler.objectives) < 2:
         return sampler.draw(n, rng)
-    first, second = rng.choice(len(sampler.objectives), size=2, replace=False)
-    vertices = [quantize_lambda({sampler.objectives[i]: 1.0}, sampler.objectives) for i in (first, second)]
-    return vertices + sampler.draw(n - 2, rng)
+    picked = rng.choice(len(sampler.objectives), size=min(n, len(sampler.objectives)), replace=False)
+    vertices = [quantize_lambda({sampler.objectives[i]: 1.0}, sampler.objectives) for i in picked]
+    return vertices + sampler.draw(n - len(vertices), rng)
 
 
 def step_rng(seed: int, step: int, micro_step: int, rank: int) -> np.random.Generator:

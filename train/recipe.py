@@ -89,6 +89,13 @@ def check_run_folder(config: LambdaDPOConfig) -> Path | None:
     return None
 
 
+def lora_settings(config: LambdaDPOConfig) -> LoraSettings:
+    """The adapter this config asks for (also used by bench/compare.py's TRL arm)."""
+    targets = config.lora_target_modules
+    return LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                        target_modules=targets if targets == "all-linear" else targets.split(","))
+
+
 def setup(config: LambdaDPOConfig):
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -102,10 +109,8 @@ def setup(config: LambdaDPOConfig):
     model_dir = resolve_model(config.model)
     tokenizer = load_tokenizer(model_dir)
     set_seed(config.seed)  # LoRA's random init happens before the Trainer seeds anything
-    lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
-                        target_modules=config.lora_target_modules if config.lora_target_modules == "all-linear"
-                        else config.lora_target_modules.split(","))
-    model = load_policy(model_dir, qlora=config.qlora, lora=lora, gradient_checkpointing=config.activation_checkpointing)
+    model = load_policy(model_dir, qlora=config.qlora, lora=lora_settings(config),
+                        gradient_checkpointing=config.activation_checkpointing)
     trainer = LambdaDPOTrainer(
         model=model, args=checkpoint_args(config), train_dataset=ListDataset(records), processing_class=tokenizer,
         objectives=objectives, lambda_sampler=sampler, scheduler_lists=measured_lists,
@@ -131,13 +136,13 @@ def save(trainer: LambdaDPOTrainer, config: LambdaDPOConfig, objectives, model_d
             "records": n_records,
             "seconds": round(seconds, 1),
             "final_metrics": {k: v for k, v in last.items() if k == "loss" or "/" in k},
-            "config": {k: v for k, v in asdict(config).items() if k in _SUMMARY_FIELDS},
+            "config": {k: v for k, v in asdict(config).items() if k in SUMMARY_FIELDS},
         },
     )
 
 
-_SUMMARY_FIELDS = {
-    "model", "data", "objectives", "qlora", "lora_r", "lora_alpha", "beta", "tau", "score_normalization", "sft_weight",
+SUMMARY_FIELDS = {
+    "model", "data", "objectives", "qlora", "lora_r", "lora_alpha", "beta", "tau", "score_normalization", "sft_weight", "sft_warmup_steps",
     "length_normalize",
     "condition_on_lambda", "lambda_scheduler", "scheduler_every", "lambda_alpha", "lambda_vertex_prob", "lambdas_per_prompt",
     "learning_rate", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
@@ -147,6 +152,10 @@ _SUMMARY_FIELDS = {
 
 def run_training(config: LambdaDPOConfig) -> Path:
     """Train and write the run folder; returns it."""
+    if config.conditioning == "soup":  # one adapter per objective: its own small loop
+        from lwdpo_edge.train.soup import run_soup_training
+
+        return run_soup_training(config)
     trainer, objectives, model_dir, resume_from, n_records = setup(config)
     started = time.time()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -6,6 +6,8 @@ for any Trainer. Each micro-batch:
   2. tokenises prompt-with-header + every candidate (all N of a list in one forward pass),
   3. reference log-probs with the LoRA adapter disabled (no second model copy), no grad,
   4. policy log-probs, the loss from `lwdpo_edge.objective.lambda_dpo_loss`.
+During the first `sft_warmup_steps` steps only the lambda-best candidate of each list goes through
+the model, and the loss is its per-token NLL (conditioned SFT warm start; steps 3-4 are skipped).
 """
 
 from __future__ import annotations
@@ -97,9 +99,24 @@ class LambdaDPOTrainer(Trainer):
         per_token = policy_logps if self.args.length_normalize else policy_logps / n_tokens
         return -per_token.gather(1, best).mean()
 
+    def warmup_sft_nll(self, model, batch: ListwiseBatch) -> torch.Tensor:
+        """Per-token NLL of each list's lambda-best candidate, forwarding only those B rows."""
+        best = lambda_best_index(batch.scores, batch.lam, batch.candidate_mask)  # (B,)
+        n_max = batch.candidate_mask.shape[1]
+        wanted = torch.arange(len(best), device=best.device) * n_max + best  # flat grid index per list
+        rows = (batch.candidate_index[:, None] == wanted[None, :]).any(dim=1)  # (M,) the best rows
+        length = int(batch.attention_mask[rows].sum(dim=1).max())  # right-padded: trim to the longest kept row
+        logps = sequence_logps(model, batch.input_ids[rows, :length], batch.attention_mask[rows, :length],
+                               batch.completion_mask[rows, :length], length_normalize=True)  # (B,)
+        return -logps.mean()
+
     # ------------------------------------------------------------------ the loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         batch = self.build_batch(inputs["records"])
+        if self.state.global_step < self.args.sft_warmup_steps:
+            sft_nll = self.warmup_sft_nll(model, batch)
+            self._window["sft_nll"].append(sft_nll.item())
+            return (sft_nll, {}) if return_outputs else sft_nll
         peft_model = self.accelerator.unwrap_model(model)
         with torch.no_grad(), peft_model.disable_adapter():  # the reference = base without adapter
             reference_logps = self.candidate_logps(peft_model, batch)
