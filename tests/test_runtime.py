@@ -162,6 +162,9 @@ def test_validate_lambda_normalises_and_quantises(models):
     bad_header = [{"role": "system", "content": "[lambda] kindness=1.00"}, *USER]
     with pytest.raises(LambdaError, match="kindness"):
         model.prompt(bad_header)
+    malformed = [{"role": "system", "content": "[lambda] helpfulness=lots\nBe brief."}, *USER]
+    with pytest.raises(LambdaError, match="malformed lambda header item 'helpfulness=lots'"):
+        model.prompt(malformed)  # an error, never silently the default lambda
 
 
 @pytest.mark.parametrize("kwargs, message", [

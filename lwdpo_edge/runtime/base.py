@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lwdpo_edge.conditioning import conditioned_messages
-from lwdpo_edge.lambdas import LambdaError, quantize_lambda, split_lambda_header
+from lwdpo_edge.lambdas import HEADER_MARKER, LambdaError, parse_lambda_header, quantize_lambda, split_lambda_header
 
 ROLES = ("system", "user", "assistant")
 
@@ -107,9 +107,10 @@ class ChatModel:
         if lam is not None:
             return conditioned_messages(messages, self.validate_lambda(lam), self.objectives)
         system = " ".join(m["content"] for m in messages if m["role"] == "system")
-        given, rest = split_lambda_header(system)
-        if given is None:
+        if not system.lstrip().startswith(HEADER_MARKER):
             return conditioned_messages(messages, self.default_lambda, self.objectives)
+        parse_lambda_header(system)  # a malformed header is an error, not silently the default
+        given, rest = split_lambda_header(system)
         others = [m for m in messages if m["role"] != "system"]
         kept = ([{"role": "system", "content": rest}] if rest.strip() else []) + others
         return conditioned_messages(kept, self.validate_lambda(given), self.objectives)
