@@ -6,6 +6,10 @@
       checkpoints/       HF Trainer checkpoints (resume)
       metrics.jsonl      one JSON object per logged step
 
+A soup run (`--conditioning soup`, lwdpo_edge/soup.py) has one adapter per objective instead:
+    adapters/<objective>/, checkpoints/<objective>/, metrics/<objective>.jsonl, and lwdpo.json with
+    conditioning "soup" and "adapters": {objective: "adapters/<objective>"} (paths relative to RUN_DIR).
+
 `write_run_manifest` and `read_run_manifest` are the only writer and reader of lwdpo.json.
 """
 
@@ -22,6 +26,7 @@ from lwdpo_edge.lambdas import HEADER_FORMAT, normalize_lambda
 CONTRACT_VERSION = 1
 MANIFEST_FILE = "lwdpo.json"
 ADAPTER_DIR = "adapter"
+ADAPTERS_DIR = "adapters"  # soup runs: one sub-folder per objective
 CHECKPOINTS_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
 
@@ -53,8 +58,10 @@ def write_run_manifest(
     training: dict[str, Any],
     lambda_default: dict[str, float] | None = None,
     conditioning: str = "header",
+    adapters: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Write RUN_DIR/lwdpo.json; the default lambda is uniform unless given."""
+    """Write RUN_DIR/lwdpo.json; the default lambda is uniform unless given. `adapters` (soup runs
+    only): {objective: adapter folder relative to RUN_DIR}."""
     lambda_default = normalize_lambda(lambda_default or dict.fromkeys(objectives, 1.0), objectives)
     manifest = {
         "lwdpo_version": CONTRACT_VERSION,
@@ -65,6 +72,8 @@ def write_run_manifest(
         "base_model": base_model,
         "training": training,
     }
+    if adapters is not None:
+        manifest["adapters"] = dict(adapters)
     atomic_write_text(Path(run_dir) / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -81,4 +90,15 @@ def read_run_manifest(run_dir: Path) -> dict[str, Any]:
     for key in ("objectives", "lambda_default", "base_model"):
         if key not in manifest:
             raise RunFolderError(f"{path}: missing field {key!r}")
+    if manifest.get("conditioning") == "soup" and set(manifest.get("adapters") or {}) != set(manifest["objectives"]):
+        raise RunFolderError(f"{path}: a soup run needs field 'adapters' with one folder per objective {manifest['objectives']}")
     return manifest
+
+
+def soup_adapter_dirs(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Path]:
+    """{objective: adapter folder} of a soup run, in objective order; each must hold an adapter."""
+    dirs = {name: Path(run_dir) / manifest["adapters"][name] for name in manifest["objectives"]}
+    for name, folder in dirs.items():
+        if not (folder / "adapter_config.json").is_file():
+            raise RunFolderError(f"{run_dir}: soup adapter for {name!r} missing ({folder}/adapter_config.json)")
+    return dirs

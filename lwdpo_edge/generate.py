@@ -16,13 +16,18 @@ from lwdpo_edge.contract import ADAPTER_DIR, read_run_manifest
 
 
 def load_run(run_dir: Path):
-    """(model, tokenizer, manifest): the fp32 base with the run's adapter applied, in eval mode."""
+    """(model, tokenizer, manifest): the fp32 base with the run's adapter applied, in eval mode.
+    A soup run's model holds every objective's adapter and a `soup_mixer` (lwdpo_edge.soup)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from lwdpo_edge.models import load_tokenizer
 
     manifest = read_run_manifest(run_dir)
+    if manifest.get("conditioning") == "soup":
+        from lwdpo_edge.soup import load_soup
+
+        return load_soup(run_dir)
     base_dir = Path(manifest["base_model"]["path"])
     tokenizer = load_tokenizer(base_dir)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)  # never merge into 4-bit weights
@@ -39,7 +44,12 @@ def generate_answer(
     objectives: Sequence[str],
     max_new_tokens: int = 128,
 ) -> str:
-    """Greedy answer to `messages` with the lambda header (lam=None: no header)."""
+    """Greedy answer to `messages` with the lambda header (lam=None: no header). On a soup run
+    lambda sets the adapter mix instead, and the prompt carries no header."""
+    mixer = getattr(model, "soup_mixer", None)
+    if mixer is not None and lam is not None:
+        mixer.set_lambda(lam)
+        lam = None
     text = prompt_text(tokenizer, conditioned_messages(messages, lam, objectives))
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
     output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
