@@ -63,3 +63,48 @@ def test_model_info_of_the_real_file_is_saved_with_the_chat(served):
     info = saved["model"]
     assert info == served.model.info and info["format"] == "gguf" and info["quantization"] == "f16"
     assert info["objectives"] == OBJECTIVES and info["path"].endswith(".gguf")
+
+
+def test_cli_without_model_serves_the_newest_demo_export(tmp_path, tmp_path_factory, smollm2_tokenizer):
+    """`lwdpo-edge chat --no-browser` as a user runs it, in a folder holding runs/demo/export/*.gguf."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from gradio_client import Client
+
+    export = tmp_path / "runs" / "demo" / "export"
+    export.mkdir(parents=True)
+    (export / "demo.f16.gguf").symlink_to(tiny_export("gguf", tmp_path_factory, smollm2_tokenizer))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "lwdpo_edge.cli", "chat", "--no-browser", "--port", str(port), "--threads", "1",
+           "--history-dir", str(tmp_path / "chats")]
+    process = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "BROWSER": "false"})  # should --no-browser fail, open nothing
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stderr.read()
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    page = response.read().decode()
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "no HTTP 200 within 60 s"
+                time.sleep(0.1)
+        assert "lwdpo-edge chat" in page  # the app config embedded in the page
+        client = Client(url, verbose=False)
+        chatbot, _ = client.predict(PROBE_PROMPTS[0], "", *GREEDY, 1, 0, 0, api_name="/respond")
+        client.close()
+        assert text_of(chatbot[-1]) == ANSWERS[0]
+        (saved,) = [json.loads(p.read_text()) for p in (tmp_path / "chats").glob("*.json")]
+        assert saved["model"]["path"] == str(Path("runs/demo/export/demo.f16.gguf"))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
