@@ -61,12 +61,16 @@ def _make_handlers(model, history: ChatHistory):
                 yield _view(turns), conversation, ""
             reply["stopped"] = False
         except Exception as err:  # a runtime error (e.g. context full) ends the turn, not the app
-            reply["error"] = str(err)
+            if reply["content"]:
+                reply["error"] = str(err)
+            else:  # nothing generated: the turn never happened, later prompts must not carry it
+                del turns[-2:]
             raise gr.Error(f"generation failed: {err}") from None
         finally:
             if stream is not None:
                 stream.close()
-            history.save(conversation)
+            if turns:
+                history.save(conversation)
 
     def export(conversation):
         if not conversation or not conversation["messages"]:
@@ -79,7 +83,10 @@ def _make_handlers(model, history: ChatHistory):
             conversation = history.load(conversation_id)
         except HistoryError as err:
             raise gr.Error(str(err)) from None
-        return conversation, _view(conversation["messages"])
+        # Sliders back where the last answer was generated (a lambda over other objectives is not restored).
+        lam = next((m.get("lambda") for m in reversed(conversation["messages"]) if m["role"] == "assistant"), None)
+        restore = [lam[name] for name in model.objectives] if lam and list(lam) == model.objectives else None
+        return conversation, _view(conversation["messages"]), *(restore or [gr.skip()] * len(model.objectives))
 
     def saved_list():
         return gr.update(choices=history.list(), value=None)
@@ -152,7 +159,7 @@ def build_app(model, history_dir: Path | str, config: ChatConfig | None = None) 
         stop.click(lambda: None, None, None, cancels=[chat_event], api_name="stop", queue=False)
         new_chat.click(lambda: (None, [], ""), None, [conversation, chatbot, message], api_name="new_chat", queue=False)
         export_button.click(export, conversation, export_file, api_name="export")
-        saved.input(load, saved, [conversation, chatbot], api_name="load_chat")
+        saved.input(load, saved, [conversation, chatbot, *sliders], api_name="load_chat")
         demo.load(saved_list, None, saved, api_name=False)
     return demo
 

@@ -45,6 +45,8 @@ class FakeModel:
         return conditioned_messages(messages, self.validate_lambda(lam or self.default_lambda), self.objectives)
 
     def chat(self, messages, lam=None, *, stream=False, temperature=0.0, top_p=1.0, max_tokens=256, seed=None):
+        if any("CONTEXT FULL" in m["content"] for m in messages):  # as the runtime's ContextLengthError
+            raise ValueError("prompt is 9999 tokens; the context window is 2048")
         received = self.prompt_messages(messages, lam)
         self.received.append(received)
         self.settings.append({"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens})

@@ -16,6 +16,7 @@ from lwdpo_edge.lambdas import format_lambda_header, parse_lambda_header, quanti
 
 pytest.importorskip("gradio")
 from gradio_client import Client  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
 
 
 @pytest.fixture
@@ -82,14 +83,15 @@ def test_conversation_saved_each_turn_and_exported_as_json(served):
 
 
 def test_a_saved_conversation_loads_in_a_new_session(served):
-    served.ask("Remember me", (1, 0, 0))
+    served.ask("Remember me", (0.2, 0.2, 0.6))
     (saved,) = served.saved()
     other = Client(served.url, verbose=False)
     try:
-        chatbot = other.predict(saved["id"], api_name="/load_chat")
+        chatbot, *sliders = other.predict(saved["id"], api_name="/load_chat")
     finally:
         other.close()
     assert [text_of(m) for m in chatbot] == [m["content"] for m in saved["messages"]]
+    assert sliders == [0.2, 0.2, 0.6]  # where the last answer was generated
 
 
 def test_stop_closes_the_model_stream_and_keeps_the_partial_answer(tmp_path):
@@ -108,6 +110,20 @@ def test_stop_closes_the_model_stream_and_keeps_the_partial_answer(tmp_path):
         assert answer["content"] == " ".join(f"w{i}" for i in range(len(answer["content"].split())))
     finally:
         app.close()
+
+
+def test_a_failed_turn_is_reported_and_left_out_of_the_conversation(served):
+    with pytest.raises(AppError, match="generation failed: prompt is 9999 tokens"):
+        served.ask("CONTEXT FULL")
+    assert served.saved() == []  # nothing was said: nothing saved
+    served.ask("First question")
+    with pytest.raises(AppError, match="generation failed"):
+        served.ask("CONTEXT FULL again")
+    chatbot, _ = served.ask("Second question")
+    assert [m["content"] for m in served.model.received[-1][1:]] == [
+        "First question", text_of(chatbot[1]), "Second question"]
+    (saved,) = served.saved()
+    assert [m["content"] for m in saved["messages"] if m["role"] == "user"] == ["First question", "Second question"]
 
 
 def test_a_plain_model_gets_a_plain_chat(tmp_path):
