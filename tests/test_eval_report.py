@@ -66,6 +66,20 @@ def test_verdict_passes_only_a_steering_run_with_enough_prompts():
     assert not flat["passed"] and not flat["objectives"]["helpfulness"]["monotone"]
     at_chance = judge(_steered_generations(30, True), [], grid, OBJ, _ranking(0.25), 30)
     assert not at_chance["passed"] and not at_chance["objectives"]["helpfulness"]["top1_ok"]
+    # 0.26 over 5 lists is chance plus noise (needs > 0.25 + 1.645 * 0.19): not a pass
+    assert not judge(_steered_generations(30, True), [], grid, OBJ, _ranking(0.26), 30)["objectives"]["helpfulness"]["top1_ok"]
+
+
+def test_a_rise_within_noise_is_not_monotone():
+    """Means that rise in order but by far less than their standard error: not a real rise."""
+    # Every lambda level sees the same +-1 prompt effects, so the level means are ordered exactly.
+    noisy = [Generation(g.prompt_index, g.point, g.lam, "a", 1, {n: 0.001 * g.lam[n] + (-1) ** g.prompt_index for n in OBJ})
+             for g in _steered_generations(30, True)]
+    grid = lambda_grid(OBJ)
+    verdict = judge(noisy, [], grid, OBJ, _ranking(0.6), 30)["objectives"]
+    levels = verdict["conciseness"]["levels"]
+    assert levels == sorted(levels) and levels[-1] > levels[0]  # ordered...
+    assert not verdict["helpfulness"]["monotone"] and not verdict["conciseness"]["monotone"]  # ...but within noise
 
 
 def _report(prompts=30):

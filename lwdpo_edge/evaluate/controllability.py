@@ -92,11 +92,15 @@ def _centred_by_prompt(generations: Sequence[Generation], name: str) -> np.ndarr
 
 
 def level_means(generations: Sequence[Generation], name: str) -> list[dict]:
-    """Mean score_k per distinct lambda_k, low to high (each grid point weighs by its prompts)."""
+    """Mean score_k per distinct lambda_k, low to high (each grid point weighs by its prompts), with
+    the standard deviation and count that the verdict's significance margin needs."""
     levels = sorted({g.lam[name] for g in generations})
-    return [{"lambda": level,
-             "mean": float(np.mean([g.scores[name] for g in generations if g.lam[name] == level]))}
-            for level in levels]
+    out = []
+    for level in levels:
+        values = np.array([g.scores[name] for g in generations if g.lam[name] == level])
+        out.append({"lambda": level, "mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                    "n": int(len(values))})
+    return out
 
 
 def objective_control(generations: Sequence[Generation], name: str) -> dict:

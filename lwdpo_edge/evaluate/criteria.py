@@ -4,8 +4,10 @@ Per rated objective k, on generations at the vertices and the centre only (the p
 names; the full grid's midpoints are left out here):
   - spearman_ok:   Spearman(lambda_k, score_k) >= MIN_SPEARMAN for the trained run;
   - base_near_zero: the untrained base under the same headers has |Spearman| <= MAX_BASE_SPEARMAN;
-  - monotone:      mean score_k never falls from lambda_k = 0 (other vertices) to lambda_k = 1;
-  - top1_ok:       held-out ranking top-1 accuracy for k at k's vertex is above chance.
+  - monotone:      mean score_k never falls from lambda_k = 0 (other vertices) to lambda_k = 1, and
+                   the rise from low to high exceeds 2 standard errors (noise alone does not pass);
+  - top1_ok:       held-out ranking top-1 accuracy for k at k's vertex is above chance by more than
+                   1.645 binomial standard errors of chance over the lists (one-sided 95%).
 Plus enough_prompts: at least MIN_PROMPTS held-out prompts were generated for.
 """
 
@@ -19,6 +21,8 @@ from lwdpo_edge.evaluate.grid import LambdaPoint
 MIN_SPEARMAN = 0.6
 MAX_BASE_SPEARMAN = 0.2  # "must stay near 0": our reading, stated in the report
 MIN_PROMPTS = 30
+RISE_STANDARD_ERRORS = 2.0  # monotone: high-vertex mean minus low mean must exceed this many SEs
+TOP1_Z = 1.645  # top-1 must beat chance by this many binomial SEs (one-sided 95%)
 JUDGED_KINDS = ("vertex", "centre")
 
 
@@ -33,6 +37,22 @@ def _at_least(value, bound) -> bool:
     return value is not None and value >= bound
 
 
+def significant_rise(levels: Sequence[dict]) -> bool:
+    """Mean at the highest lambda_k minus the mean at the lowest > RISE_STANDARD_ERRORS standard errors."""
+    if len(levels) < 2:
+        return False
+    low, high = levels[0], levels[-1]
+    se = (low["sd"] ** 2 / max(low["n"], 1) + high["sd"] ** 2 / max(high["n"], 1)) ** 0.5
+    return high["mean"] - low["mean"] > RISE_STANDARD_ERRORS * se
+
+
+def beats_chance(top1, chance, n_lists) -> bool:
+    """Top-1 above chance by TOP1_Z binomial standard errors of a random order over n_lists lists."""
+    if top1 is None or chance is None or not n_lists:
+        return False
+    return top1 - chance > TOP1_Z * (chance * (1 - chance) / n_lists) ** 0.5
+
+
 def objective_verdict(name: str, policy: dict, base: dict, ranking: dict) -> dict:
     """One objective's checks; policy/base are controllability_report()['objectives'][name]."""
     vertex = ranking.get("policy", {}).get(name, {}).get(name, {})  # point "name" (the vertex), objective name
@@ -45,10 +65,10 @@ def objective_verdict(name: str, policy: dict, base: dict, ranking: dict) -> dic
         "base_spearman": base_rho,
         "base_near_zero": None if base is None else (base_rho is None or abs(base_rho) <= MAX_BASE_SPEARMAN),
         "levels": [level["mean"] for level in policy["levels"]],
-        "monotone": policy["monotone"],
+        "monotone": bool(policy["monotone"] and significant_rise(policy["levels"])),
         "top1_at_vertex": top1,
         "chance_top1": chance_top1,
-        "top1_ok": top1 is not None and chance_top1 is not None and top1 > chance_top1,
+        "top1_ok": beats_chance(top1, chance_top1, vertex.get("n_lists")),
     }
 
 
@@ -63,6 +83,7 @@ def judge(policy_gens, base_gens, points, rated: Sequence[str], ranking: dict, n
               if v[key] is not None]
     return {
         "thresholds": {"min_spearman": MIN_SPEARMAN, "max_base_spearman": MAX_BASE_SPEARMAN, "min_prompts": MIN_PROMPTS,
+                       "rise_standard_errors": RISE_STANDARD_ERRORS, "top1_z": TOP1_Z,
                        "points": [p.name for p in judged_points]},
         "objectives": verdicts,
         "n_prompts": n_prompts,

@@ -85,8 +85,9 @@ def verdict_section(report: dict) -> list[str]:
     lines = [
         "## Does lambda steer? (issue 6 criteria)", "",
         f"On the points {', '.join(t['points'])}; {criteria['n_prompts']} prompts (needs >= {t['min_prompts']}). "
-        f"Spearman >= {t['min_spearman']}, base |Spearman| <= {t['max_base_spearman']}, monotone mean score, "
-        f"top-1 at the objective's vertex above chance. **{'Passed' if criteria['passed'] else 'Not passed'}.**", "",
+        f"Spearman >= {t['min_spearman']}, base |Spearman| <= {t['max_base_spearman']}, monotone mean score rising by "
+        f"> {t.get('rise_standard_errors', 0)} standard errors, top-1 at the objective's vertex above chance by "
+        f"> {t.get('top1_z', 0)} binomial standard errors. **{'Passed' if criteria['passed'] else 'Not passed'}.**", "",
         "| objective | Spearman run | Spearman base | mean score low -> high | monotone | top-1 at vertex | chance |",
         "|---|---|---|---|---|---|---|",
     ]
