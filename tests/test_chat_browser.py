@@ -61,8 +61,9 @@ def test_page_renders_sliders_and_chat_and_steers_the_model(tmp_path):
             assert app.model.received[-1][0]["content"] == expected
 
             # Stop: the model's stream is closed mid-answer.
-            app.model.answer_words, app.model.delay = [f"w{i}" for i in range(2000)], 0.02
+            assert app.model.finished.wait(10)  # the first stream has run out (its finally has run)
             app.model.finished.clear()
+            app.model.answer_words, app.model.delay = [f"w{i}" for i in range(2000)], 0.05  # 256 tokens: ~13 s
             page.locator("#message textarea").fill("Talk a lot")
             page.locator("#message textarea").press("Enter")
             wait_for(lambda: "w20" in page.locator("#chatbot").inner_text(), what="streaming to start")
