@@ -94,7 +94,7 @@ def _make_handlers(model, history: ChatHistory):
     return preview, respond, export, load, saved_list
 
 
-def _lambda_panel(model, config: ChatConfig):
+def _lambda_panel(model):
     """Sliders, live simplex values, preset buttons. -> (sliders, simplex markdown, preset buttons)."""
     default = default_lambda(model)
     gr.Markdown("### λ: what the answer should favour")
@@ -135,7 +135,7 @@ def build_app(model, history_dir: Path | str, config: ChatConfig | None = None) 
                     export_button = gr.Button("Export JSON", size="sm")
                 export_file = gr.File(label="Exported conversation", interactive=False, visible=False, elem_id="export")
             with gr.Column(scale=2):
-                sliders, simplex, buttons = _lambda_panel(model, config)
+                sliders, simplex, buttons = _lambda_panel(model)
                 system_prompt = gr.Textbox(label="System prompt (after the lambda header)", lines=2, elem_id="system")
                 with gr.Accordion("Sampling", open=True):
                     temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05, label="temperature (0 = greedy)",

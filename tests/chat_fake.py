@@ -81,12 +81,11 @@ class Served:
         self.model, self.history_dir = model, history_dir
         from gradio_client import Client
 
-        from lwdpo_edge.apps.chat import build_app
+        from lwdpo_edge.apps.chat import build_app, launch_app
+        from lwdpo_edge.apps.chat_config import ChatConfig
 
-        self.demo = build_app(model, history_dir)
-        self.demo.queue()
-        _, self.url, _ = self.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                          quiet=True)
+        self.demo = build_app(model, history_dir)  # launched as `lwdpo-edge chat` launches it (theme, queue)
+        _, self.url, _ = launch_app(self.demo, ChatConfig(port=free_port(), open_browser=False), block=False)
         self.client = Client(self.url, verbose=False)
 
     def ask(self, text: str, weights=(0.5, 0.3, 0.2), system: str = "", sampling=SAMPLING):
