@@ -6,6 +6,10 @@
 Every input is checked before the model loads (seconds, not minutes, to a clear error). One model
 serves everything: the run's adapter on the fp32 base is the policy, and the same weights with the
 adapter disabled are both the DPO reference and the untrained baseline.
+
+A soup run (`--conditioning soup`, lwdpo_edge/soup.py) loads every objective's adapter instead; at
+each lambda point the policy is the adapter mix at that point (prompts carry no header: the mix is
+the condition), and the base with all adapters disabled is still reference and baseline.
 """
 
 from __future__ import annotations
@@ -16,13 +20,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from lwdpo_edge.contract import ADAPTER_DIR, RunFolderError, read_run_manifest
+from lwdpo_edge.contract import ADAPTER_DIR, RunFolderError, read_run_manifest, soup_adapter_dirs
 from lwdpo_edge.evaluate.grid import lambda_grid, ranking_points
 from lwdpo_edge.evaluate.heldout import load_heldout_lists, load_prompt_file, prompts_from_lists, user_question
 from lwdpo_edge.evaluate.report import check_output_folder, write_report
 
 EVAL_VERSION = 1
-CONDITIONINGS = ("header", "none")  # what lwdpo.json may say and this eval can reproduce
+CONDITIONINGS = ("header", "none", "soup")  # what lwdpo.json may say and this eval can reproduce
 GRIDS = ("full", "vertices")
 
 
@@ -67,6 +71,9 @@ def check_run(run_dir: Path) -> dict:
     conditioning = manifest.get("conditioning", "header")
     if conditioning not in CONDITIONINGS:
         raise RunFolderError(f"{run_dir}: conditioning {conditioning!r} is not supported by this eval (knows {CONDITIONINGS})")
+    if conditioning == "soup":
+        soup_adapter_dirs(run_dir, manifest)  # raises naming the missing adapter
+        return manifest
     if not (Path(run_dir) / ADAPTER_DIR / "adapter_config.json").is_file():
         raise RunFolderError(f"{run_dir}: no trained adapter ({ADAPTER_DIR}/adapter_config.json missing)")
     return manifest
@@ -116,8 +123,16 @@ def rank_heldout(model, tokenizer, inputs: Inputs, settings, config: EvalConfig,
 
     points = ranking_points(inputs.objectives)
     task = progress.add_task("ranking held-out lists", total=len(points) * len(inputs.lists))
-    scored = score_lists(model, tokenizer, inputs.lists, points, inputs.objectives, settings,
-                         config.lists_per_batch, _advancer(progress, task))
+    mixer = getattr(model, "soup_mixer", None)
+    if mixer is None:
+        scored = score_lists(model, tokenizer, inputs.lists, points, inputs.objectives, settings,
+                             config.lists_per_batch, _advancer(progress, task))
+    else:  # soup: the same unconditioned inputs, a different policy (mix) at every point
+        scored = {}
+        for point in points:
+            mixer.set_lambda(point.lam)
+            scored |= score_lists(model, tokenizer, inputs.lists, [point], inputs.objectives, settings,
+                                  config.lists_per_batch, _advancer(progress, task))
     return ranking_report(scored, inputs.objectives, settings.beta)
 
 
@@ -139,13 +154,36 @@ def generate_all(model, tokenizer, inputs: Inputs, points, conditioned: bool, co
     from lwdpo_edge.evaluate.backends import TransformersBackend
 
     generations = {}
+    mixer = getattr(model, "soup_mixer", None)
     for name in (["base"] if config.baseline else []) + ["policy"]:
-        if name == "policy":
+        if name == "policy" and mixer is None:
             model.merge_adapter()
         backend = TransformersBackend(model, tokenizer, adapter=name == "policy")
-        generations[name], timing[f"generation_{name}_s"] = generate_grid(
-            backend, inputs, points, conditioned, config, progress, name)
+        if name == "policy" and mixer is not None:  # a soup mix changes per point: never merged
+            generations[name], timing[f"generation_{name}_s"] = generate_soup_grid(
+                backend, mixer, inputs, points, config, progress)
+        else:
+            generations[name], timing[f"generation_{name}_s"] = generate_grid(
+                backend, inputs, points, conditioned, config, progress, name)
     return generations
+
+
+def generate_soup_grid(backend, mixer, inputs: Inputs, points, config: EvalConfig, progress):
+    """generate_grid for a soup run's policy: point by point, with the adapter mix set to that point
+    and no header; generations come back in make_jobs' prompt-major order."""
+    from lwdpo_edge.evaluate.controllability import generate_answers, make_jobs, rate_generations
+
+    task = progress.add_task("generating (policy, soup mix per point)", total=len(inputs.prompts) * len(points))
+    jobs, answers, seconds = [], [], 0.0
+    for point in points:
+        mixer.set_lambda(point.lam)
+        point_jobs = make_jobs(inputs.prompts, [point], inputs.objectives, conditioned=False)
+        point_answers, spent = timed(generate_answers, backend, point_jobs, config.max_new_tokens, config.batch_size,
+                                     _advancer(progress, task))
+        jobs, answers, seconds = jobs + point_jobs, answers + point_answers, seconds + spent
+    order = sorted(range(len(jobs)), key=lambda i: jobs[i].prompt_index)  # stable: grid order within a prompt
+    return (rate_generations(inputs.prompts, [jobs[i] for i in order], [answers[i] for i in order], inputs.raters),
+            round(seconds, 2))
 
 
 def timed(fn, *args):

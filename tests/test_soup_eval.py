@@ -1,0 +1,89 @@
+"""`lwdpo-edge eval` and `generate` on a tiny trained soup run: the policy at each point is that point's mix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lwdpo_edge.evaluate.run import EvalConfig, run_evaluation
+from train_helpers import OBJECTIVES, tiny_config, write_dataset
+
+
+@pytest.fixture(scope="module")
+def lively_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
+    """Larger random weights than tiny_llama_dir, so greedy answers depend on the weights (see test_eval_run)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from conftest import build_tiny_model
+
+    return build_tiny_model(LlamaConfig, LlamaForCausalLM, smollm2_tokenizer, tmp_path_factory.mktemp("lively_soup"),
+                            seed=0, initializer_range=0.2)
+
+
+@pytest.fixture(scope="module")
+def soup_run(tmp_path_factory, lively_dir) -> Path:
+    from lwdpo_edge.train.recipe import run_training
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("soup_eval")
+    data = write_dataset(root / "train.jsonl")
+    return run_training(tiny_config(lively_dir, data, root / "run", max_steps=2, learning_rate=5e-2, threads=1,
+                                    save_steps=100, conditioning="soup"))
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("soup_heldout") / "heldout.jsonl", n_prompts=3, seed=1)
+
+
+def single_adapter_answer(lively_dir, folder, tokenizer, question, max_new_tokens):
+    """Greedy answer of the base + one adapter, no header: what the soup must give at that vertex."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lwdpo_edge.generate import generate_answer
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(lively_dir, dtype=torch.float32), folder).eval()
+    return generate_answer(model, tokenizer, [{"role": "user", "content": question}], None, OBJECTIVES, max_new_tokens)
+
+
+def test_eval_on_a_soup_run_uses_the_mix_of_each_point(soup_run, heldout, lively_dir, smollm2_tokenizer, tmp_path):
+    from lwdpo_edge.raters import ConcisenessRater
+
+    out = tmp_path / "eval"
+    run_evaluation(EvalConfig(run_dir=soup_run, data=str(heldout), n_prompts=2, max_new_tokens=6, output=out,
+                              batch_size=4, threads=1), raters={"conciseness": ConcisenessRater()})
+    report = json.loads((out / "report.json").read_text())
+    assert report["run"]["conditioning"] == "soup" and report["run"]["ranking_settings"]["condition_on_lambda"] is False
+    assert report["ranking"]["points"] == ["helpfulness", "conciseness", "uniform"]
+    for point in report["ranking"]["points"]:
+        assert report["ranking"]["policy"][point]["conciseness"]["n_lists"] == 3
+    grid = [p["name"] for p in report["controllability"]["grid"]]
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    policy = {(r["prompt_index"], r["point"]): r for r in rows if r["model"] == "policy"}
+    assert len(policy) == 2 * len(grid) and sum(r["model"] == "base" for r in rows) == 2 * len(grid)
+    # At a vertex the policy is that objective's adapter alone, asked without a header.
+    for name in OBJECTIVES:
+        row = policy[(0, name)]
+        assert row["answer"] == single_adapter_answer(lively_dir, soup_run / "adapters" / name, smollm2_tokenizer,
+                                                      row["prompt"], 6)
+    # The policy's ranking differs between the vertices (two different adapters), unlike the base's.
+    ranking = report["ranking"]
+    assert ranking["base_logprob"]["helpfulness"] == ranking["base_logprob"]["conciseness"]
+    assert ranking["policy"]["helpfulness"] != ranking["policy"]["conciseness"]
+
+
+def test_generate_command_on_a_soup_run(soup_run, lively_dir, smollm2_tokenizer):
+    from typer.testing import CliRunner
+
+    from lwdpo_edge.cli import app
+
+    result = CliRunner().invoke(app, ["generate", str(soup_run), "--prompt", "Why is the sky blue?",
+                                      "--lambda", "conciseness=1", "--max-new-tokens", "6"])
+    assert result.exit_code == 0, result.output
+    expected = single_adapter_answer(lively_dir, soup_run / "adapters" / "conciseness", smollm2_tokenizer,
+                                     "Why is the sky blue?", 6)
+    assert expected in result.output

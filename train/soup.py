@@ -1,0 +1,126 @@
+"""Adapter soup (`--conditioning soup`): one LoRA adapter per objective, mixed at inference.
+
+    lwdpo-edge train --conditioning soup --max-steps 60 --output runs/soup   # 60 steps per adapter
+
+Adapter k is an ordinary lambda-DPO run with lambda fixed at objective k's vertex (the listwise
+loss of objective k alone) and no header in the prompt: the adapter, not the prompt, is the
+condition. Every adapter gets the same data, steps, seed and learning rate. At inference
+lwdpo_edge.soup computes base + sum_k lambda_k * delta_k.
+
+    RUN/adapters/<objective>/      the trained adapter of that objective
+    RUN/checkpoints/<objective>/   its Trainer checkpoints
+    RUN/metrics/<objective>.jsonl  its logged steps
+    RUN/lwdpo.json                 conditioning "soup", adapters {objective: "adapters/<objective>"}
+
+Objectives are trained in turn. A finished objective has its adapter folder; --resume skips those
+and continues the interrupted one from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from transformers import set_seed
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from lwdpo_edge.contract import ADAPTERS_DIR, CHECKPOINTS_DIR, RunFolderError, write_run_manifest
+from lwdpo_edge.models import load_policy, load_tokenizer, resolve_model
+from lwdpo_edge.train.callbacks import MetricsJsonlCallback, RichProgressCallback
+from lwdpo_edge.train.config import LambdaDPOConfig
+from lwdpo_edge.train.lambda_sampling import FixedSampler
+from lwdpo_edge.train.recipe import SUMMARY_FIELDS, ListDataset, TrainSetupError, load_training_data, lora_settings
+from lwdpo_edge.train.trainer import LambdaDPOTrainer
+
+METRICS_DIR = "metrics"
+
+
+def vertex_config(config: LambdaDPOConfig, objective: str) -> LambdaDPOConfig:
+    """The sub-run of one objective: lambda fixed at its vertex, no header, checkpoints in their own folder."""
+    return dataclasses.replace(
+        config, conditioning="header", condition_on_lambda=False, lambda_scheduler="fixed",
+        fixed_lambda=f"{objective}=1", lambdas_per_prompt=1,
+        output_dir=str(Path(config.output_dir) / CHECKPOINTS_DIR / objective),
+    )
+
+
+def adapter_done(run_dir: Path, objective: str) -> bool:
+    return (run_dir / ADAPTERS_DIR / objective / "adapter_config.json").is_file()
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return checkpoints[-1] if checkpoints else None
+
+
+def check_soup_folder(config: LambdaDPOConfig, objectives: list[str]) -> None:
+    """Refuse to mix two runs in one folder (as recipe.check_run_folder does for header runs)."""
+    run_dir = Path(config.output_dir)
+    started = any(adapter_done(run_dir, name) or last_checkpoint(run_dir / CHECKPOINTS_DIR / name)
+                  for name in objectives)
+    if config.resume and not started:
+        raise RunFolderError(f"{run_dir}: --resume given but there is no soup adapter or checkpoint to resume from")
+    if not config.resume and (started or (run_dir / CHECKPOINTS_DIR).exists()):
+        raise RunFolderError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output")
+
+
+def train_one(config: LambdaDPOConfig, objective: str, objectives, records, model_dir: Path, tokenizer) -> dict:
+    """Train (or resume) the adapter of one objective and save it; returns its training summary."""
+    sub = vertex_config(config, objective)
+    run_dir = Path(config.output_dir)
+    resume_from = last_checkpoint(Path(sub.output_dir)) if config.resume else None
+    set_seed(config.seed)  # every adapter starts from the same LoRA init
+    model = load_policy(model_dir, qlora=config.qlora, lora=lora_settings(config),
+                        gradient_checkpointing=config.activation_checkpointing)
+    trainer = LambdaDPOTrainer(
+        model=model, args=sub, train_dataset=ListDataset(records), processing_class=tokenizer,
+        objectives=objectives, lambda_sampler=FixedSampler(objectives, {objective: 1.0}),
+        callbacks=[RichProgressCallback(objectives), MetricsJsonlCallback(run_dir / METRICS_DIR / f"{objective}.jsonl")],
+    )
+    for noisy in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(noisy)
+    started = time.time()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(run_dir / ADAPTERS_DIR / objective)
+    trainer.accelerator.wait_for_everyone()
+    last = next((row for row in reversed(trainer.state.log_history) if "loss" in row), {})
+    return {"steps": trainer.state.global_step, "seconds": round(time.time() - started, 1),
+            "final_metrics": {k: v for k, v in last.items() if k == "loss" or "/" in k}}
+
+
+def run_soup_training(config: LambdaDPOConfig) -> Path:
+    """Train every objective's adapter in turn, then write lwdpo.json; returns the run folder."""
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    records, _, objectives = load_training_data(config)
+    if len(objectives) < 2:
+        raise TrainSetupError(f"--conditioning soup needs at least 2 objectives, the data has {objectives}")
+    check_soup_folder(config, objectives)
+    model_dir = resolve_model(config.model)
+    tokenizer = load_tokenizer(model_dir)
+    run_dir, summaries = Path(config.output_dir), {}
+    (run_dir / METRICS_DIR).mkdir(parents=True, exist_ok=True)
+    for objective in objectives:
+        if adapter_done(run_dir, objective):
+            continue  # finished before an interruption; its summary is lost, its adapter is not
+        summaries[objective] = train_one(config, objective, objectives, records, model_dir, tokenizer)
+    write_soup_manifest(config, objectives, model_dir, len(records), summaries)
+    return run_dir
+
+
+def write_soup_manifest(config: LambdaDPOConfig, objectives, model_dir: Path, n_records: int, summaries: dict) -> None:
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k in SUMMARY_FIELDS | {"conditioning"}}
+    write_run_manifest(
+        Path(config.output_dir), objectives,
+        base_model={"spec": config.model, "path": str(model_dir)},
+        conditioning="soup",
+        adapters={name: f"{ADAPTERS_DIR}/{name}" for name in objectives},
+        training={"steps": next((s["steps"] for s in summaries.values()), config.max_steps),  # per adapter
+                  "records": n_records,
+                  "per_objective": summaries,
+                  "config": {**settings, "condition_on_lambda": False, "lambda_scheduler": "fixed"}},
+    )
