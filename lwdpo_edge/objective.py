@@ -93,3 +93,49 @@ def lambda_dpo_loss(
     }
     return loss, metrics
 
+
+
+def cross_lambda_loss(
+    policy_logps: torch.Tensor,
+    reference_logps: torch.Tensor,
+    scores: torch.Tensor,
+    lam: torch.Tensor,
+    beta: float = 0.1,
+    tau: float = 1.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Header contrast: which lambda should make each candidate most likely?
+
+    The same list is scored under L lambdas (L headers). For candidate i, its implicit rewards
+    under the L headers, r_{l,i}, are compared with each other, not with the other candidates:
+
+        u_{l,i} = sum_k lambda_{l,k} s_{k,i}          how much header l wants candidate i
+        p_i     = softmax_l(u_{l,i} / tau)            target over headers
+        q_i     = softmax_l(r_{l,i})                  policy over headers
+        loss    = mean_i CE(p_i, q_i)
+
+    The candidate text is identical across l; only the header differs. So unlike the listwise
+    loss, which a header-independent preference can lower, this term only falls when the model's
+    log-probs depend on the header (DESIGN.md section 7: the pilot's model learned "prefer short"
+    under every header). Missing scores count as 0 (a z-scored list's average).
+
+    Args:
+        policy_logps, reference_logps: (P, L, N) log-probs of list p's candidate i under lambda l.
+        scores: (P, K, N) normalised scores (the same list under every lambda), NaN where missing.
+        lam:    (P, L, K) the L lambdas of each list.
+        mask:   (P, N) True for real candidates.
+    Returns: scalar loss (0 when L < 2).
+    """
+    P, L, N = policy_logps.shape
+    if mask is None:
+        mask = torch.ones(P, N, dtype=torch.bool, device=policy_logps.device)
+    if L < 2:
+        return policy_logps.sum() * 0.0
+    rewards = beta * (policy_logps - reference_logps)  # (P, L, N)
+    wanted = torch.einsum("plk,pkn->pln", lam, torch.nan_to_num(scores, nan=0.0))  # (P, L, N)
+    if tau > 0:
+        target = torch.softmax(wanted / tau, dim=1)  # over headers
+    else:
+        target = torch.softmax(torch.zeros_like(wanted).masked_fill(wanted < wanted.amax(dim=1, keepdim=True), float("-inf")), dim=1)
+    ce = -(target * torch.log_softmax(rewards, dim=1)).sum(dim=1)  # (P, N)
+    return ce[mask].mean()

@@ -224,6 +224,19 @@ def test_sft_warmup_trains_only_the_best_rows_then_switches_to_the_listwise_loss
     assert any(key.startswith("acc/") for key in warm[1])  # step 2: the listwise loss is on
 
 
+def test_header_contrast_term_starts_at_log_lambdas_and_adds_to_the_loss(tiny_llama_dir, tmp_path):
+    """Step 1: policy == reference, so the policy is uniform over the L headers: CE = log L exactly."""
+    from lwdpo_edge.train.recipe import run_training
+
+    data = write_dataset(tmp_path / "four.jsonl", ragged=False)
+    rows = read_metrics(run_training(tiny_config(tiny_llama_dir, data, tmp_path / "run", max_steps=2, lambdas_per_prompt=2,
+                                                 header_contrast_weight=0.5, save_steps=100)))
+    assert rows[0]["header_contrast"] == pytest.approx(math.log(2), rel=1e-5)
+    assert rows[0]["loss"] == pytest.approx(math.log(4) + 0.5 * math.log(2), rel=1e-5)  # listwise part is log N too
+    with pytest.raises(ValueError, match="lambdas-per-prompt >= 2"):
+        tiny_config(tiny_llama_dir, data, tmp_path / "bad", header_contrast_weight=1.0)
+
+
 def test_generate_command_prints_each_header_and_answer(tiny_llama_dir, dataset, tmp_path):
     from typer.testing import CliRunner
 

@@ -57,6 +57,10 @@ class LambdaDPOConfig(TrainingArguments):
     sft_weight: float = field(default=0.0, metadata=_help(
         "Add this weight times the per-token NLL of each list's lambda-best candidate (under its header): "
         "a conditioned-SFT term that teaches the model what to write, and when to stop, for each lambda."))
+    header_contrast_weight: float = field(default=0.0, metadata=_help(
+        "Add this weight times the header-contrast loss (lwdpo_edge.objective.cross_lambda_loss): each candidate's "
+        "implicit rewards under the prompt's different lambdas must rank the lambdas that want it first. Only a model "
+        "that reads the header can lower it. Needs --lambdas-per-prompt >= 2."))
     sft_warmup_steps: int = field(default=0, metadata=_help(
         "First N optimizer steps: conditioned SFT only (each list's lambda-best candidate under its header; "
         "no reference pass, no listwise loss). A cheap warm start that teaches the header before the listwise loss."))
@@ -107,6 +111,8 @@ class LambdaDPOConfig(TrainingArguments):
     save_total_limit: int | None = field(default=2, metadata=_help("Keep at most this many checkpoints."))
     activation_checkpointing: bool = field(default=True, metadata=_help(
         "Recompute activations in backward to save memory (gradient checkpointing)."))
+    dataloader_pin_memory: bool = field(default=False, metadata=_help(
+        "Pin batches in page-locked memory (only helps with a GPU; records are tokenised per step anyway)."))
     remove_unused_columns: bool = field(default=False, metadata=_help("Must stay False: records are tokenised per step."))
     disable_tqdm: bool = field(default=True, metadata=_help("HF's tqdm bar is replaced by lwdpo-edge's rich progress bar."))
 
@@ -120,6 +126,10 @@ class LambdaDPOConfig(TrainingArguments):
             raise ValueError(f"--sft-weight must be >= 0, got {self.sft_weight}")
         if self.tau < 0:
             raise ValueError(f"--tau must be >= 0, got {self.tau}")
+        if self.header_contrast_weight < 0:
+            raise ValueError(f"--header-contrast-weight must be >= 0, got {self.header_contrast_weight}")
+        if self.header_contrast_weight > 0 and self.lambdas_per_prompt < 2:
+            raise ValueError("--header-contrast-weight needs --lambdas-per-prompt >= 2 (it compares one list's headers)")
         if self.sft_warmup_steps < 0:
             raise ValueError(f"--sft-warmup-steps must be >= 0, got {self.sft_warmup_steps}")
         if self.lambdas_per_prompt < 1:

@@ -21,7 +21,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from lwdpo_edge.logprobs import sequence_logps
-from lwdpo_edge.objective import lambda_dpo_loss
+from lwdpo_edge.objective import cross_lambda_loss, lambda_dpo_loss
 from lwdpo_edge.train.batching import ListwiseBatch, encode_listwise
 from lwdpo_edge.train.config import LambdaDPOConfig
 from lwdpo_edge.train.lambda_sampling import LambdaSampler, PerformanceScheduler, distinct_lambdas, step_rng
@@ -110,6 +110,16 @@ class LambdaDPOTrainer(Trainer):
                                batch.completion_mask[rows, :length], length_normalize=True)  # (B,)
         return -logps.mean()
 
+    def header_contrast(self, policy_logps, reference_logps, batch: ListwiseBatch) -> torch.Tensor:
+        """cross_lambda_loss over each record's lambdas_per_prompt copies (build_batch puts them side by side)."""
+        L = self.args.lambdas_per_prompt
+        B, N = policy_logps.shape
+        P = B // L
+        return cross_lambda_loss(
+            policy_logps.view(P, L, N), reference_logps.view(P, L, N), batch.scores[::L], batch.lam.view(P, L, -1),
+            beta=self.args.beta, tau=self.args.tau, mask=batch.candidate_mask[::L],
+        )
+
     # ------------------------------------------------------------------ the loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         batch = self.build_batch(inputs["records"])
@@ -125,6 +135,10 @@ class LambdaDPOTrainer(Trainer):
             policy_logps, reference_logps, batch.scores, batch.lam,
             beta=self.args.beta, tau=self.args.tau, mask=batch.candidate_mask,
         )
+        if self.args.header_contrast_weight > 0:
+            contrast = self.header_contrast(policy_logps, reference_logps, batch)
+            loss = loss + self.args.header_contrast_weight * contrast
+            self._window["header_contrast"].append(contrast.item())
         if self.args.sft_weight > 0:
             sft_nll = self.conditioned_sft_nll(policy_logps, batch)
             loss = loss + self.args.sft_weight * sft_nll
