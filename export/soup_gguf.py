@@ -1,0 +1,82 @@
+"""PEFT LoRA adapter -> GGUF LoRA file that llama.cpp applies on top of the run's base GGUF.
+
+    write_lora_gguf(base_hf_dir, adapter_dir, "helpfulness.lora.gguf")
+
+Used for adapter-soup runs: the base GGUF plus one LoRA GGUF per objective, mixed at run time with
+scales lambda_k (llama.cpp: llama_adapter_lora_init per file, then llama_set_adapters_lora(ctx,
+adapters, K, scales)). llama.cpp multiplies each adapter's scale by adapter.lora.alpha / rank, as
+peft does, so scale = lambda_k gives base + sum_k lambda_k * delta_k.
+
+Tensor names and layout come from llama.cpp's own converter (the installed `conversion` package):
+each adapted HF weight name is mapped with the model class's `modify_tensors`, fed the B matrix in
+place of the weight. That applies the llama Q/K row permutation to B, which is exactly the
+permutation of the delta B @ A (a row permutation of a product permutes the left factor). Only
+architectures whose conversion of the adapted weights is a name map plus row permutation are
+accepted (llama; qwen2 has no permutation); a split/fused weight would need the A/B pair handled
+together.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+SUPPORTED = {"LlamaForCausalLM", "Qwen2ForCausalLM"}
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
+
+
+def converter_model(base_dir: Path, out_path: Path):
+    """llama.cpp's converter model class for the base folder (reads config.json and the tensor index only)."""
+    import gguf
+    from conversion import ModelBase, ModelType, get_model_architecture, get_model_class
+
+    hparams = ModelBase.load_hparams(Path(base_dir), False)
+    arch = get_model_architecture(hparams, ModelType.TEXT)
+    if arch not in SUPPORTED:
+        raise ValueError(f"{base_dir}: LoRA GGUF export supports {sorted(SUPPORTED)}, not {arch}")
+    cls = get_model_class(arch)
+    return cls(Path(base_dir), gguf.LlamaFileType.ALL_F32, Path(out_path), eager=True, dry_run=True), cls
+
+
+def lora_pairs(adapter_dir: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{HF weight name: (A (r, in), B (out, r))} from a PEFT adapter folder."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(Path(adapter_dir) / "adapter_model.safetensors")
+    pairs = {}
+    for key, A in tensors.items():
+        if ".lora_A." not in key:
+            continue
+        module = key.removeprefix("base_model.model.").split(".lora_A.")[0]
+        pairs[module + ".weight"] = (A.float(), tensors[key.replace(".lora_A.", ".lora_B.")].float())
+    return pairs
+
+
+def write_lora_gguf(base_dir: Path, adapter_dir: Path, out_path: Path) -> Path:
+    """Write the GGUF LoRA of `adapter_dir` (a PEFT adapter trained on `base_dir`) to `out_path`."""
+    import gguf
+
+    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    if config.get("use_rslora") or config.get("use_dora"):
+        raise ValueError(f"{adapter_dir}: rsLoRA / DoRA adapters have no llama.cpp LoRA form")
+    model, _ = converter_model(base_dir, out_path)
+    writer = gguf.GGUFWriter(str(out_path), gguf.MODEL_ARCH_NAMES[model.model_arch])
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", float(config["lora_alpha"]))
+    for name, (A, B) in lora_pairs(adapter_dir).items():
+        match = _LAYER.search(name)
+        mapped = list(model.modify_tensors(B, name, int(match.group(1)) if match else None))
+        if len(mapped) != 1 or mapped[0][1].shape != B.shape:
+            raise ValueError(f"{name}: the converter splits or reshapes this weight; no exact LoRA form")
+        gguf_name, B_gguf = mapped[0]
+        writer.add_tensor(f"{gguf_name}.lora_a", A.contiguous().numpy())
+        writer.add_tensor(f"{gguf_name}.lora_b", B_gguf.contiguous().numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(out_path)
