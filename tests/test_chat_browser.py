@@ -63,12 +63,13 @@ def test_page_renders_sliders_and_chat_and_steers_the_model(tmp_path):
             # Stop: the model's stream is closed mid-answer.
             assert app.model.finished.wait(10)  # the first stream has run out (its finally has run)
             app.model.finished.clear()
-            app.model.answer_words, app.model.delay = [f"w{i}" for i in range(2000)], 0.05  # 256 tokens: ~13 s
+            # 256 tokens (the page's max) at 0.2 s each: ~50 s, far longer than Stop takes even on a loaded machine
+            app.model.answer_words, app.model.delay = [f"w{i}" for i in range(2000)], 0.2
             page.locator("#message textarea").fill("Talk a lot")
             page.locator("#message textarea").press("Enter")
-            wait_for(lambda: "w20" in page.locator("#chatbot").inner_text(), what="streaming to start")
+            wait_for(lambda: "w3" in page.locator("#chatbot").inner_text(), what="streaming to start")
             page.get_by_role("button", name="Stop").click()
-            assert app.model.finished.wait(10) and app.model.closed == 1
+            assert app.model.finished.wait(30) and app.model.closed == 1
 
             shot = tmp_path / "chat.png"
             page.screenshot(path=shot, full_page=True)
