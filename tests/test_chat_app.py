@@ -95,7 +95,7 @@ def test_a_saved_conversation_loads_in_a_new_session(served):
 
 
 def test_stop_closes_the_model_stream_and_keeps_the_partial_answer(tmp_path):
-    app = Served(FakeModel(answer_words=[f"w{i}" for i in range(400)], delay=0.02), tmp_path / "chats")
+    app = Served(FakeModel(answer_words=[f"w{i}" for i in range(400)], delay=0.05), tmp_path / "chats")  # ~20 s
     try:
         job = app.client.submit("Talk a lot", "", 0.0, 1.0, 512, 1, 0, 0, api_name="/respond")
         deadline = time.monotonic() + 30
