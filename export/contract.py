@@ -7,6 +7,10 @@ package. `ExportContract` is those facts; `keys.py` writes them into GGUF metada
 
 The default lambda is stored quantised (hundredths summing to 1): exactly the header the model sees
 when no lambda is given, so every format agrees on it to the last digit.
+
+`conditioning` says how lambda reaches the model: "header" (the lambda header in the system message,
+one merged model) or "soup" (no header; the plain base plus one LoRA adapter per objective applied
+at scales lambda_k; `soup_adapters` names the adapter files, in objective order).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from lwdpo_edge.lambdas import HEADER_FORMAT, format_lambda_header, quantize_lam
 
 SIDECAR_FILE = "lwdpo.json"  # next to model.onnx / model.safetensors in an exported folder
 TEMPLATE_VARIABLE = "lwdpo_lambda"  # the chat-template variable apps set: {"helpfulness": 0.5, ...}
+CONDITIONINGS = ("header", "soup")
 
 
 @dataclass(frozen=True)
@@ -28,13 +33,22 @@ class ExportContract:
     lambda_default: dict[str, float]  # quantised, in objective order
     version: int = CONTRACT_VERSION
     header_format: str = HEADER_FORMAT
+    conditioning: str = "header"  # "soup": no header; lambda scales one LoRA adapter per objective
+    soup_adapters: tuple[str, ...] = ()  # soup exports: LoRA GGUF file names beside the base, objective order
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> ExportContract:
         """The contract of a run, from its lwdpo.json (as read by `read_run_manifest`)."""
         objectives = tuple(manifest["objectives"])
+        conditioning = manifest.get("conditioning") or "header"  # absent in exports older than soup
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning {conditioning!r}; expected one of {', '.join(CONDITIONINGS)}")
+        adapters = tuple(manifest.get("soup_adapters") or ())
+        if adapters and len(adapters) != len(objectives):
+            raise ValueError(f"soup_adapters lists {len(adapters)} files for {len(objectives)} objectives")
         return cls(objectives, quantize_lambda(manifest["lambda_default"], objectives),
-                   int(manifest.get("lwdpo_version", CONTRACT_VERSION)), manifest.get("header_format", HEADER_FORMAT))
+                   int(manifest.get("lwdpo_version", CONTRACT_VERSION)), manifest.get("header_format", HEADER_FORMAT),
+                   conditioning, adapters)
 
     def default_header(self) -> str:
         """The header line the model reads when no lambda is given."""
@@ -48,8 +62,9 @@ class ExportContract:
             "lambda_default": dict(self.lambda_default),
             "header_format": self.header_format,
             "default_header": self.default_header(),
-            "conditioning": "header",
+            "conditioning": self.conditioning,
             "chat_template_variable": TEMPLATE_VARIABLE,
+            **({"soup_adapters": list(self.soup_adapters)} if self.conditioning == "soup" else {}),
             **extra,
         }
 

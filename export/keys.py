@@ -5,6 +5,8 @@
     lwdpo.lambda_default     array[float32] default lambda, same order, hundredths summing to 1
     lwdpo.header_format      string         "[lambda] {name}={value:.2f} ..."
     lwdpo.template_variable  string         "lwdpo_lambda": the chat-template variable that sets lambda
+    lwdpo.conditioning       string         "header" or "soup" (absent in files older than soup: "header")
+    lwdpo.soup_adapters      array[string]  soup only: LoRA GGUF file names beside this file, objective order
 
 `add_lwdpo_keys` writes them through gguf-py's GGUFWriter (the converter's own writer, see
 convert.py). `read_lwdpo_metadata` reads them back with a small walker over the GGUF header using
@@ -26,6 +28,8 @@ OBJECTIVES = "lwdpo.objectives"
 LAMBDA_DEFAULT = "lwdpo.lambda_default"
 HEADER_FORMAT = "lwdpo.header_format"
 TEMPLATE_VARIABLE = "lwdpo.template_variable"
+CONDITIONING = "lwdpo.conditioning"
+SOUP_ADAPTERS = "lwdpo.soup_adapters"
 CHAT_TEMPLATE = "tokenizer.chat_template"  # llama.cpp's key, read back for verification
 ARCHITECTURE = "general.architecture"
 
@@ -40,6 +44,9 @@ def add_lwdpo_keys(writer, contract) -> None:
     writer.add_array(LAMBDA_DEFAULT, [float(contract.lambda_default[name]) for name in contract.objectives])
     writer.add_string(HEADER_FORMAT, contract.header_format)
     writer.add_string(TEMPLATE_VARIABLE, contract_variable)
+    writer.add_string(CONDITIONING, contract.conditioning)
+    if contract.conditioning == "soup":
+        writer.add_array(SOUP_ADAPTERS, list(contract.soup_adapters))
 
 
 def read_lwdpo_metadata(gguf_path: Path) -> dict[str, Any]:
@@ -51,6 +58,8 @@ def read_lwdpo_metadata(gguf_path: Path) -> dict[str, Any]:
     if OBJECTIVES not in values:
         raise ValueError(f"{gguf_path}: no {OBJECTIVES} key; not exported by lwdpo-edge")
     objectives = list(values[OBJECTIVES])
+    conditioning = values.get(CONDITIONING, "header")
+    soup = {"soup_adapters": list(values.get(SOUP_ADAPTERS, []))} if conditioning == "soup" else {}
     return {
         "lwdpo_version": int(values[VERSION]),
         "objectives": objectives,
@@ -58,6 +67,8 @@ def read_lwdpo_metadata(gguf_path: Path) -> dict[str, Any]:
         "lambda_default": quantize_lambda(list(values[LAMBDA_DEFAULT]), objectives),
         "header_format": values[HEADER_FORMAT],
         "chat_template_variable": values.get(TEMPLATE_VARIABLE),
+        "conditioning": conditioning,
+        **soup,
     }
 
 

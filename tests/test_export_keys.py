@@ -9,6 +9,7 @@ import pytest
 
 from lwdpo_edge.export import keys
 from lwdpo_edge.export.contract import ExportContract
+from lwdpo_edge.lambdas import HEADER_FORMAT
 
 CONTRACT = ExportContract.from_manifest({"objectives": ["helpfulness", "conciseness", "readability"],
                                          "lambda_default": {"helpfulness": 1, "conciseness": 1, "readability": 1}})
@@ -43,10 +44,42 @@ def test_reader_returns_what_the_writer_wrote(tmp_path):
         "lwdpo_version": 1,
         "objectives": ["helpfulness", "conciseness", "readability"],
         "lambda_default": {"helpfulness": 0.34, "conciseness": 0.33, "readability": 0.33},  # float32 in the file
-        "header_format": "[lambda] {name}={value:.2f} ...",
+        "header_format": HEADER_FORMAT,
         "chat_template_variable": "lwdpo_lambda",
+        "conditioning": "header",
     }
     assert ExportContract.from_json(metadata) == CONTRACT
+
+
+def test_soup_keys_round_trip_and_old_header_files_still_read(tmp_path):
+    import dataclasses
+
+    soup = dataclasses.replace(CONTRACT, conditioning="soup",
+                               soup_adapters=("m.helpfulness.lora.gguf", "m.conciseness.lora.gguf", "m.readability.lora.gguf"))
+    path = write_gguf(tmp_path / "soup.gguf", soup)
+    assert keys.read_gguf_keys(path, lambda k: k in (keys.CONDITIONING, keys.SOUP_ADAPTERS)) == {
+        keys.CONDITIONING: "soup", keys.SOUP_ADAPTERS: list(soup.soup_adapters)}
+    metadata = keys.read_lwdpo_metadata(path)
+    assert metadata["conditioning"] == "soup" and metadata["soup_adapters"] == list(soup.soup_adapters)
+    assert ExportContract.from_json(metadata) == soup
+    assert ExportContract.from_json(soup.to_json()) == soup  # the sidecar form round-trips too
+    # a header export written before the conditioning key existed reads as a header export
+    original = keys.add_lwdpo_keys
+
+    def old_writer(writer, contract):
+        original(writer, contract)
+        del writer.kv_data[0][keys.CONDITIONING]
+
+    keys.add_lwdpo_keys = old_writer
+    try:
+        old = write_gguf(tmp_path / "old.gguf")
+    finally:
+        keys.add_lwdpo_keys = original
+    assert keys.CONDITIONING not in keys.read_gguf_keys(old, lambda k: True)
+    assert keys.read_lwdpo_metadata(old)["conditioning"] == "header"
+    assert ExportContract.from_json(keys.read_lwdpo_metadata(old)) == CONTRACT
+    with pytest.raises(ValueError, match="soup_adapters lists 1 files for 3 objectives"):
+        ExportContract.from_json({**soup.to_json(), "soup_adapters": ["x.gguf"]})
 
 
 def test_walker_agrees_with_gguf_py_on_every_key(tmp_path):
