@@ -8,6 +8,8 @@
     build        GGUF convert (+ quantize) / ONNX build / nothing for hf
     verify       load the output in its runtime and compare (verify.py)
     publish      rename into place (atomic.py); a failed verification publishes NAME.failed instead
+
+Adapter-soup runs (lwdpo.json conditioning "soup") take their own path: soup_export.py.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from lwdpo_edge.export.gguf import DEFAULT_QUANT, QUANTS
 from lwdpo_edge.export.merge import read_run
 from lwdpo_edge.export.onnx import DEFAULT_PRECISION, PRECISIONS
 from lwdpo_edge.export.progress import Stages
+from lwdpo_edge.export.soup_export import export_soup_run, is_soup_run
 
 FORMATS = ("gguf", "onnx", "hf")
 EXACT_VARIANTS = {"f16", "fp32"}  # greedy tokens must agree with the fp32 reference
@@ -95,6 +98,9 @@ def export_run(run_dir: Path, fmt: str = "gguf", quant: str | None = None, preci
                show_progress: bool = True) -> ExportResult:
     """Export a run folder (see module docstring). Raises ExportInputError, ConversionError, VerificationFailed."""
     fmt, variant = check_options(fmt, quant, precision)
+    if is_soup_run(run_dir):  # base GGUF + one LoRA GGUF per objective (soup_export.py)
+        return export_soup_run(run_dir, fmt, variant, output_path(run_dir, fmt, variant, output), verify, threads,
+                               console, show_progress)
     manifest, base_dir, _arch = read_run(Path(run_dir))
     contract = ExportContract.from_manifest(manifest)
     final = output_path(run_dir, fmt, variant, output)

