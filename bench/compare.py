@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `_common` next to th
 from _common import machine_line, peak_rss_mb, trl_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = ROOT / "train" / "configs" / "demo.yaml"
+DEFAULT_CONFIG = ROOT / "train" / "configs" / "compare.yaml"
 BENCH_FILE = "bench.json"  # in each arm's run folder: what it was trained with and what it cost
 EVAL_LISTS = "eval_lists.jsonl"
 
@@ -55,9 +55,9 @@ class Arm:
 
 ARMS = {
     "a": Arm("a", "pairwise DPO (TRL, best-vs-worst)", "trl"),
-    "b": Arm("b", "lambda-DPO, no header", "lwdpo", ("--condition-on-lambda", "false", "--lambda-scheduler", "dirichlet")),
-    "c": Arm("c", "lambda-DPO + header, Dirichlet", "lwdpo", ("--condition-on-lambda", "true", "--lambda-scheduler", "dirichlet")),
-    "d": Arm("d", "c + performance scheduler", "lwdpo", ("--condition-on-lambda", "true", "--lambda-scheduler", "performance")),
+    "b": Arm("b", "lambda-DPO, no header", "lwdpo", ("--conditioning", "header", "--condition-on-lambda", "false", "--lambda-scheduler", "dirichlet")),
+    "c": Arm("c", "lambda-DPO + header, Dirichlet", "lwdpo", ("--conditioning", "header", "--condition-on-lambda", "true", "--lambda-scheduler", "dirichlet")),
+    "d": Arm("d", "c + performance scheduler", "lwdpo", ("--conditioning", "header", "--condition-on-lambda", "true", "--lambda-scheduler", "performance")),
 }
 
 

@@ -46,6 +46,7 @@ def child(mode: str, prompts: int, qlora: bool, threads: int, out: Path) -> dict
 
         config = LambdaDPOConfig(output_dir=str(out / "run"), max_steps=prompts, per_device_train_batch_size=1,
                                  qlora=qlora, save_steps=10_000, max_response_tokens=128, use_cpu=True, seed=0,
+                                 conditioning="header", sft_warmup_steps=0, sft_weight=0.0,  # the listwise loss alone
                                  data=str(_records_file(records, out)))
         run = run_training(config)
         summary = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])

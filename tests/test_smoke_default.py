@@ -16,7 +16,8 @@ def test_qlora_run_on_the_default_model_and_data(tmp_path):
     from lwdpo_edge.train.recipe import run_training
 
     config = LambdaDPOConfig(output_dir=str(tmp_path / "run"), qlora=True, max_steps=3, per_device_train_batch_size=1,
-                             lambdas_per_prompt=2, save_steps=100, max_response_tokens=96, use_cpu=True)
+                             lambdas_per_prompt=2, save_steps=100, max_response_tokens=96, use_cpu=True,
+                             conditioning="header", sft_warmup_steps=0)
     run = run_training(config)
     manifest = read_run_manifest(run)
     assert manifest["objectives"] == ["helpfulness", "conciseness", "readability"]

@@ -210,13 +210,14 @@ def test_sft_term_adds_the_best_candidates_nll(tiny_llama_dir, tmp_path):
 
 
 def test_sft_warmup_trains_only_the_best_rows_then_switches_to_the_listwise_loss(tiny_llama_dir, tmp_path):
-    """Warm-up step = the same NLL the sft term computes over the full batch, from the best rows alone."""
+    """Warm-up step = the same NLL the sft term computes over the full batch, from the best rows alone.
+    sft_warmup_steps=0.5 of 2 steps: a fraction, so step 1 is warm-up and step 2 listwise."""
     from lwdpo_edge.train.recipe import run_training
 
     data = write_dataset(tmp_path / "four.jsonl", ragged=False)
     full = read_metrics(run_training(tiny_config(tiny_llama_dir, data, tmp_path / "full", max_steps=1, sft_weight=0.5,
                                                  lambdas_per_prompt=2, save_steps=100)))
-    warm = read_metrics(run_training(tiny_config(tiny_llama_dir, data, tmp_path / "warm", max_steps=2, sft_warmup_steps=1,
+    warm = read_metrics(run_training(tiny_config(tiny_llama_dir, data, tmp_path / "warm", max_steps=2, sft_warmup_steps=0.5,
                                                  lambdas_per_prompt=2, save_steps=100)))
     assert warm[0]["loss"] == pytest.approx(warm[0]["sft_nll"], rel=1e-6)  # SFT only
     assert not any(key.startswith("acc/") for key in warm[0])  # no listwise pass in warm-up

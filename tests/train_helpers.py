@@ -43,6 +43,8 @@ def tiny_config(model_dir: Path, data: Path, output: Path, **overrides):
         per_device_train_batch_size=2, learning_rate=5e-3, warmup_steps=0, lr_scheduler_type="constant",
         logging_steps=1, seed=7, lora_r=4, lora_alpha=8, max_response_tokens=32, use_cpu=True,
         activation_checkpointing=False,
+        # The listwise machinery itself: one adapter, header conditioning, no SFT parts, unless a test asks.
+        conditioning="header", sft_warmup_steps=0, sft_weight=0.0,
     )
     settings.update(overrides)
     return LambdaDPOConfig(**settings)

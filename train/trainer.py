@@ -99,6 +99,11 @@ class LambdaDPOTrainer(Trainer):
         per_token = policy_logps if self.args.length_normalize else policy_logps / n_tokens
         return -per_token.gather(1, best).mean()
 
+    def sft_warmup_end(self) -> int:
+        """The first step of the listwise loss: sft_warmup_steps, or that fraction of all steps when < 1."""
+        warmup = self.args.sft_warmup_steps
+        return int(warmup * self.state.max_steps) if 0 < warmup < 1 else int(warmup)
+
     def warmup_sft_nll(self, model, batch: ListwiseBatch) -> torch.Tensor:
         """Per-token NLL of each list's lambda-best candidate, forwarding only those B rows."""
         best = lambda_best_index(batch.scores, batch.lam, batch.candidate_mask)  # (B,)
@@ -123,7 +128,7 @@ class LambdaDPOTrainer(Trainer):
     # ------------------------------------------------------------------ the loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         batch = self.build_batch(inputs["records"])
-        if self.state.global_step < self.args.sft_warmup_steps:
+        if self.state.global_step < self.sft_warmup_end():
             sft_nll = self.warmup_sft_nll(model, batch)
             self._window["sft_nll"].append(sft_nll.item())
             return (sft_nll, {}) if return_outputs else sft_nll
