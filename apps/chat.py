@@ -23,8 +23,18 @@ from lwdpo_edge.apps.chat_logic import (  # noqa: E402
     conversation_messages, default_lambda, model_info_markdown, presets, received_system, simplex_markdown,
     slider_lambda)
 from lwdpo_edge.apps.history import ChatHistory, HistoryError  # noqa: E402
+from lwdpo_edge.runtime.base import mix_text  # noqa: E402
 
 TITLE = "lwdpo-edge chat"
+
+
+def _receives(model, lam, system_prompt: str) -> str:
+    """'Model receives': the system message (lambda header first), or for an adapter-soup model, which
+    reads no header, the adapter mix it runs with, then its system message."""
+    system = received_system(model, lam, system_prompt)
+    if getattr(model, "conditioning", None) != "soup":
+        return system
+    return mix_text(model.validate_lambda(lam)) + (f"\n{system}" if system else "")
 
 
 def _view(turns: list[dict]) -> list[dict]:
@@ -37,7 +47,7 @@ def _make_handlers(model, history: ChatHistory):
 
     def preview(system_prompt, *weights):
         lam, note = slider_lambda(model, weights)
-        return simplex_markdown(lam, note), received_system(model, lam, system_prompt)
+        return simplex_markdown(lam, note), _receives(model, lam, system_prompt)
 
     def respond(message, conversation, system_prompt, temperature, top_p, max_tokens, *weights):
         if not (message or "").strip():
@@ -49,7 +59,7 @@ def _make_handlers(model, history: ChatHistory):
         turns.append({"role": "user", "content": message})
         messages = conversation_messages(system_prompt, turns)
         settings = {"temperature": float(temperature), "top_p": float(top_p), "max_tokens": int(max_tokens)}
-        reply = {"role": "assistant", "content": "", "system": received_system(model, lam, system_prompt),
+        reply = {"role": "assistant", "content": "", "system": _receives(model, lam, system_prompt),
                  "lambda": lam, "settings": settings, "stopped": True}  # True until the stream runs out
         turns.append(reply)
         yield _view(turns), conversation, ""
@@ -124,7 +134,7 @@ def build_app(model, history_dir: Path | str, config: ChatConfig | None = None) 
                 chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chatbot")
                 received = gr.Textbox(label="Model receives (system message, lambda header first)", interactive=False,
                                       lines=1, max_lines=6, elem_id="received",
-                                      value=received_system(model, default_lambda(model), ""))
+                                      value=_receives(model, default_lambda(model), ""))
                 with gr.Row():
                     message = gr.Textbox(placeholder="Type a message, Enter to send", show_label=False, scale=6,
                                          elem_id="message", autofocus=True)

@@ -166,6 +166,8 @@ def applied_lambda(model, messages, lam):
 
     try:
         final = model.prompt_messages(messages, lam)
+        if getattr(model, "conditioning", None) == "soup":  # no header to read back: the adapters carry lambda
+            return model.resolve(messages, lam)[1]
     except LambdaError as err:
         param = "lwdpo.lambda" if lam is not None else "messages"
         raise ApiError(400, str(err), param, "invalid_lambda") from None

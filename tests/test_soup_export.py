@@ -187,3 +187,54 @@ def test_a_missing_lora_file_or_loading_a_lora_alone_fails_clearly(exported, tmp
     shutil.copy(exported.output, copy)
     with pytest.raises(ModelLoadError, match=f"{exported.extra_files[0].name}: LoRA adapter file missing"):
         load_model(copy)
+
+
+def test_serve_8_concurrent_requests_at_different_lambdas_equal_each_request_alone(models):
+    """Through `lwdpo-edge serve`'s app: lambda per request, half streamed, all at once vs one by one."""
+    import asyncio
+    import json
+
+    import httpx
+
+    from lwdpo_edge.apps.serve import create_app
+    from runtime_helpers import Server
+
+    lambdas = [VERTICES[0], VERTICES[1], {"helpfulness": 0.7, "conciseness": 0.3}, None] * 2
+    bodies = [{"messages": [{"role": "user", "content": PROBE_PROMPTS[i % 3]}], "max_tokens": 24, "temperature": 0,
+               "stream": i % 2 == 1, **({"lwdpo": {"lambda": lam}} if lam else {})} for i, lam in enumerate(lambdas)]
+
+    async def answer(client, body):
+        response = await client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        if not body["stream"]:
+            data = response.json()
+            assert data["lwdpo"]["lambda"] == models["gguf"].validate_lambda(body.get("lwdpo", {}).get("lambda") or {"helpfulness": 1, "conciseness": 1})
+            return data["choices"][0]["message"]["content"]
+        events = [line[6:] for line in response.text.split("\n\n") if line.startswith("data: ") and line != "data: [DONE]"]
+        return "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events)
+
+    async def run(concurrent: bool):
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            if concurrent:
+                return list(await asyncio.gather(*(answer(client, b) for b in bodies)))
+            return [await answer(client, b) for b in bodies]
+
+    server = Server(create_app(models["gguf"]))
+    try:
+        alone = asyncio.run(run(False))
+        together = asyncio.run(run(True))
+    finally:
+        server.stop()
+    assert together == alone
+    assert alone[:2] == [ANSWERS[0], SHORT[1]]
+    assert len(set(alone[:4])) >= 3
+
+
+def test_chat_app_shows_the_adapter_mix_instead_of_a_header(models):
+    from lwdpo_edge.apps.chat import _receives
+
+    model = models["gguf"]
+    assert _receives(model, {"helpfulness": 0.5, "conciseness": 0.5}, "") == \
+        "adapter mix: helpfulness 0.50, conciseness 0.50 (no header)"
+    assert _receives(model, {"helpfulness": 3, "conciseness": 1}, "Be brief.") == \
+        "adapter mix: helpfulness 0.75, conciseness 0.25 (no header)\nBe brief."
