@@ -6,6 +6,7 @@ toolkit never needs the network at run time.
 
 import logging as _logging
 import os as _os
+import warnings as _warnings
 
 for _name, _value in {
     "HF_HUB_OFFLINE": "1",
@@ -22,6 +23,9 @@ for _name, _value in {
 # bitsandbytes >= 0.49 tries to fetch an optional CPU kernel from the hub on AVX512-BF16 machines and
 # warns when it cannot; the fallback kernel is the one we want offline, so the warning is noise.
 _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
+# peft (0.17-0.18) still reads transformers' deprecated `is_gradient_checkpointing` on every model it
+# wraps; the FutureWarning is theirs to fix and tells a user nothing.
+_warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
 
 from lwdpo_edge.lambdas import (  # noqa: E402
     DEFAULT_OBJECTIVES,
