@@ -61,7 +61,7 @@ class LambdaDPOConfig(TrainingArguments):
         "Add this weight times the header-contrast loss (lwdpo_edge.objective.cross_lambda_loss): each candidate's "
         "implicit rewards under the prompt's different lambdas must rank the lambdas that want it first. Only a model "
         "that reads the header can lower it. Needs --lambdas-per-prompt >= 2."))
-    sft_warmup_steps: float = field(default=0.75, metadata=_help(
+    sft_warmup_steps: float = field(default=0.67, metadata=_help(
         "Conditioned-SFT warm start: the first N optimizer steps (a value below 1 is a fraction of all steps) train "
         "only on each list's lambda-best candidate (no reference pass, no listwise loss), then the listwise loss takes "
         "over. 0 turns it off. Part of the default steering recipe (docs/results.md, 'Steering')."))
