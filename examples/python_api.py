@@ -11,6 +11,16 @@ import argparse
 from lwdpo_edge import load_model
 
 
+def describe(model, messages, lam) -> str:
+    """What steers this answer: the header line (header models) or the adapter mix (soup models)."""
+    if lam is None:
+        return "(plain chat: no lambda contract)"
+    if model.conditioning == "soup":
+        mix = ", ".join(f"{name} {weight:.2f}" for name, weight in model.validate_lambda(lam).items())
+        return f"adapter mix: {mix}"
+    return model.prompt_messages(messages, lam)[0]["content"].splitlines()[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a .gguf file, an ONNX export folder, a HF folder, or 'default'")
@@ -22,7 +32,7 @@ def main() -> None:
         print(model.info)
         messages = [{"role": "user", "content": args.prompt}]
         for lam in [{name: 1.0} for name in model.objectives] or [None]:
-            print(f"\n{model.prompt_messages(messages, lam)[0]['content'].splitlines()[0]}\n  ", end="", flush=True)
+            print(f"\n{describe(model, messages, lam)}\n  ", end="", flush=True)
             for piece in model.chat(messages, lam, stream=True, max_tokens=args.max_tokens):
                 print(piece, end="", flush=True)
             print()

@@ -60,14 +60,18 @@ def build_gguf(merged_dir: Path, out_path: Path, quant: str, workdir: Path, stag
 
 @contextmanager
 def quiet_llama_cpp():
-    """llama.cpp logs every tensor it quantizes or loads through llama-cpp-python's logger: mute it."""
+    """llama.cpp logs every tensor it quantizes or loads through llama-cpp-python's logger: mute it.
+
+    The logger starts at NOTSET, which its callback reads as "print everything" (debug lines
+    included, ~460 per LoRA scale change), so NOTSET is not restored: it stays at ERROR.
+    """
     logger = logging.getLogger("llama-cpp-python")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(level if level != logging.NOTSET else logging.ERROR)
 
 
 def log_tail(text: str, lines: int = 15) -> str:
