@@ -94,7 +94,6 @@ def lambda_dpo_loss(
     return loss, metrics
 
 
-
 def cross_lambda_loss(
     policy_logps: torch.Tensor,
     reference_logps: torch.Tensor,
@@ -133,9 +132,7 @@ def cross_lambda_loss(
         return policy_logps.sum() * 0.0
     rewards = beta * (policy_logps - reference_logps)  # (P, L, N)
     wanted = torch.einsum("plk,pkn->pln", lam, torch.nan_to_num(scores, nan=0.0))  # (P, L, N)
-    if tau > 0:
-        target = torch.softmax(wanted / tau, dim=1)  # over headers
-    else:
-        target = torch.softmax(torch.zeros_like(wanted).masked_fill(wanted < wanted.amax(dim=1, keepdim=True), float("-inf")), dim=1)
-    ce = -(target * torch.log_softmax(rewards, dim=1)).sum(dim=1)  # (P, N)
+    # The listwise target rule (soft, or hard with ties split at tau = 0), taken over headers: (P, N, L)
+    target = listwise_targets(wanted.transpose(1, 2), torch.ones_like(wanted, dtype=torch.bool).transpose(1, 2), tau)
+    ce = -(target.transpose(1, 2) * torch.log_softmax(rewards, dim=1)).sum(dim=1)  # (P, N)
     return ce[mask].mean()

@@ -208,3 +208,15 @@ def test_cross_lambda_loss_skips_padding_and_single_lambda():
     assert cross_lambda_loss(padded, reference, scores, lam, mask=mask).item() == pytest.approx(
         cross_lambda_loss(policy, reference, scores, lam, mask=mask).item(), rel=1e-6)
     assert cross_lambda_loss(policy[:, :1], reference[:, :1], scores, lam[:, :1]).item() == 0.0
+
+
+def test_cross_lambda_loss_hard_target_splits_ties_between_headers():
+    """tau = 0: the headers that want a candidate most share the target equally (as in the listwise loss)."""
+    scores = torch.tensor([[[1.0, -1.0]]])  # (P=1, K=1, N=2)
+    lam = torch.tensor([[[1.0], [1.0], [0.0]]])  # headers 0 and 1 are the same lambda; header 2 wants nothing
+    policy = torch.tensor([[[0.0, 0.0], [0.0, 0.0], [5.0, 5.0]]])
+    reference = torch.zeros_like(policy)
+    log_q = torch.log_softmax(0.1 * policy, dim=1)  # (1, 3, 2)
+    # candidate 0: wanted 1, 1, 0 -> target (0.5, 0.5, 0); candidate 1: wanted -1, -1, 0 -> target (0, 0, 1)
+    expected = (-(0.5 * log_q[0, 0, 0] + 0.5 * log_q[0, 1, 0]) - log_q[0, 2, 1]) / 2
+    assert cross_lambda_loss(policy, reference, scores, lam, beta=0.1, tau=0).item() == pytest.approx(expected.item(), rel=1e-6)
