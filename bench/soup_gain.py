@@ -22,16 +22,6 @@ from lwdpo_edge.soup import load_soup
 DATA = Path(__file__).resolve().parent.parent / "lwdpo_edge" / "defaults" / "default_data.jsonl"
 
 
-def set_scales(model, lam, objectives, gain):
-    """The soup mix at lam, then every adapter's scale multiplied by gain."""
-    used = model.soup_mixer.set_lambda(lam)
-    for layer in model.soup_mixer.layers:
-        for name in objectives:
-            layer.set_scale(name, gain * used[name])
-    model.soup_mixer.current = None  # the scales no longer match a plain mix
-    return used
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="a soup run folder (lwdpo-edge train --conditioning soup)")
@@ -50,7 +40,7 @@ def main() -> None:
     for gain in [float(g) for g in args.gains.split(",")]:
         results = []  # (lambda used, scores, words) per (point, prompt)
         for lam in points:
-            used = set_scales(model, lam, objectives, gain)
+            used = model.soup_mixer.set_lambda(lam, gain=gain)
             answers = backend.generate_batch([[{"role": "user", "content": p}] for p in prompts], 96)
             results += [(used, s, count_words(a)) for s, a in zip(score_answers(prompts, answers, raters), answers)]
         print(f"gain {gain}")

@@ -62,11 +62,15 @@ class SoupMixer:
         self.model, self.objectives = model, list(objectives)
         self.layers = lora_layers(model)
         self.current: dict[str, float] | None = None
+        self.gain = 1.0
 
-    def set_lambda(self, lam: Mapping[str, float]) -> dict[str, float]:
-        """Mix at `lam` (normalised and quantised as the header would be); returns the lambda used."""
+    def set_lambda(self, lam: Mapping[str, float], gain: float = 1.0) -> dict[str, float]:
+        """Mix at `lam` (normalised and quantised as the header would be); returns the lambda used.
+
+        gain multiplies every adapter's scale (base + gain * sum_k lambda_k * delta_k); 1 is the
+        soup itself, other values are for exploration (bench/soup_gain.py)."""
         lam = quantize_lambda(normalize_lambda(dict(lam), self.objectives), self.objectives)
-        if lam == self.current:
+        if (lam, gain) == (self.current, self.gain):
             return lam
         active = [name for name in self.objectives if lam[name] > 0]
         # inference_mode=True: activating must not turn requires_grad back on
@@ -75,6 +79,6 @@ class SoupMixer:
             if any(layer.merged_adapters):
                 raise RuntimeError("soup: adapters are merged into the weights; unmerge before changing lambda")
             for name in self.objectives:
-                layer.set_scale(name, lam[name])  # scaling = lam * alpha / r
-        self.current = lam
+                layer.set_scale(name, gain * lam[name])  # scaling = gain * lam * alpha / r
+        self.current, self.gain = lam, gain
         return lam
