@@ -28,13 +28,23 @@ from lwdpo_edge.runtime.base import mix_text  # noqa: E402
 TITLE = "lwdpo-edge chat"
 
 
-def _receives(model, lam, system_prompt: str) -> str:
+def _is_soup(model) -> bool:
+    return getattr(model, "conditioning", None) == "soup"
+
+
+def _receives(model, lam, system_prompt: str, strength: float | None = None) -> str:
     """'Model receives': the system message (lambda header first), or for an adapter-soup model, which
-    reads no header, the adapter mix it runs with, then its system message."""
+    reads no header, the adapter mix and steering strength it runs with, then its system message."""
     system = received_system(model, lam, system_prompt)
-    if getattr(model, "conditioning", None) != "soup":
+    if not _is_soup(model):
         return system
-    return mix_text(model.validate_lambda(lam)) + (f"\n{system}" if system else "")
+    return mix_text(model.validate_lambda(lam), strength) + (f"\n{system}" if system else "")
+
+
+def _split_controls(model, controls) -> tuple[list[float], float | None]:
+    """The handlers' trailing inputs: one weight per objective, then (soup models only) the strength."""
+    k = len(model.objectives)
+    return list(controls[:k]), (float(controls[k]) if _is_soup(model) and len(controls) > k else None)
 
 
 def _view(turns: list[dict]) -> list[dict]:
@@ -45,21 +55,25 @@ def _view(turns: list[dict]) -> list[dict]:
 def _make_handlers(model, history: ChatHistory):
     """The app's event functions, closed over the model and the history folder."""
 
-    def preview(system_prompt, *weights):
+    def preview(system_prompt, *controls):
+        weights, strength = _split_controls(model, controls)
         lam, note = slider_lambda(model, weights)
-        return simplex_markdown(lam, note), _receives(model, lam, system_prompt)
+        return simplex_markdown(lam, note), _receives(model, lam, system_prompt, strength)
 
-    def respond(message, conversation, system_prompt, temperature, top_p, max_tokens, *weights):
+    def respond(message, conversation, system_prompt, temperature, top_p, max_tokens, *controls):
         if not (message or "").strip():
             yield gr.skip(), gr.skip(), gr.skip()
             return
         conversation = conversation or history.new_conversation(model.info)
+        weights, strength = _split_controls(model, controls)
         lam, _ = slider_lambda(model, weights)
         turns = conversation["messages"]
         turns.append({"role": "user", "content": message})
         messages = conversation_messages(system_prompt, turns)
         settings = {"temperature": float(temperature), "top_p": float(top_p), "max_tokens": int(max_tokens)}
-        reply = {"role": "assistant", "content": "", "system": _receives(model, lam, system_prompt),
+        if strength is not None:
+            settings["strength"] = strength
+        reply = {"role": "assistant", "content": "", "system": _receives(model, lam, system_prompt, strength),
                  "lambda": lam, "settings": settings, "stopped": True}  # True until the stream runs out
         turns.append(reply)
         yield _view(turns), conversation, ""
@@ -120,6 +134,18 @@ def _lambda_panel(model):
     return sliders, simplex, buttons
 
 
+def _strength_slider(model) -> list:
+    """Soup models only: the steering strength of the adapter mix (lwdpo_edge/soup.py). -> [slider] or []."""
+    if not _is_soup(model):
+        return []
+    from lwdpo_edge.soup import MAX_STRENGTH
+
+    return [gr.Slider(0.0, MAX_STRENGTH / 2, value=model.info.get("soup_strength") or 1.0, step=0.1,
+                      label="steering strength", elem_id="strength",
+                      info="1 = the plain λ-weighted adapter mix; higher pushes each objective further "
+                           "(the balanced mix stays the same; very high values degrade answers)")]
+
+
 def build_app(model, history_dir: Path | str, config: ChatConfig | None = None) -> gr.Blocks:
     """The chat app for `model` (the runtime's interface); conversations are saved in `history_dir`."""
     config = config or ChatConfig()
@@ -134,7 +160,8 @@ def build_app(model, history_dir: Path | str, config: ChatConfig | None = None) 
                 chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chatbot")
                 received = gr.Textbox(label="Model receives (system message, lambda header first)", interactive=False,
                                       lines=1, max_lines=6, elem_id="received",
-                                      value=_receives(model, default_lambda(model), ""))
+                                      value=_receives(model, default_lambda(model), "",
+                                                      model.info.get("soup_strength") if _is_soup(model) else None))
                 with gr.Row():
                     message = gr.Textbox(placeholder="Type a message, Enter to send", show_label=False, scale=6,
                                          elem_id="message", autofocus=True)
@@ -146,6 +173,7 @@ def build_app(model, history_dir: Path | str, config: ChatConfig | None = None) 
                 export_file = gr.File(label="Exported conversation", interactive=False, visible=False, elem_id="export")
             with gr.Column(scale=2):
                 sliders, simplex, buttons = _lambda_panel(model)
+                strength = _strength_slider(model)
                 system_prompt = gr.Textbox(label="System prompt (after the lambda header)", lines=2, elem_id="system")
                 with gr.Accordion("Sampling", open=True):
                     temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05, label="temperature (0 = greedy)",
@@ -158,11 +186,11 @@ def build_app(model, history_dir: Path | str, config: ChatConfig | None = None) 
                 with gr.Accordion("Model", open=False):
                     gr.Markdown(model_info_markdown(model.info), elem_id="model-info")
 
-        gr.on([s.change for s in sliders] + [system_prompt.change], preview, [system_prompt, *sliders],
+        gr.on([s.change for s in sliders + strength] + [system_prompt.change], preview, [system_prompt, *sliders, *strength],
               [simplex, received], api_name="preview", show_progress="hidden", queue=False)
         for name, button in buttons.items():
             button.click(lambda values=table[name]: values, None, sliders, api_name=f"preset_{name}", queue=False)
-        inputs = [message, conversation, system_prompt, temperature, top_p, max_tokens, *sliders]
+        inputs = [message, conversation, system_prompt, temperature, top_p, max_tokens, *sliders, *strength]
         chat_event = gr.on([message.submit, send.click], respond, inputs, [chatbot, conversation, message],
                            api_name="respond", concurrency_limit=1)
         chat_event.then(saved_list, None, saved, api_name=False)

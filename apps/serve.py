@@ -67,13 +67,15 @@ def create_app(model, limits: Limits = Limits(), model_id: str | None = None, ap
             raise ApiError(404, f"model {req.model!r} not found; this server serves {model_id!r}", "model", "model_not_found")
         messages, lam = [m.plain() for m in req.messages], req.lam()
         applied = applied_lambda(model, messages, lam)  # validates lambda and messages: 400 before any work
-        settings = dict(temperature=req.temperature, top_p=req.top_p, max_tokens=req.token_budget(limits), seed=req.seed)
+        strength = steering_strength(model, req.strength())
+        settings = dict(temperature=req.temperature, top_p=req.top_p, max_tokens=req.token_budget(limits), seed=req.seed,
+                        strength=req.strength())
         cid = completion_id()
         usage = Usage()
         if not req.stream:
             async with queue:
                 text = await in_thread(start_chat, model, messages, lam, False, usage, settings)
-            return completion(cid, model_id, text, usage, applied)
+            return completion(cid, model_id, text, usage, applied, strength)
         pieces = await in_thread(start_chat, model, messages, lam, True, usage, settings)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         events = sse_events(queue, pieces, cid, model_id, usage, include_usage)
@@ -176,11 +178,22 @@ def applied_lambda(model, messages, lam):
     return parse_lambda_header(final[0]["content"], model.objectives) if model.objectives else None
 
 
+def steering_strength(model, strength):
+    """The soup mix's strength this request gets (None for a header model); ApiError 400 if invalid."""
+    from lwdpo_edge.lambdas import LambdaError
+
+    try:
+        return model.steering_strength(strength)
+    except LambdaError as err:
+        raise ApiError(400, str(err), "lwdpo.strength", "invalid_value") from None
+
+
 def model_card(model, model_id: str) -> dict:
     created = int(model.path.stat().st_mtime) if model.path.exists() else int(time.time())
     info = model.info
     return {"id": model_id, "object": "model", "created": created, "owned_by": "lwdpo-edge",
-            "lwdpo": {k: info[k] for k in ("objectives", "default_lambda", "format", "quantization", "architecture")}}
+            "lwdpo": {k: info[k] for k in ("objectives", "default_lambda", "format", "quantization", "architecture",
+                                           "conditioning", "soup_strength")}}
 
 
 def run_server(model_path: Path | str, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,

@@ -4,6 +4,7 @@ Only what a chat client needs: `messages`, `max_tokens` / `max_completion_tokens
 `top_p`, `seed`, `stream` (+ `stream_options.include_usage`), and one extension field:
 
     "lwdpo": {"lambda": {"conciseness": 0.7, "helpfulness": 0.3}}     (or a list in objective order)
+    "lwdpo": {"lambda": ..., "strength": 2.5}                         (adapter-soup models: steering strength)
 
 Fields a client may send but that this server cannot honour (`n` > 1, `stop`, `tools`, `logprobs`,
 `response_format`) are refused with a 400 naming them rather than silently ignored; other unknown
@@ -58,6 +59,7 @@ class Message(BaseModel):
 class LwdpoOptions(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     lambda_: Optional[Union[dict[str, Any], list[Any]]] = Field(None, alias="lambda")
+    strength: Optional[float] = None  # soup models only: steering strength of the adapter mix
 
 
 class StreamOptions(BaseModel):
@@ -107,6 +109,9 @@ class ChatRequest(BaseModel):
     def lam(self):
         return self.lwdpo.lambda_ if self.lwdpo else None
 
+    def strength(self):
+        return self.lwdpo.strength if self.lwdpo else None
+
 
 def validation_error(err) -> ApiError:
     """The first pydantic error as a 400 naming the field, e.g. param 'messages.0.role'."""
@@ -127,13 +132,13 @@ def usage_json(usage) -> dict[str, int]:
             "total_tokens": usage.prompt_tokens + usage.completion_tokens}
 
 
-def completion(cid: str, model_id: str, text: str, usage, applied_lambda) -> dict[str, Any]:
+def completion(cid: str, model_id: str, text: str, usage, applied_lambda, strength: float | None = None) -> dict[str, Any]:
     return {
         "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model_id,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                      "finish_reason": usage.finish_reason, "logprobs": None}],
         "usage": usage_json(usage),
-        "lwdpo": {"lambda": applied_lambda},
+        "lwdpo": {"lambda": applied_lambda, **({"strength": strength} if strength is not None else {})},
     }
 
 

@@ -7,8 +7,9 @@ Data: an OpenAssistant message-tree file (default /work/shared/data/oasst/en_100
 read with the project's OASST loader: every prompter turn with >= 2 ranked assistant replies is
 one list, scored on one objective, human_preference = -rank. Whole trees are held out (a tree's
 lists share conversation prefixes, so splitting lists would leak them): --heldout-trees of the
-trees, chosen by --split-seed. The split is written next to the run folders, outside the repo
-(--work-dir); the source file is only read.
+trees, chosen by --split-seed. Training lists whose prompt alone fills TRL's token cap are dropped
+for both arms (TRL would drop them for the pairwise arm only). The split is written next to the run
+folders, outside the repo (--work-dir); the source file is only read.
 
 Arms, from bench/compare.py and the same --config recipe, same steps, seed, batch, token caps:
   pairwise  TRL DPOTrainer, one best-vs-worst pair per list (compare.py arm a)
@@ -56,12 +57,41 @@ def split_by_tree(records, heldout_fraction: float, seed: int) -> list:
     return records
 
 
-def write_split(args) -> Path:
-    from lwdpo_edge.data.loaders import load_records, save_records
+def prompt_lengths(records, config) -> list[int]:
+    """Tokens of each record's prompt as both trainers render it (chat template, no lambda header)."""
+    from lwdpo_edge.conditioning import conditioned_messages, prompt_text
+    from lwdpo_edge.models import load_tokenizer, resolve_model
 
+    tokenizer = load_tokenizer(resolve_model(config.model))
+    texts = [prompt_text(tokenizer, conditioned_messages(r.prompt, None, [OBJECTIVE])) for r in records]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def drop_overlong_training_lists(records, config) -> tuple[list, int]:
+    """Training lists whose prompt alone fills TRL's cap (max_length = prompt + response tokens) removed.
+
+    TRL drops such pairs silently, while our trainer shortens the prompt in the middle; dropping them
+    here, for both arms, gives both the same lists. Held-out lists stay (evaluation shortens prompts
+    the same way for every arm). -> (kept records, number dropped)
+    """
+    cap = config.max_prompt_tokens + config.max_response_tokens
+    lengths = prompt_lengths(records, config)
+    kept = [r for r, n in zip(records, lengths) if r.meta["split"] == "heldout" or n < cap]
+    return kept, len(records) - len(kept)
+
+
+def write_split(args) -> tuple[Path, int]:
+    """The split file (whole trees held out, over-long training prompts dropped) and how many were dropped."""
+    from lwdpo_edge.data.loaders import load_records, save_records
+    from lwdpo_edge.train.cli_args import parse_train_args
+
+    config = parse_train_args(["--config", str(args.config)])
     records = split_by_tree(load_records(args.data, objectives=[OBJECTIVE]), args.heldout_trees, args.split_seed)
+    records, dropped = drop_overlong_training_lists(records, config)
+    cap = config.max_prompt_tokens + config.max_response_tokens
     # The split's settings are in the name, so arms trained on another split are never reused (--resume).
-    return save_records(records, Path(args.work_dir) / f"split-{args.heldout_trees}-seed{args.split_seed}.jsonl")
+    name = f"split-{args.heldout_trees}-seed{args.split_seed}-under{cap}.jsonl"
+    return save_records(records, Path(args.work_dir) / name), dropped
 
 
 def compare_args(args, split: Path) -> argparse.Namespace:
@@ -121,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         names = [n.strip() for n in args.arms.split(",") if n.strip()]
         if not names or any(n not in ARMS for n in names):
             raise compare.CompareError(f"--arms {args.arms!r}: choose from {','.join(ARMS)}")
-        split = write_split(args)
+        split, dropped = write_split(args)
+        console.print(f"{dropped} training lists dropped for both arms: their prompt alone fills TRL's token cap")
         inner = compare_args(args, split)
         compare.run_arms(inner, [ARMS[n] for n in names], skip_scheduler_lists=False)
         results = list(zip(names, compare.collect(inner, [ARMS[n] for n in names])))
@@ -131,11 +162,13 @@ def main(argv: list[str] | None = None) -> None:
     command = shlex.join(["python", "bench/oasst.py", *(sys.argv[1:] if argv is None else argv)])
     table = markdown_table(results)
     print(table)
-    print(f"held-out lists: {results[0][1]['n_lists']}; machine: {machine_line(args.threads)}")
+    print(f"held-out lists: {results[0][1]['n_lists']}; training lists dropped (prompt >= TRL cap): {dropped}; "
+          f"machine: {machine_line(args.threads)}")
     out = Path(args.out) / f"oasst-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": command, "machine": machine_line(args.threads), "data": str(args.data),
-                               "split": {"heldout_trees": args.heldout_trees, "seed": args.split_seed},
+                               "split": {"heldout_trees": args.heldout_trees, "seed": args.split_seed,
+                                         "dropped_overlong_training_lists": dropped},
                                "arms": dict(results)}, indent=2) + "\n")
     console.print(f"written: {out}")
 

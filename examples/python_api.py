@@ -17,7 +17,7 @@ def describe(model, messages, lam) -> str:
         return "(plain chat: no lambda contract)"
     if model.conditioning == "soup":
         mix = ", ".join(f"{name} {weight:.2f}" for name, weight in model.validate_lambda(lam).items())
-        return f"adapter mix: {mix}"
+        return f"adapter mix: {mix}, strength {model.info['soup_strength']:g}"
     return model.prompt_messages(messages, lam)[0]["content"].splitlines()[0]
 
 

@@ -10,7 +10,8 @@ when no lambda is given, so every format agrees on it to the last digit.
 
 `conditioning` says how lambda reaches the model: "header" (the lambda header in the system message,
 one merged model) or "soup" (no header; the plain base plus one LoRA adapter per objective applied
-at scales lambda_k; `soup_adapters` names the adapter files, in objective order).
+at scales lwdpo_edge.soup.soup_scales(lambda, strength); `soup_adapters` names the adapter files, in
+objective order, and `soup_strength` is the default steering strength, 1 when absent).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from lwdpo_edge.contract import CONTRACT_VERSION
 from lwdpo_edge.lambdas import HEADER_FORMAT, format_lambda_header, quantize_lambda
+from lwdpo_edge.soup import check_strength
 
 SIDECAR_FILE = "lwdpo.json"  # next to model.onnx / model.safetensors in an exported folder
 TEMPLATE_VARIABLE = "lwdpo_lambda"  # the chat-template variable apps set: {"helpfulness": 0.5, ...}
@@ -35,6 +37,7 @@ class ExportContract:
     header_format: str = HEADER_FORMAT
     conditioning: str = "header"  # "soup": no header; lambda scales one LoRA adapter per objective
     soup_adapters: tuple[str, ...] = ()  # soup exports: LoRA GGUF file names beside the base, objective order
+    soup_strength: float = 1.0  # soup: default steering strength (lwdpo_edge/soup.py)
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> ExportContract:
@@ -46,9 +49,10 @@ class ExportContract:
         adapters = tuple(manifest.get("soup_adapters") or ())
         if adapters and len(adapters) != len(objectives):
             raise ValueError(f"soup_adapters lists {len(adapters)} files for {len(objectives)} objectives")
+        strength = check_strength(manifest.get("soup_strength", 1.0)) if conditioning == "soup" else 1.0
         return cls(objectives, quantize_lambda(manifest["lambda_default"], objectives),
                    int(manifest.get("lwdpo_version", CONTRACT_VERSION)), manifest.get("header_format", HEADER_FORMAT),
-                   conditioning, adapters)
+                   conditioning, adapters, strength)
 
     def default_header(self) -> str:
         """The header line the model reads when no lambda is given."""
@@ -64,7 +68,8 @@ class ExportContract:
             "default_header": self.default_header(),
             "conditioning": self.conditioning,
             "chat_template_variable": TEMPLATE_VARIABLE,
-            **({"soup_adapters": list(self.soup_adapters)} if self.conditioning == "soup" else {}),
+            **({"soup_adapters": list(self.soup_adapters), "soup_strength": self.soup_strength}
+               if self.conditioning == "soup" else {}),
             **extra,
         }
 

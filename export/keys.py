@@ -7,6 +7,7 @@
     lwdpo.template_variable  string         "lwdpo_lambda": the chat-template variable that sets lambda
     lwdpo.conditioning       string         "header" or "soup" (absent in files older than soup: "header")
     lwdpo.soup_adapters      array[string]  soup only: LoRA GGUF file names beside this file, objective order
+    lwdpo.soup_strength      float32        soup only: default steering strength (absent: 1, the plain soup)
 
 `add_lwdpo_keys` writes them through gguf-py's GGUFWriter (the converter's own writer, see
 convert.py). `read_lwdpo_metadata` reads them back with a small walker over the GGUF header using
@@ -30,6 +31,7 @@ HEADER_FORMAT = "lwdpo.header_format"
 TEMPLATE_VARIABLE = "lwdpo.template_variable"
 CONDITIONING = "lwdpo.conditioning"
 SOUP_ADAPTERS = "lwdpo.soup_adapters"
+SOUP_STRENGTH = "lwdpo.soup_strength"
 CHAT_TEMPLATE = "tokenizer.chat_template"  # llama.cpp's key, read back for verification
 ARCHITECTURE = "general.architecture"
 
@@ -47,6 +49,7 @@ def add_lwdpo_keys(writer, contract) -> None:
     writer.add_string(CONDITIONING, contract.conditioning)
     if contract.conditioning == "soup":
         writer.add_array(SOUP_ADAPTERS, list(contract.soup_adapters))
+        writer.add_float32(SOUP_STRENGTH, float(contract.soup_strength))
 
 
 def read_lwdpo_metadata(gguf_path: Path) -> dict[str, Any]:
@@ -59,7 +62,9 @@ def read_lwdpo_metadata(gguf_path: Path) -> dict[str, Any]:
         raise ValueError(f"{gguf_path}: no {OBJECTIVES} key; not exported by lwdpo-edge")
     objectives = list(values[OBJECTIVES])
     conditioning = values.get(CONDITIONING, "header")
-    soup = {"soup_adapters": list(values.get(SOUP_ADAPTERS, []))} if conditioning == "soup" else {}
+    # float32 in the file: 4 decimals restore what was written (strengths are set by hand, e.g. 2.5)
+    soup = ({"soup_adapters": list(values.get(SOUP_ADAPTERS, [])), "soup_strength": round(float(values.get(SOUP_STRENGTH, 1.0)), 4)}
+            if conditioning == "soup" else {})
     return {
         "lwdpo_version": int(values[VERSION]),
         "objectives": objectives,

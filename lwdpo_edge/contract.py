@@ -59,9 +59,11 @@ def write_run_manifest(
     lambda_default: dict[str, float] | None = None,
     conditioning: str = "header",
     adapters: dict[str, str] | None = None,
+    soup_strength: float | None = None,
 ) -> dict[str, Any]:
-    """Write RUN_DIR/lwdpo.json; the default lambda is uniform unless given. `adapters` (soup runs
-    only): {objective: adapter folder relative to RUN_DIR}."""
+    """Write RUN_DIR/lwdpo.json; the default lambda is uniform unless given. Soup runs only:
+    `adapters` {objective: adapter folder relative to RUN_DIR} and `soup_strength`, the default
+    steering strength (lwdpo_edge/soup.py; absent means 1, the plain soup)."""
     lambda_default = normalize_lambda(lambda_default or dict.fromkeys(objectives, 1.0), objectives)
     manifest = {
         "lwdpo_version": CONTRACT_VERSION,
@@ -74,6 +76,8 @@ def write_run_manifest(
     }
     if adapters is not None:
         manifest["adapters"] = dict(adapters)
+    if soup_strength is not None:
+        manifest["soup_strength"] = float(soup_strength)
     atomic_write_text(Path(run_dir) / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
     return manifest
 

@@ -34,6 +34,41 @@ def listwise_targets(scores: torch.Tensor, valid: torch.Tensor, tau: float) -> t
     return torch.nan_to_num(target, nan=0.0)  # rows with no valid entry become all-zero, not NaN
 
 
+def normalize_scores(scores: torch.Tensor, method: str) -> torch.Tensor:
+    """Put each list's scores for each objective on a common scale.  (K, N) -> (K, N), NaN kept.
+
+    zscore: (s - mean) / std over the list (a constant list becomes all zeros = uniform target);
+    rank: 0..1 by rank (ties share the mean rank); none: raw scores.
+    """
+    if method == "none":
+        return scores
+    out = torch.full_like(scores, float("nan"))
+    for k in range(scores.shape[0]):
+        present = torch.isfinite(scores[k])
+        values = scores[k][present]
+        if values.numel() == 0:
+            continue
+        if method == "zscore":
+            std = values.std(unbiased=False)
+            out[k][present] = (values - values.mean()) / std if std > 1e-8 else torch.zeros_like(values)
+        elif method == "rank":
+            ranks = (values[:, None] > values[None, :]).float().sum(1) + 0.5 * ((values[:, None] == values[None, :]).float().sum(1) - 1)
+            out[k][present] = ranks / max(values.numel() - 1, 1)
+        else:
+            raise ValueError(f"unknown score normalization {method!r}")
+    return out
+
+
+def lambda_best_index(scores: torch.Tensor, lam: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Index of each list's best candidate under its lambda: argmax_i sum_k lam_k * s_{k,i}.
+
+    scores (B, K, N) normalised, NaN where missing (counted as 0 = the list average under z-scores);
+    lam (B, K); mask (B, N).  -> (B,)
+    """
+    weighted = (lam[:, :, None] * torch.nan_to_num(scores, nan=0.0)).sum(dim=1)  # (B, N)
+    return weighted.masked_fill(~mask, float("-inf")).argmax(dim=-1)
+
+
 def lambda_dpo_loss(
     policy_logps: torch.Tensor,
     reference_logps: torch.Tensor,

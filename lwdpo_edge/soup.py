@@ -2,7 +2,19 @@
 
     model, tokenizer, manifest = load_soup(run_dir)      # base + K adapters, one PeftModel
     model.soup_mixer.set_lambda({"helpfulness": 0.7, "conciseness": 0.3})
-    model(...)   # W x + sum_k lambda_k * s_k * B_k A_k x   in every LoRA layer
+    model(...)   # W x + sum_k c_k * s_k * B_k A_k x   in every LoRA layer, c = soup_scales(lambda)
+
+Steering strength. `soup_scales` maps lambda on the simplex to one coefficient per adapter,
+
+    c_k = 1/K + strength * (lambda_k - 1/K)          sum_k c_k = 1 at every strength
+
+strength 1 is the plain lambda-weighted soup (c = lambda). strength > 1 extrapolates: at a vertex
+the objective's own delta is scaled up and the other deltas are *subtracted*, so what the
+adapters share (every adapter learned "answer in this dataset's style") stays at the centre's
+weight while what sets them apart is amplified, like classifier-free guidance. The centre
+(uniform lambda) is the same mix at every strength. Measured in docs/results.md (Steering): on the
+demo run, pooled Spearman(lambda_k, score_k) rises with strength; beyond ~3 the extreme vertices
+degenerate (three-word answers at conciseness = 1).
 
 How it mixes, and why this way. Each LoRA layer computes base(x) + sum over its *active*
 adapters of scaling_k * B_k(A_k(x)). Activating all K adapters and setting scaling_k to
@@ -21,15 +33,37 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import torch
-
 from lwdpo_edge.contract import read_run_manifest, soup_adapter_dirs
-from lwdpo_edge.lambdas import normalize_lambda, quantize_lambda
+from lwdpo_edge.lambdas import LambdaError, normalize_lambda, quantize_lambda
+
+DEFAULT_STRENGTH = 2.5  # what `lwdpo-edge train` stores in a soup run (docs/results.md, Steering)
+MAX_STRENGTH = 8.0  # far past where answers degenerate (~3-4 on the demo run); beyond it is a typo
+
+
+def check_strength(strength: float) -> float:
+    """The steering strength as a float in [0, MAX_STRENGTH]; LambdaError otherwise."""
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        raise LambdaError(f"steering strength must be a number, got {strength!r}") from None
+    if not 0.0 <= value <= MAX_STRENGTH:  # also rejects NaN
+        raise LambdaError(f"steering strength must be in [0, {MAX_STRENGTH:g}], got {strength!r}")
+    return value
+
+
+def soup_scales(lam: Mapping[str, float], objectives: Sequence[str], strength: float = 1.0) -> list[float]:
+    """One coefficient per adapter, objective order: 1/K + strength * (lambda_k - 1/K) (see above).
+
+    `lam` is used as given (callers pass the quantised lambda the header would show)."""
+    strength = check_strength(strength)
+    centre = 1.0 / len(objectives)
+    return [centre + strength * (float(lam[name]) - centre) for name in objectives]
 
 
 def load_soup(run_dir: Path):
     """(model, tokenizer, manifest): the fp32 base with every objective's adapter loaded (adapter
     name = objective), in eval mode, mixed at the run's default lambda; `model.soup_mixer` changes the mix."""
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -44,7 +78,7 @@ def load_soup(run_dir: Path):
     for name in names[1:]:
         model.load_adapter(dirs[name], adapter_name=name)
     model.eval()
-    model.soup_mixer = SoupMixer(model, manifest["objectives"])
+    model.soup_mixer = SoupMixer(model, manifest["objectives"], manifest.get("soup_strength", 1.0))
     model.soup_mixer.set_lambda(manifest["lambda_default"])
     return model, load_tokenizer(base_dir), manifest
 
@@ -56,29 +90,29 @@ def lora_layers(model) -> list:
 
 
 class SoupMixer:
-    """Sets a PeftModel holding one adapter per objective to base + sum_k lambda_k * delta_k."""
+    """Sets a PeftModel holding one adapter per objective to base + sum_k c_k * delta_k, c = soup_scales."""
 
-    def __init__(self, model, objectives: Sequence[str]):
+    def __init__(self, model, objectives: Sequence[str], strength: float = 1.0):
         self.model, self.objectives = model, list(objectives)
+        self.default_strength = check_strength(strength)
         self.layers = lora_layers(model)
-        self.current: dict[str, float] | None = None
-        self.gain = 1.0
+        self.current: tuple[dict[str, float], float] | None = None  # (lambda, strength) last applied
 
-    def set_lambda(self, lam: Mapping[str, float], gain: float = 1.0) -> dict[str, float]:
-        """Mix at `lam` (normalised and quantised as the header would be); returns the lambda used.
-
-        gain multiplies every adapter's scale (base + gain * sum_k lambda_k * delta_k); 1 is the
-        soup itself, other values are for exploration (bench/soup_gain.py)."""
+    def set_lambda(self, lam: Mapping[str, float], strength: float | None = None) -> dict[str, float]:
+        """Mix at `lam` (normalised and quantised as the header would be) and `strength` (None: the
+        run's default); returns the lambda used."""
         lam = quantize_lambda(normalize_lambda(dict(lam), self.objectives), self.objectives)
-        if (lam, gain) == (self.current, self.gain):
+        strength = self.default_strength if strength is None else check_strength(strength)
+        if (lam, strength) == self.current:
             return lam
-        active = [name for name in self.objectives if lam[name] > 0]
+        scales = dict(zip(self.objectives, soup_scales(lam, self.objectives, strength)))
+        active = [name for name in self.objectives if scales[name] != 0]
         # inference_mode=True: activating must not turn requires_grad back on
         self.model.base_model.set_adapter(active, inference_mode=True)
         for layer in self.layers:
             if any(layer.merged_adapters):
                 raise RuntimeError("soup: adapters are merged into the weights; unmerge before changing lambda")
             for name in self.objectives:
-                layer.set_scale(name, gain * lam[name])  # scaling = gain * lam * alpha / r
-        self.current, self.gain = lam, gain
+                layer.set_scale(name, scales[name])  # scaling = c_k * alpha / r
+        self.current = (lam, strength)
         return lam

@@ -68,6 +68,24 @@ class FakeModel:
             self.finished.set()
 
 
+class FakeSoupModel(FakeModel):
+    """An adapter-soup model: no header; chat() records the lambda and the steering strength it got."""
+
+    conditioning = "soup"
+
+    def __init__(self, strength: float = 2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.info = {**self.info, "conditioning": "soup", "soup_strength": strength}
+        self.mixes: list[tuple[dict, float | None]] = []
+
+    def prompt_messages(self, messages, lam=None):
+        return list(messages)
+
+    def chat(self, messages, lam=None, *, stream=False, strength=None, **settings):
+        self.mixes.append((self.validate_lambda(lam or self.default_lambda), strength))
+        return super().chat(messages, lam, stream=stream, **settings)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -169,3 +169,18 @@ def test_oasst_split_holds_out_whole_trees_deterministically():
     assert [r.meta["split"] for r in again] == [r.meta["split"] for r in split]
     with pytest.raises(ValueError, match="no tree to train on"):
         oasst.split_by_tree(records, 1.0, seed=0)
+
+
+def test_oasst_drops_training_lists_whose_prompt_fills_trls_cap_for_both_arms(tiny_llama_dir):
+    from types import SimpleNamespace
+
+    oasst = _load("oasst")
+    config = SimpleNamespace(model=str(tiny_llama_dir), max_prompt_tokens=64, max_response_tokens=32)  # TRL cap 96
+    short, long_train, long_heldout = _record((1, 1), (2, 2)), _record((1, 1), (2, 2)), _record((1, 1), (2, 2))
+    long_train.prompt = long_heldout.prompt = [{"role": "user", "content": "word " * 200}]
+    for record, split in ((short, "train"), (long_train, "train"), (long_heldout, "heldout")):
+        record.meta = {"split": split}
+    lengths = oasst.prompt_lengths([short, long_train], config)
+    assert lengths[0] < 96 <= lengths[1]
+    kept, dropped = oasst.drop_overlong_training_lists([short, long_train, long_heldout], config)
+    assert [id(r) for r in kept] == [id(short), id(long_heldout)] and dropped == 1  # held-out lists: evaluated alike

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chat_fake import DEFAULT, OBJECTIVES, SAMPLING, FakeModel, Served, text_of
+from chat_fake import DEFAULT, OBJECTIVES, SAMPLING, FakeModel, FakeSoupModel, Served, text_of
 from lwdpo_edge.lambdas import format_lambda_header, parse_lambda_header, quantize_lambda
 
 pytest.importorskip("gradio")
@@ -135,5 +135,28 @@ def test_a_plain_model_gets_a_plain_chat(tmp_path):
         chatbot, _ = app.client.predict("Hi", "Be kind.", *SAMPLING, api_name="/respond")
         assert app.model.received[-1] == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}]
         assert text_of(chatbot[-1]) == "plain"
+    finally:
+        app.close()
+
+
+def test_soup_model_gets_a_strength_slider_that_reaches_the_mix(tmp_path):
+    app = Served(FakeSoupModel(strength=2.0), tmp_path / "chats")
+    try:
+        _, shown = app.client.predict("", 0.0, 1.0, 0.0, 3.5, api_name="/preview")
+        assert shown == "adapter mix: helpfulness 0.00, conciseness 1.00, readability 0.00, strength 3.5 (no header)"
+        app.client.predict("Short please", "", *SAMPLING, 0.0, 1.0, 0.0, 3.5, api_name="/respond")
+        assert app.model.mixes[-1] == ({"helpfulness": 0.0, "conciseness": 1.0, "readability": 0.0}, 3.5)
+        saved = app.saved()[-1]["messages"][-1]
+        assert saved["settings"]["strength"] == 3.5 and saved["system"] == shown
+    finally:
+        app.close()
+    # The slider starts at the model's own default strength.
+    app = Served(FakeSoupModel(strength=2.0), tmp_path / "chats2")
+    try:
+        app.client.predict("Hi", "", *SAMPLING, 0.5, 0.3, 0.2, 2.0, api_name="/respond")
+        assert app.model.mixes[-1][1] == 2.0
+        config = app.client.view_api(return_format="dict", print_info=False)
+        params = config["named_endpoints"]["/respond"]["parameters"]
+        assert params[-1]["label"] == "steering strength" and params[-1]["parameter_default"] == 2.0
     finally:
         app.close()

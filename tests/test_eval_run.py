@@ -176,6 +176,16 @@ def test_eval_writes_the_report_with_baselines(tiny_run, heldout, loaded, tmp_pa
     assert control["rated"] == ["conciseness"] and control["unrated"] == ["helpfulness"]
     assert [p["name"] for p in control["policy"]["points"]] == ["helpfulness", "conciseness", "uniform"]
     assert set(report["criteria"]["objectives"]) == {"conciseness"} and report["criteria"]["passed"] is False
+    # The data ceiling is the imitation policy's Spearman on the same held-out lists and points.
+    from lwdpo_edge.evaluate.ceiling import data_ceiling
+    from lwdpo_edge.evaluate.criteria import judged_points
+    from lwdpo_edge.evaluate.grid import lambda_grid
+    from lwdpo_edge.evaluate.heldout import load_heldout_lists
+
+    expected = data_ceiling(load_heldout_lists(str(heldout), OBJECTIVES), judged_points(lambda_grid(OBJECTIVES, "full")),
+                            OBJECTIVES, ["conciseness"])
+    assert control["data_ceiling"]["n_lists"] == 3
+    assert report["criteria"]["objectives"]["conciseness"]["data_ceiling_spearman"] == expected["objectives"]["conciseness"]["spearman"]
     assert sorted(report["plots"]) == ["controllability.png", "ranking.png"]  # one rated objective: no trade-off pair
     assert {p.name for p in out.iterdir()} == {"report.json", "generations.jsonl", "summary.md", *report["plots"]}
 
@@ -219,6 +229,12 @@ def test_run_folder_from_another_version_is_refused(fake_run, heldout):
     manifest = json.loads((fake_run / "lwdpo.json").read_text())
     (fake_run / "lwdpo.json").write_text(json.dumps({**manifest, "lwdpo_version": 99}))
     _fails_cleanly(EvalConfig(run_dir=fake_run, data=str(heldout)), RunFolderError, "lwdpo_version 99")
+
+
+def test_soup_strength_is_refused_for_a_header_run_and_checked_for_range(fake_run, heldout):
+    from lwdpo_edge.evaluate.run import EvalError
+
+    _fails_cleanly(EvalConfig(run_dir=fake_run, data=str(heldout), soup_strength=2.0), EvalError, "soup runs only")
 
 
 def test_run_folder_without_adapter_or_with_unknown_conditioning(fake_run, heldout):
@@ -274,10 +290,12 @@ def test_cli_help_and_clear_error(fake_run, heldout, tmp_path):
     app.command("eval")(evaluate)
     runner = CliRunner()
     help_text = runner.invoke(app, ["eval", "--help"]).output
-    for option in ("--data", "--prompts", "--n-prompts", "--max-new-tokens", "--output", "--no-baseline", "--grid"):
+    for option in ("--data", "--prompts", "--n-prompts", "--max-new-tokens", "--output", "--no-baseline", "--grid",
+                   "--soup-strength"):
         assert option in help_text
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     result = runner.invoke(app, ["eval", str(fake_run), "--data", str(heldout), "--prompts", str(empty)])
     assert result.exit_code == 2
-    assert "error:" in result.output and "holds no prompts" in result.output
+    output = " ".join(result.output.split())  # rich wraps long paths at the terminal width
+    assert "error:" in output and "holds no prompts" in output

@@ -54,10 +54,12 @@ def test_reader_returns_what_the_writer_wrote(tmp_path):
 def test_soup_keys_round_trip_and_old_header_files_still_read(tmp_path):
     import dataclasses
 
-    soup = dataclasses.replace(CONTRACT, conditioning="soup",
+    soup = dataclasses.replace(CONTRACT, conditioning="soup", soup_strength=2.3,
                                soup_adapters=("m.helpfulness.lora.gguf", "m.conciseness.lora.gguf", "m.readability.lora.gguf"))
     path = write_gguf(tmp_path / "soup.gguf", soup)
-    assert keys.read_gguf_keys(path, lambda k: k in (keys.CONDITIONING, keys.SOUP_ADAPTERS)) == {
+    stored = keys.read_gguf_keys(path, lambda k: k in (keys.CONDITIONING, keys.SOUP_ADAPTERS, keys.SOUP_STRENGTH))
+    assert stored[keys.SOUP_STRENGTH] == pytest.approx(2.3) and stored[keys.SOUP_STRENGTH] != 2.3  # float32 in the file
+    assert {k: v for k, v in stored.items() if k != keys.SOUP_STRENGTH} == {
         keys.CONDITIONING: "soup", keys.SOUP_ADAPTERS: list(soup.soup_adapters)}
     metadata = keys.read_lwdpo_metadata(path)
     assert metadata["conditioning"] == "soup" and metadata["soup_adapters"] == list(soup.soup_adapters)
@@ -80,6 +82,10 @@ def test_soup_keys_round_trip_and_old_header_files_still_read(tmp_path):
     assert ExportContract.from_json(keys.read_lwdpo_metadata(old)) == CONTRACT
     with pytest.raises(ValueError, match="soup_adapters lists 1 files for 3 objectives"):
         ExportContract.from_json({**soup.to_json(), "soup_adapters": ["x.gguf"]})
+    with pytest.raises(ValueError, match="steering strength"):
+        ExportContract.from_json({**soup.to_json(), "soup_strength": -2})
+    # a soup file without the strength key (older exports) mixes at strength 1, the plain soup
+    assert ExportContract.from_json({k: v for k, v in soup.to_json().items() if k != "soup_strength"}).soup_strength == 1.0
 
 
 def test_walker_agrees_with_gguf_py_on_every_key(tmp_path):

@@ -31,7 +31,7 @@ def soup_run(tmp_path_factory, lively_dir) -> Path:
     root = tmp_path_factory.mktemp("soup_eval")
     data = write_dataset(root / "train.jsonl")
     return run_training(tiny_config(lively_dir, data, root / "run", max_steps=2, learning_rate=5e-2, threads=1,
-                                    save_steps=100, conditioning="soup"))
+                                    save_steps=100, conditioning="soup", soup_strength=1.0))  # vertex = one adapter
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,29 @@ def test_eval_on_a_soup_run_uses_the_mix_of_each_point(soup_run, heldout, lively
     ranking = report["ranking"]
     assert ranking["base_logprob"]["helpfulness"] == ranking["base_logprob"]["conciseness"]
     assert ranking["policy"]["helpfulness"] != ranking["policy"]["conciseness"]
+
+
+def test_eval_at_a_steering_strength_mixes_with_it(soup_run, heldout, smollm2_tokenizer, tmp_path):
+    from lwdpo_edge.generate import generate_answer
+    from lwdpo_edge.lambdas import LambdaError
+    from lwdpo_edge.raters import ConcisenessRater
+    from lwdpo_edge.soup import load_soup
+
+    out = tmp_path / "eval"
+    run_evaluation(EvalConfig(run_dir=soup_run, data=str(heldout), n_prompts=1, max_new_tokens=6, output=out,
+                              batch_size=4, threads=1, grid="vertices", baseline=False, soup_strength=3.0),
+                   raters={"conciseness": ConcisenessRater()})
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["soup_strength"] == 3.0
+    row = next(json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()
+               if '"point": "conciseness"' in line)
+    model, _, manifest = load_soup(soup_run)
+    assert manifest["soup_strength"] == 1.0 == model.soup_mixer.default_strength  # the run's own, stored at training
+    model.soup_mixer.set_lambda(row["lambda"], 3.0)
+    assert row["answer"] == generate_answer(model, smollm2_tokenizer, [{"role": "user", "content": row["prompt"]}],
+                                            None, OBJECTIVES, 6)
+    with pytest.raises(LambdaError, match="steering strength"):
+        run_evaluation(EvalConfig(run_dir=soup_run, data=str(heldout), output=tmp_path / "bad", soup_strength=-1.0))
 
 
 def test_generate_command_on_a_soup_run(soup_run, lively_dir, smollm2_tokenizer):

@@ -238,3 +238,43 @@ def test_chat_app_shows_the_adapter_mix_instead_of_a_header(models):
         "adapter mix: helpfulness 0.50, conciseness 0.50 (no header)"
     assert _receives(model, {"helpfulness": 3, "conciseness": 1}, "Be brief.") == \
         "adapter mix: helpfulness 0.75, conciseness 0.25 (no header)\nBe brief."
+    assert _receives(model, {"helpfulness": 1}, "", strength=2.5) == \
+        "adapter mix: helpfulness 1.00, conciseness 0.00, strength 2.5 (no header)"
+
+
+def test_steering_strength_mixes_alike_in_llama_cpp_and_transformers(models):
+    gguf, hf = models["gguf"], models["hf"]
+    assert gguf.info["soup_strength"] == hf.info["soup_strength"] == 1.0  # the manifest has none: the plain soup
+    for k in range(len(PROBE_PROMPTS)):
+        # strength 2 at a vertex: coefficients 1.5 and -0.5 (a negative LoRA scale in llama.cpp)
+        strong = [ask(gguf, k, lam, strength=2.0) for lam in VERTICES]
+        assert strong == [ask(hf, k, lam, strength=2.0) for lam in VERTICES]
+    # strength 0: every lambda is the centre mix
+    assert ask(gguf, 0, VERTICES[1], strength=0.0) == ask(gguf, 0, None) == ask(hf, 0, VERTICES[0], strength=0.0)
+    from lwdpo_edge.lambdas import LambdaError
+
+    with pytest.raises(LambdaError, match="steering strength"):
+        ask(gguf, 0, None, strength=-1)
+
+
+def test_serve_takes_a_strength_per_request(models):
+    import httpx
+
+    from lwdpo_edge.apps.serve import create_app
+    from runtime_helpers import Server
+
+    model = models["gguf"]
+    server = Server(create_app(model))
+    try:
+        body = {"messages": [{"role": "user", "content": PROBE_PROMPTS[1]}], "max_tokens": 24, "temperature": 0,
+                "lwdpo": {"lambda": VERTICES[1], "strength": 2.0}}
+        data = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=120).json()
+        assert data["lwdpo"] == {"lambda": {"helpfulness": 0.0, "conciseness": 1.0}, "strength": 2.0}
+        assert data["choices"][0]["message"]["content"] == ask(model, 1, VERTICES[1], strength=2.0)
+        bad = httpx.post(f"{server.url}/v1/chat/completions", timeout=120,
+                         json={**body, "lwdpo": {"lambda": VERTICES[1], "strength": 99}})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "lwdpo.strength"
+        card = httpx.get(f"{server.url}/v1/models", timeout=30).json()["data"][0]["lwdpo"]
+        assert card["conditioning"] == "soup" and card["soup_strength"] == 1.0
+    finally:
+        server.stop()

@@ -52,7 +52,7 @@ def test_lora_ggufs_mixed_in_llama_cpp_equal_the_hf_soup(tiny_llama_dir, base_gg
     from transformers import AutoModelForCausalLM
 
     from lwdpo_edge.export.soup_gguf import write_lora_gguf
-    from lwdpo_edge.soup import SoupMixer
+    from lwdpo_edge.soup import SoupMixer, soup_scales
 
     torch.set_num_threads(1)
     files = [write_lora_gguf(tiny_llama_dir, adapters[n], tmp_path / f"{n}.lora.gguf") for n in OBJECTIVES]
@@ -66,10 +66,12 @@ def test_lora_ggufs_mixed_in_llama_cpp_equal_the_hf_soup(tiny_llama_dir, base_gg
         hf_base = model(input_ids=torch.tensor([tokens])).logits[0].numpy()
     base = llama_logits(base_gguf, [], [], tokens)
     assert np.abs(base - hf_base).max() < 1e-3  # the f32 base itself agrees
-    for lam in ({"helpfulness": 1.0}, {"helpfulness": 0.3, "conciseness": 0.7}):
-        mixer.set_lambda(lam)
+    # strength 3 at a vertex gives a negative scale (-1): llama.cpp must apply it like peft does
+    for lam, strength in (({"helpfulness": 1.0}, 1.0), ({"helpfulness": 0.3, "conciseness": 0.7}, 1.0),
+                          ({"helpfulness": 1.0}, 3.0)):
+        used = mixer.set_lambda(lam, strength)
         with torch.no_grad():
             hf = model(input_ids=torch.tensor([tokens])).logits[0].numpy()
-        ours = llama_logits(base_gguf, files, [mixer.current[n] for n in OBJECTIVES], tokens)
+        ours = llama_logits(base_gguf, files, soup_scales(used, OBJECTIVES, strength), tokens)
         assert np.abs(hf - hf_base).max() > 0.05  # the adapters move the logits far more than the tolerance
         assert np.abs(ours - hf).max() < 1e-3, lam

@@ -112,7 +112,7 @@ def test_base_is_the_adapter_disabled_and_mixes_do_not_drift(soup_run, tiny_llam
     from lwdpo_edge.soup import load_soup
 
     model, _, manifest = load_soup(soup_run)
-    assert model.soup_mixer.current == manifest["lambda_default"] == {"helpfulness": 0.5, "conciseness": 0.5}
+    assert model.soup_mixer.current == (manifest["lambda_default"], 1.0) and manifest["lambda_default"] == {"helpfulness": 0.5, "conciseness": 0.5}
     first = logits(model, tokens)
     with model.disable_adapter():
         base = logits(model, tokens)
@@ -121,6 +121,55 @@ def test_base_is_the_adapter_disabled_and_mixes_do_not_drift(soup_run, tiny_llam
     for lam in ({"helpfulness": 1.0}, {"conciseness": 3.0, "helpfulness": 1.0}, {"helpfulness": 2, "conciseness": 2}):
         model.soup_mixer.set_lambda(lam)
     torch.testing.assert_close(logits(model, tokens), first, rtol=0, atol=0)  # back at 0.5/0.5: same numbers
+
+
+def test_soup_scales_keep_the_centre_and_extrapolate_at_the_vertices():
+    from lwdpo_edge.lambdas import LambdaError
+    from lwdpo_edge.soup import soup_scales
+
+    objectives = ["helpfulness", "conciseness", "readability"]
+    vertex = {"helpfulness": 0.0, "conciseness": 1.0, "readability": 0.0}
+    assert soup_scales(vertex, objectives, 1.0) == [0.0, 1.0, 0.0]  # strength 1: the plain soup
+    assert soup_scales(vertex, objectives, 3.0) == pytest.approx([-2 / 3, 7 / 3, -2 / 3])
+    assert soup_scales(vertex, objectives, 0.0) == pytest.approx([1 / 3] * 3)  # strength 0: always the centre
+    centre = dict.fromkeys(objectives, 1 / 3)
+    for strength in (0.5, 2.0, 4.0):
+        assert soup_scales(centre, objectives, strength) == pytest.approx([1 / 3] * 3)
+        assert sum(soup_scales({"helpfulness": 0.2, "conciseness": 0.5, "readability": 0.3}, objectives, strength)) == pytest.approx(1.0)
+    for bad in (-1, float("nan"), 100, "strong"):
+        with pytest.raises(LambdaError, match="steering strength"):
+            soup_scales(vertex, objectives, bad)
+
+
+def test_strength_mix_is_the_affine_combination_of_deltas(soup_run, tiny_llama_dir, tokens):
+    from lwdpo_edge.soup import load_soup
+
+    model, _, _ = load_soup(soup_run)
+    # strength 3 at the helpfulness vertex: c = 0.5 + 3 * (1 - 0.5) = 2 and 0.5 + 3 * (0 - 0.5) = -1
+    model.soup_mixer.set_lambda({"helpfulness": 1.0}, strength=3.0)
+    assert model.base_model.active_adapters == OBJECTIVES  # a negative coefficient is applied, not skipped
+    expected = logits(hand_merged(tiny_llama_dir, soup_run, {"helpfulness": 2.0, "conciseness": -1.0}), tokens)
+    torch.testing.assert_close(logits(model, tokens), expected, rtol=0, atol=1e-4)
+    plain = logits(hand_merged(tiny_llama_dir, soup_run, {"helpfulness": 1.0}), tokens)
+    assert (logits(model, tokens) - plain).abs().max() > 1e-2  # strength really changed the mix
+    model.soup_mixer.set_lambda({"helpfulness": 0.5, "conciseness": 0.5}, strength=3.0)
+    centre = logits(hand_merged(tiny_llama_dir, soup_run, {"helpfulness": 0.5, "conciseness": 0.5}), tokens)
+    torch.testing.assert_close(logits(model, tokens), centre, rtol=0, atol=1e-4)  # the centre ignores strength
+
+
+def test_run_default_strength_comes_from_the_manifest(soup_run, tmp_path):
+    import shutil
+
+    from lwdpo_edge.soup import load_soup
+
+    run = tmp_path / "strong"
+    shutil.copytree(soup_run, run)
+    manifest = json.loads((run / "lwdpo.json").read_text())
+    (run / "lwdpo.json").write_text(json.dumps({**manifest, "soup_strength": 2.5}))
+    model, _, _ = load_soup(run)
+    assert model.soup_mixer.default_strength == 2.5 and model.soup_mixer.current[1] == 2.5
+    model.soup_mixer.set_lambda({"helpfulness": 1.0})
+    assert model.soup_mixer.current == ({"helpfulness": 1.0, "conciseness": 0.0}, 2.5)
 
 
 def test_set_lambda_normalises_and_quantises(soup_run):

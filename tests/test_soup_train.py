@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from lwdpo_edge.contract import RunFolderError, read_run_manifest
+from lwdpo_edge.soup import DEFAULT_STRENGTH
 from train_helpers import OBJECTIVES, tiny_config, write_dataset
 
 
@@ -39,6 +40,7 @@ def test_soup_trains_one_adapter_per_objective_like_a_fixed_vertex_run(tiny_llam
     manifest = read_run_manifest(run)
     assert manifest["conditioning"] == "soup"
     assert manifest["adapters"] == {n: f"adapters/{n}" for n in OBJECTIVES}
+    assert manifest["soup_strength"] == DEFAULT_STRENGTH  # the default steering strength travels with the run
     assert manifest["training"]["steps"] == 2
     assert [soup_metrics(run, n)[-1]["step"] for n in OBJECTIVES] == [2, 2]  # --max-steps is per adapter
     assert not (run / "adapter").exists()

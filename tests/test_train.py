@@ -189,7 +189,7 @@ def test_train_help_explains_every_option():
 
 
 def test_lambda_best_index_follows_lambda():
-    from lwdpo_edge.train.trainer import lambda_best_index
+    from lwdpo_edge.objective import lambda_best_index
 
     scores = torch.tensor([[[1.0, 0.0, -1.0], [-1.0, 0.0, 1.0]]] * 3)  # objective 0 likes 0, objective 1 likes 2
     lam = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])

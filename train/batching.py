@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from lwdpo_edge.conditioning import conditioned_messages, prompt_text, response_text
+from lwdpo_edge.objective import normalize_scores  # noqa: F401  (re-exported: the scale the targets use)
 
 
 @dataclass
@@ -27,31 +28,6 @@ class ListwiseBatch:
 
     def to(self, device) -> "ListwiseBatch":
         return ListwiseBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
-
-
-def normalize_scores(scores: torch.Tensor, method: str) -> torch.Tensor:
-    """Put each list's scores for each objective on a common scale.  (K, N) -> (K, N), NaN kept.
-
-    zscore: (s - mean) / std over the list (a constant list becomes all zeros = uniform target);
-    rank: 0..1 by rank (ties share the mean rank); none: raw scores.
-    """
-    if method == "none":
-        return scores
-    out = torch.full_like(scores, float("nan"))
-    for k in range(scores.shape[0]):
-        present = torch.isfinite(scores[k])
-        values = scores[k][present]
-        if values.numel() == 0:
-            continue
-        if method == "zscore":
-            std = values.std(unbiased=False)
-            out[k][present] = (values - values.mean()) / std if std > 1e-8 else torch.zeros_like(values)
-        elif method == "rank":
-            ranks = (values[:, None] > values[None, :]).float().sum(1) + 0.5 * ((values[:, None] == values[None, :]).float().sum(1) - 1)
-            out[k][present] = ranks / max(values.numel() - 1, 1)
-        else:
-            raise ValueError(f"unknown score normalization {method!r}")
-    return out
 
 
 def _truncate_prompt(ids: list[int], limit: int, keep_head: int = 32) -> list[int]:

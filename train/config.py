@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from lwdpo_edge.soup import DEFAULT_STRENGTH as SOUP_STRENGTH_DEFAULT
+from lwdpo_edge.soup import MAX_STRENGTH
+
 SAMPLERS = ("dirichlet", "uniform", "fixed", "performance")
 SCORE_NORMALIZATIONS = ("zscore", "rank", "none")
 CONDITIONINGS = ("header", "soup")
@@ -77,6 +80,11 @@ class LambdaDPOConfig(TrainingArguments):
         "with weights lambda (the --lambda-scheduler options then do not apply). soup is the default: on the default "
         "135M model it steers within minutes on a CPU; the header has not yet (docs/results.md, 'Steering').",
         choices=CONDITIONINGS))
+    soup_strength: float = field(default=SOUP_STRENGTH_DEFAULT, metadata=_help(
+        "soup only: the steering strength stored as the model's default (apps and `serve` may override it per "
+        "request). Adapter coefficients are 1/K + strength * (lambda_k - 1/K): 1 is the plain lambda-weighted "
+        "soup, larger values amplify what sets the objectives apart (the centre mix is the same at every "
+        "strength). Measured choice, docs/results.md 'Steering'."))
     lambda_scheduler: str = field(default="dirichlet", metadata=_help(
         f"How lambda is drawn per example: {', '.join(SAMPLERS)} (uniform = uniform on the simplex; "
         "performance = the online scheduler that moves sampling mass to where held-out loss is high or falling).",
@@ -136,6 +144,8 @@ class LambdaDPOConfig(TrainingArguments):
             raise ValueError(f"--sft-warmup-steps must be >= 0, got {self.sft_warmup_steps}")
         if self.lambdas_per_prompt < 1:
             raise ValueError(f"--lambdas-per-prompt must be >= 1, got {self.lambdas_per_prompt}")
+        if not 0.0 <= self.soup_strength <= MAX_STRENGTH:
+            raise ValueError(f"--soup-strength must be in [0, {MAX_STRENGTH:g}], got {self.soup_strength}")
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"--conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
         if self.conditioning == "soup" and (self.lambda_scheduler == "performance" or self.lambdas_per_prompt > 1):

@@ -119,6 +119,7 @@ def write_soup_manifest(config: LambdaDPOConfig, objectives, model_dir: Path, n_
         base_model={"spec": config.model, "path": str(model_dir)},
         conditioning="soup",
         adapters={name: f"{ADAPTERS_DIR}/{name}" for name in objectives},
+        soup_strength=config.soup_strength,
         training={"steps": next((s["steps"] for s in summaries.values()), config.max_steps),  # per adapter
                   "records": n_records,
                   "per_objective": summaries,

@@ -21,22 +21,12 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from lwdpo_edge.logprobs import sequence_logps
-from lwdpo_edge.objective import cross_lambda_loss, lambda_dpo_loss
+from lwdpo_edge.objective import cross_lambda_loss, lambda_best_index, lambda_dpo_loss
 from lwdpo_edge.train.batching import ListwiseBatch, encode_listwise
 from lwdpo_edge.train.config import LambdaDPOConfig
 from lwdpo_edge.train.lambda_sampling import LambdaSampler, PerformanceScheduler, distinct_lambdas, step_rng
 
 SCHEDULER_STATE_FILE = "lambda_scheduler.json"
-
-
-def lambda_best_index(scores: torch.Tensor, lam: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Index of each list's best candidate under its lambda: argmax_i sum_k lam_k * s_{k,i}.
-
-    scores (B, K, N) normalised, NaN where missing (counted as 0 = the list average under z-scores);
-    lam (B, K); mask (B, N).  -> (B,)
-    """
-    weighted = (lam[:, :, None] * torch.nan_to_num(scores, nan=0.0)).sum(dim=1)  # (B, N)
-    return weighted.masked_fill(~mask, float("-inf")).argmax(dim=-1)
 
 
 def collate_records(records):

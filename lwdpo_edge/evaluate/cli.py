@@ -22,6 +22,7 @@ def evaluate(
     grid: Annotated[str, typer.Option(help="Lambda points for generation: 'full' (vertices, edge midpoints, centre) or 'vertices' (vertices and centre).")] = "full",
     batch_size: Annotated[int, typer.Option(help="(prompt, lambda) answers generated together in one left-padded batch.")] = 16,
     max_lists: Annotated[Optional[int], typer.Option(help="Rank only the first N held-out lists (default: all).")] = None,
+    soup_strength: Annotated[Optional[float], typer.Option(help="Soup runs only: steering strength of the adapter mix (1 = the plain lambda-weighted soup). Default: the run's own (lwdpo.json soup_strength).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads. Default: all of torch's threads on an idle machine, 1 when the load average shows other work (oversubscribed threads can run 10-50x slower).")] = None,
 ):
     """Ranking accuracy on held-out lists, controllability under a lambda sweep, and the base-model baseline."""
@@ -36,7 +37,7 @@ def evaluate(
 
     config = EvalConfig(run_dir=run_dir, data=data, prompts=prompts, n_prompts=n_prompts, max_new_tokens=max_new_tokens,
                         output=output, baseline=baseline, grid=grid, batch_size=batch_size, max_lists=max_lists,
-                        threads=threads)
+                        soup_strength=soup_strength, threads=threads)
     try:
         folder = run_evaluation(config)
     except (DataError, RunFolderError, LambdaError, ModelError, EvalError) as err:

@@ -9,6 +9,8 @@ names; the full grid's midpoints are left out here):
   - top1_ok:       held-out ranking top-1 accuracy for k at k's vertex is above chance by more than
                    1.645 binomial standard errors of chance over the lists (one-sided 95%).
 Plus enough_prompts: at least MIN_PROMPTS held-out prompts were generated for.
+Reported beside each objective, not checked: the held-out data's own ceiling (ceiling.py), the
+Spearman a model would reach by reproducing each list's lambda-best candidate.
 """
 
 from __future__ import annotations
@@ -26,9 +28,14 @@ TOP1_Z = 1.645  # top-1 must beat chance by this many binomial SEs (one-sided 95
 JUDGED_KINDS = ("vertex", "centre")
 
 
+def judged_points(points: Sequence[LambdaPoint]) -> list[LambdaPoint]:
+    """The vertices and the centre: the points issue 6 names."""
+    return [p for p in points if p.kind in JUDGED_KINDS]
+
+
 def judged_subset(generations: Sequence[Generation], points: Sequence[LambdaPoint]):
     """Generations and points at the vertices and the centre only."""
-    keep = [p for p in points if p.kind in JUDGED_KINDS]
+    keep = judged_points(points)
     names = {p.name for p in keep}
     return [g for g in generations if g.point in names], keep
 
@@ -53,7 +60,7 @@ def beats_chance(top1, chance, n_lists) -> bool:
     return top1 - chance > TOP1_Z * (chance * (1 - chance) / n_lists) ** 0.5
 
 
-def objective_verdict(name: str, policy: dict, base: dict, ranking: dict) -> dict:
+def objective_verdict(name: str, policy: dict, base: dict, ranking: dict, ceiling: dict | None = None) -> dict:
     """One objective's checks; policy/base are controllability_report()['objectives'][name]."""
     vertex = ranking.get("policy", {}).get(name, {}).get(name, {})  # point "name" (the vertex), objective name
     chance = ranking.get("chance", {}).get(name, {}).get(name, {})
@@ -69,15 +76,18 @@ def objective_verdict(name: str, policy: dict, base: dict, ranking: dict) -> dic
         "top1_at_vertex": top1,
         "chance_top1": chance_top1,
         "top1_ok": beats_chance(top1, chance_top1, vertex.get("n_lists")),
+        "data_ceiling_spearman": ceiling["spearman"] if ceiling else None,
     }
 
 
-def judge(policy_gens, base_gens, points, rated: Sequence[str], ranking: dict, n_prompts: int) -> dict:
+def judge(policy_gens, base_gens, points, rated: Sequence[str], ranking: dict, n_prompts: int,
+          ceiling: dict | None = None) -> dict:
     """The verdict: per objective checks, and passed = every check of every objective holds."""
     policy_subset, judged_points = judged_subset(policy_gens, points)
     policy = controllability_report(policy_subset, judged_points, rated)["objectives"]
     base = controllability_report(judged_subset(base_gens, points)[0], judged_points, rated)["objectives"] if base_gens else {}
-    verdicts = {name: objective_verdict(name, policy[name], base.get(name), ranking) for name in rated}
+    ceilings = (ceiling or {}).get("objectives", {})
+    verdicts = {name: objective_verdict(name, policy[name], base.get(name), ranking, ceilings.get(name)) for name in rated}
     # Without a baseline run (--no-baseline) base_near_zero is None: unchecked, not failed.
     checks = [v[key] for v in verdicts.values() for key in ("spearman_ok", "base_near_zero", "monotone", "top1_ok")
               if v[key] is not None]

@@ -47,6 +47,7 @@ class EvalConfig:
     batch_size: int = 16
     lists_per_batch: int = 8  # lists encoded together; their rows then go through the model 8 at a time, by length
     max_lists: int | None = None
+    soup_strength: float | None = None  # soup runs: None = the run's default (lwdpo.json soup_strength)
     threads: int | None = None  # None: auto_threads()
 
     @property
@@ -85,6 +86,13 @@ def prepare(config: EvalConfig, raters: Mapping | None) -> Inputs:
     if config.grid not in GRIDS:
         raise EvalError(f"--grid must be one of {GRIDS}, got {config.grid!r}")
     manifest = check_run(config.run_dir)
+    if config.soup_strength is not None:
+        if manifest.get("conditioning") != "soup":
+            raise EvalError("--soup-strength applies to soup runs only (this run's conditioning is "
+                            f"{manifest.get('conditioning', 'header')!r})")
+        from lwdpo_edge.soup import check_strength
+
+        check_strength(config.soup_strength)
     objectives = list(manifest["objectives"])
     lists = load_heldout_lists(config.data, objectives)[: config.max_lists]
     if config.prompts is not None:
@@ -130,7 +138,7 @@ def rank_heldout(model, tokenizer, inputs: Inputs, settings, config: EvalConfig,
     else:  # soup: the same unconditioned inputs, a different policy (mix) at every point
         scored = {}
         for point in points:
-            mixer.set_lambda(point.lam)
+            mixer.set_lambda(point.lam, config.soup_strength)
             scored |= score_lists(model, tokenizer, inputs.lists, [point], inputs.objectives, settings,
                                   config.lists_per_batch, _advancer(progress, task))
     return ranking_report(scored, inputs.objectives, settings.beta)
@@ -176,7 +184,7 @@ def generate_soup_grid(backend, mixer, inputs: Inputs, points, config: EvalConfi
     task = progress.add_task("generating (policy, soup mix per point)", total=len(inputs.prompts) * len(points))
     jobs, answers, seconds = [], [], 0.0
     for point in points:
-        mixer.set_lambda(point.lam)
+        mixer.set_lambda(point.lam, config.soup_strength)
         point_jobs = make_jobs(inputs.prompts, [point], inputs.objectives, conditioned=False)
         point_answers, spent = timed(generate_answers, backend, point_jobs, config.max_new_tokens, config.batch_size,
                                      _advancer(progress, task))
@@ -231,6 +239,8 @@ def evaluate_loaded(config: EvalConfig, inputs: Inputs, started: float) -> Path:
     from lwdpo_edge.generate import load_run
 
     model, tokenizer, _ = load_run(config.run_dir)
+    if getattr(model, "soup_mixer", None) is not None and config.soup_strength is None:
+        config = replace(config, soup_strength=model.soup_mixer.default_strength)  # recorded in the report
     settings = RankingSettings.from_manifest(inputs.manifest)
     points = lambda_grid(inputs.objectives, config.grid)
     rated = list(inputs.raters)
@@ -241,13 +251,24 @@ def evaluate_loaded(config: EvalConfig, inputs: Inputs, started: float) -> Path:
             generations = generate_all(model, tokenizer, inputs, points, settings.condition_on_lambda, config,
                                        progress, timing)
     control = {name: controllability_report(gens, points, rated) for name, gens in generations.items()}
+    ceiling = imitation_ceiling(inputs, points) if rated else None
     criteria = judge(generations.get("policy", []), generations.get("base", []), points, rated, ranking,
-                     len(inputs.prompts)) if rated else None
+                     len(inputs.prompts), ceiling) if rated else None
     timing.update(generation_cost(tokenizer, generations, timing), total_s=round(time.perf_counter() - started, 1))
     report = build_report(config, inputs, settings, points, ranking, control, criteria, timing)
+    report["controllability"]["data_ceiling"] = ceiling
     rows = [{"model": name, "prompt": user_question(inputs.prompts[g.prompt_index]), **g.to_json()}
             for name, gens in generations.items() for g in gens]
     return write_report(report, rows, config.output_dir)
+
+
+def imitation_ceiling(inputs: Inputs, points) -> dict:
+    """The held-out lists' own ceiling (ceiling.py) at the judged points (vertices and centre)."""
+    from lwdpo_edge.evaluate.ceiling import data_ceiling
+    from lwdpo_edge.evaluate.criteria import judged_points
+
+    normalization = inputs.manifest.get("training", {}).get("config", {}).get("score_normalization", "zscore")
+    return data_ceiling(inputs.lists, judged_points(points), inputs.objectives, list(inputs.raters), normalization)
 
 
 def generation_cost(tokenizer, generations: dict, timing: dict) -> dict:
@@ -272,7 +293,8 @@ def build_report(config: EvalConfig, inputs: Inputs, settings, points, ranking, 
         "data": {"source": str(config.data), "n_lists": len(inputs.lists)},
         "prompts": {"source": inputs.prompt_source, "n": len(inputs.prompts)},
         "settings": {"grid": config.grid, "max_new_tokens": config.max_new_tokens, "batch_size": config.batch_size,
-                     "baseline": config.baseline, "backend": "transformers", "greedy": True, "threads": config.threads},
+                     "baseline": config.baseline, "backend": "transformers", "greedy": True, "threads": config.threads,
+                     "soup_strength": config.soup_strength},
         "ranking": {"points": [p.name for p in ranking_points(inputs.objectives)], **ranking},
         "controllability": {
             "grid": [{"name": p.name, "kind": p.kind, "lambda": p.lam} for p in points],

@@ -1,6 +1,6 @@
 """What every runtime backend shares: the lambda contract, prompt building, one lock, the decode loop.
 
-A backend (gguf.py, onnx.py, hf.py) supplies five small hooks (and `apply_mix(lam)` for soup models):
+A backend (gguf.py, onnx.py, hf.py) supplies five small hooks (and `apply_mix(lam, strength)` for soup models):
 
     render(messages) -> str          the model's own chat template, generation prompt included
     encode(text) -> ids              special tokens in the text parsed, no BOS added (the template writes it)
@@ -23,6 +23,7 @@ from typing import Any
 
 from lwdpo_edge.conditioning import conditioned_messages
 from lwdpo_edge.lambdas import HEADER_MARKER, LambdaError, parse_lambda_header, quantize_lambda, split_lambda_header
+from lwdpo_edge.soup import check_strength
 
 ROLES = ("system", "user", "assistant")
 
@@ -95,6 +96,7 @@ class ChatModel:
             "architecture": self.architecture,
             "contract_version": self.contract.version if self.contract else None,
             "conditioning": self.conditioning,
+            "soup_strength": self.contract.soup_strength if self.conditioning == "soup" else None,
         }
 
     def validate_lambda(self, lam: Mapping[str, float] | Sequence[float]) -> dict[str, float]:
@@ -153,14 +155,26 @@ class ChatModel:
 
     # ---- generation -------------------------------------------------------------------------------
 
+    def steering_strength(self, strength=None) -> float | None:
+        """The soup mix's steering strength (lwdpo_edge/soup.py): `strength` checked, or the model's
+        default when None; None for a header or plain model, which take no strength (LambdaError if given)."""
+        if self.conditioning != "soup":
+            if strength is not None:
+                raise LambdaError("a steering strength applies to adapter-soup models only; this model reads lambda from its header")
+            return None
+        return check_strength(self.contract.soup_strength if strength is None else strength)
+
     def chat(self, messages, lam=None, *, stream: bool = False, temperature: float = 0.0, top_p: float = 1.0,
-             max_tokens: int = 256, seed: int | None = None, usage: Usage | None = None):
+             max_tokens: int = 256, seed: int | None = None, usage: Usage | None = None, strength: float | None = None):
         """The assistant's answer: a string, or with stream=True an iterator of text pieces.
+
+        strength: soup models only, the steering strength of the adapter mix (None: the model's default).
 
         Validation (messages, lambda, sampling, context) happens here, before anything is generated,
         so a stream never starts for a bad request. Closing the stream stops generation.
         """
         sampling = check_sampling(temperature, top_p, max_tokens, seed)
+        strength = self.steering_strength(strength)
         final, applied = self.resolve(messages, lam)
         text = self.render(final)
         with self._tokenizer_lock:
@@ -168,18 +182,18 @@ class ChatModel:
         room = self.n_ctx - len(prompt_ids)
         if room < 1:
             raise ContextLengthError(f"prompt is {len(prompt_ids)} tokens; the context window is {self.n_ctx}")
-        mix = applied if self.conditioning == "soup" else None
+        mix = (applied, strength) if self.conditioning == "soup" else None
         pieces = self._generate(prompt_ids, sampling, min(int(max_tokens), room), usage or Usage(), mix)
         return pieces if stream else "".join(pieces)
 
     def _generate(self, prompt_ids: list[int], sampling: Sampling, max_new: int, usage: Usage,
-                  mix: dict[str, float] | None = None) -> Iterator[str]:
+                  mix: tuple[dict[str, float], float] | None = None) -> Iterator[str]:
         # Windowed incremental decoding (as in text-generation-inference): decode a short window of
         # tokens and emit only what grew past the previous window, so a multi-byte character split
         # across tokens is emitted once complete and SentencePiece spaces survive.
         with self.lock:  # covers the adapter scales too: a concurrent request cannot change them mid-answer
             if mix is not None:
-                self.apply_mix(mix)
+                self.apply_mix(*mix)
             usage.prompt_tokens, usage.completion_tokens, usage.finish_reason = len(prompt_ids), 0, "length"
             ids: list[int] = []
             prefix, read = 0, 0
@@ -236,14 +250,15 @@ class ChatModel:
     def sample(self, prompt_ids: list[int], sampling: Sampling, max_new: int) -> Iterator[int]:
         raise NotImplementedError
 
-    def apply_mix(self, lam: dict[str, float]) -> None:
-        """Soup models only: set adapter k's scale to lam[k] (called under the lock, before sampling)."""
+    def apply_mix(self, lam: dict[str, float], strength: float) -> None:
+        """Soup models only: set the adapters' scales to soup_scales(lam, strength) (under the lock, before sampling)."""
         raise NotImplementedError
 
 
-def mix_text(lam: Mapping[str, float]) -> str:
-    """What a soup model receives, in words: 'adapter mix: helpfulness 0.50, conciseness 0.30 (no header)'."""
-    return "adapter mix: " + ", ".join(f"{name} {value:.2f}" for name, value in lam.items()) + " (no header)"
+def mix_text(lam: Mapping[str, float], strength: float | None = None) -> str:
+    """What a soup model receives, in words: 'adapter mix: helpfulness 0.50, conciseness 0.50, strength 2 (no header)'."""
+    weights = ", ".join(f"{name} {value:.2f}" for name, value in lam.items())
+    return f"adapter mix: {weights}" + (f", strength {strength:g}" if strength is not None else "") + " (no header)"
 
 
 def check_messages(messages) -> list[dict[str, str]]:

@@ -72,10 +72,12 @@ class GGUFModel(ChatModel):
                 self.llm.close()
             raise ModelLoadError(str(err)) from None
 
-    def apply_mix(self, lam):
+    def apply_mix(self, lam, strength):
+        from lwdpo_edge.soup import soup_scales
+
         # New scales invalidate the KV cache (keys and values were computed with the old adapters), so
-        # the prefix cache is dropped; the same lambda again keeps it.
-        if self.loras.set_scales([lam[name] for name in self.objectives]):
+        # the prefix cache is dropped; the same lambda and strength again keep it.
+        if self.loras.set_scales(soup_scales(lam, self.objectives, strength)):
             self.llm.reset()
 
     def _special(self, token_id: int) -> str:

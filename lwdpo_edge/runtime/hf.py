@@ -102,8 +102,8 @@ class HFSoupModel(HFModel):
         ChatModel.__init__(self, path, ExportContract.from_manifest(manifest), min(n_ctx, limit), config.model_type, None)
         self._stop = stop_tokens(self.model, self.tokenizer)
 
-    def apply_mix(self, lam):
-        self.model.soup_mixer.set_lambda(lam)  # a no-op when lambda is unchanged
+    def apply_mix(self, lam, strength):
+        self.model.soup_mixer.set_lambda(lam, strength)  # a no-op when lambda and strength are unchanged
 
 
 def pick_token(logits, sampling: Sampling, generator) -> int:
