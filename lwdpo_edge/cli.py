@@ -87,6 +87,7 @@ def generate(
     prompt: Annotated[str, typer.Option(help="The user message.")],
     lam: Annotated[list[str], typer.Option("--lambda", help="A lambda such as 'conciseness=1'; repeat to compare several.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 128,
+    soup_strength: Annotated[Optional[float], typer.Option(help="Soup runs only: steering strength of the adapter mix (default: the run's own).")] = None,
 ):
     """Greedy answers of a trained run to one prompt, once per --lambda (default: the run's default lambda)."""
     from lwdpo_edge.contract import RunFolderError
@@ -98,10 +99,17 @@ def generate(
         objectives = manifest["objectives"]
         lambdas = [parse_lambda_arg(text) for text in lam] if lam else [manifest["lambda_default"]]
         headers = [format_lambda_header(x, objectives) for x in lambdas]  # validates before generating
+        if soup_strength is not None:
+            if manifest.get("conditioning") != "soup":
+                raise LambdaError("--soup-strength applies to soup runs only")
+            from lwdpo_edge.soup import check_strength
+
+            check_strength(soup_strength)
     except (LambdaError, RunFolderError) as err:
         fail(str(err))
     for header, lam_value in zip(headers, lambdas):
-        answer = generate_answer(model, tokenizer, [{"role": "user", "content": prompt}], lam_value, objectives, max_new_tokens)
+        answer = generate_answer(model, tokenizer, [{"role": "user", "content": prompt}], lam_value, objectives,
+                                 max_new_tokens, soup_strength)
         console.print(f"[bold cyan]{escape(header)}[/]", highlight=False)  # '[lambda]' is not rich markup
         console.print(escape(answer), highlight=False)
         console.print(f"[dim]({len(answer.split())} words)[/]\n")

@@ -43,12 +43,14 @@ def generate_answer(
     lam: Mapping[str, float] | None,
     objectives: Sequence[str],
     max_new_tokens: int = 128,
+    strength: float | None = None,
 ) -> str:
     """Greedy answer to `messages` with the lambda header (lam=None: no header). On a soup run
-    lambda sets the adapter mix instead, and the prompt carries no header."""
+    lambda (at `strength`, None = the run's default) sets the adapter mix instead, and the prompt
+    carries no header."""
     mixer = getattr(model, "soup_mixer", None)
     if mixer is not None and lam is not None:
-        mixer.set_lambda(lam)
+        mixer.set_lambda(lam, strength)
         lam = None
     text = prompt_text(tokenizer, conditioned_messages(messages, lam, objectives))
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)

@@ -110,3 +110,22 @@ def test_generate_command_on_a_soup_run(soup_run, lively_dir, smollm2_tokenizer)
     expected = single_adapter_answer(lively_dir, soup_run / "adapters" / "conciseness", smollm2_tokenizer,
                                      "Why is the sky blue?", 6)
     assert expected in result.output
+
+
+def test_generate_command_takes_a_steering_strength(soup_run, smollm2_tokenizer):
+    from typer.testing import CliRunner
+
+    from lwdpo_edge.cli import app
+    from lwdpo_edge.generate import generate_answer
+    from lwdpo_edge.soup import load_soup
+
+    args = ["generate", str(soup_run), "--prompt", "Why is the sky blue?", "--lambda", "conciseness=1",
+            "--max-new-tokens", "6"]
+    result = CliRunner().invoke(app, [*args, "--soup-strength", "3"])
+    assert result.exit_code == 0, result.output
+    model, _, _ = load_soup(soup_run)
+    expected = generate_answer(model, smollm2_tokenizer, [{"role": "user", "content": "Why is the sky blue?"}],
+                               {"conciseness": 1.0}, OBJECTIVES, 6, strength=3.0)
+    assert expected in result.output
+    bad = CliRunner().invoke(app, [*args, "--soup-strength", "-1"])
+    assert bad.exit_code != 0 and "steering strength" in " ".join(bad.output.split())
