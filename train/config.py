@@ -100,6 +100,9 @@ class LambdaDPOConfig(TrainingArguments):
         "The lambda for --lambda-scheduler fixed, e.g. 'helpfulness=0.5,conciseness=0.5'."))
     lambdas_per_prompt: int = field(default=1, metadata=_help(
         "Score each prompt's list under this many lambdas in the same step (contrast between headers)."))
+    vertex_contrast: bool = field(default=False, metadata=_help(
+        "With --lambdas-per-prompt >= 2: make the first min(n, K) of a prompt's lambdas different vertices "
+        "instead of sampler draws (the sampler then only picks the rest)."))
 
     # --- sequence lengths ------------------------------------------------------------------------
     max_prompt_tokens: int = field(default=256, metadata=_help("Prompts longer than this are cut in the middle."))

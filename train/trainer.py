@@ -62,7 +62,7 @@ class LambdaDPOTrainer(Trainer):
         rng = self._next_rng()
         expanded, lambdas = [], []
         for record in records:
-            for lam in distinct_lambdas(self.lambda_sampler, args.lambdas_per_prompt, rng):
+            for lam in distinct_lambdas(self.lambda_sampler, args.lambdas_per_prompt, rng, args.vertex_contrast):
                 expanded.append(record)
                 lambdas.append(lam)
         return self.encode(expanded, lambdas)
