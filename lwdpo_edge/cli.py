@@ -99,12 +99,9 @@ def generate(
         objectives = manifest["objectives"]
         lambdas = [parse_lambda_arg(text) for text in lam] if lam else [manifest["lambda_default"]]
         headers = [format_lambda_header(x, objectives) for x in lambdas]  # validates before generating
-        if soup_strength is not None:
-            if manifest.get("conditioning") != "soup":
-                raise LambdaError("--soup-strength applies to soup runs only")
-            from lwdpo_edge.soup import check_strength
+        from lwdpo_edge.soup import strength_for
 
-            check_strength(soup_strength)
+        strength_for(manifest.get("conditioning", "header"), soup_strength)  # LambdaError for a header run
     except (LambdaError, RunFolderError) as err:
         fail(str(err))
     for header, lam_value in zip(headers, lambdas):

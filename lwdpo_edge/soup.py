@@ -51,6 +51,18 @@ def check_strength(strength: float) -> float:
     return value
 
 
+def strength_for(conditioning: str, strength: float | None, default: float | None = None) -> float | None:
+    """The steering strength a model with this conditioning runs at: `strength` (or `default` when
+    None) checked, for a soup; None for a header or plain model, which has no strength to set
+    (LambdaError if one was asked for). The runtime, `generate` and `eval` all ask this one rule."""
+    if conditioning != "soup":
+        if strength is not None:
+            raise LambdaError(f"a steering strength applies to adapter-soup runs only; this one's conditioning is {conditioning!r}")
+        return None
+    chosen = default if strength is None else strength
+    return None if chosen is None else check_strength(chosen)
+
+
 def soup_scales(lam: Mapping[str, float], objectives: Sequence[str], strength: float = 1.0) -> list[float]:
     """One coefficient per adapter, objective order: 1/K + strength * (lambda_k - 1/K) (see above).
 

@@ -65,8 +65,21 @@ class SynthConfig:
     backend: str = field(default="auto", metadata={"help": "auto | llama_cpp | transformers"})
     threads: int = field(default=1, metadata={"help": "CPU threads for generation (1 is fastest on a loaded 2-core machine)"})
     limit: int = field(default=0, metadata={"help": "only the first LIMIT prompts (0 = all)"})
+    require_styles: str = field(default="", metadata={"help": (
+        "comma-separated styles every list contains (e.g. 'brief,simple,detailed,plain'), so each objective's "
+        "usual winner is in every list; the other slots are drawn by weight. "
+        "Styles: plain, brief, detailed, simple, expert, evasive, offtopic (lwdpo_edge/defaults/DATASET.md)")})
+    extend: str = field(default="", metadata={"help": (
+        "an existing dataset to extend instead of sampling new lists: every list keeps its candidates and gains "
+        "one for each --require-styles style it lacks (new candidates continue the list's seed numbering); "
+        "written to --output")})
 
     def __post_init__(self):
+        required = style_names(self.require_styles)  # ValueError for an unknown style
+        if self.extend and not required:
+            raise ValueError("--extend needs --require-styles (the styles to add to each list)")
+        if len(required) > self.n_candidates and not self.extend:
+            raise ValueError(f"--require-styles names {len(required)} styles but a list has only {self.n_candidates} candidates")
         if self.n_candidates < 2:
             raise ValueError(f"n_candidates must be >= 2 (a ranking needs two candidates), got {self.n_candidates}")
         if self.backend not in ("auto", "llama_cpp", "transformers"):
@@ -99,11 +112,24 @@ STYLES = (
 )
 
 
-def choose_styles(rng: random.Random, n: int) -> list[Style]:
-    """n styles by weighted sampling without replacement (cycling through the pool if n > pool)."""
-    chosen: list[Style] = []
+def style_names(spec: str) -> list[str]:
+    """'brief, simple' -> ['brief', 'simple']; ValueError naming an unknown style."""
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    known = [style.name for style in STYLES]
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown style {name!r} in --require-styles; styles are {known}")
+    return list(dict.fromkeys(names))
+
+
+def choose_styles(rng: random.Random, n: int, required: tuple[str, ...] = ()) -> list[Style]:
+    """n styles: the `required` ones first, then weighted sampling without replacement from the rest
+    (cycling through the whole pool if n > pool). With no required styles the draws are the same
+    as before the option existed, so the shipped dataset stays reproducible."""
+    chosen = [style for name in required for style in STYLES if style.name == name]
+    first_pool = [style for style in STYLES if style not in chosen]
     while len(chosen) < n:
-        pool = list(STYLES)
+        pool, first_pool = first_pool or list(STYLES), []
         while pool and len(chosen) < n:
             pick = rng.choices(pool, weights=[s.weight for s in pool])[0]
             pool.remove(pick)
@@ -265,34 +291,60 @@ def make_generator(config: SynthConfig) -> Generator:
 # ----------------------------------------------------------------------------- one list
 
 
+def sample_candidate(row: dict, others: list[dict], style: Style, k: int, rng: random.Random,
+                     generator: Generator, config: SynthConfig) -> dict:
+    """Candidate k of one prompt in one style: {"text", "meta"} (not yet scored)."""
+    temperature = round(config.temperature * rng.uniform(0.7, 1.3), 3)
+    question, meta = row["prompt"], {"style": style.name, "temperature": temperature}
+    if style.answers_other:
+        other = rng.choice([o for o in others if o["id"] != row["id"]] or [row])
+        question, meta["answered"] = other["prompt"], other["id"]
+    seed = candidate_seed(config.seed, row["id"], k)
+    for attempt in range(3):  # an empty answer is not a valid response; resample it
+        gen = generator.generate(build_messages(question, style), config.max_new_tokens, temperature, seed + attempt)
+        text = (trim_to_sentence(gen.text) if gen.truncated else gen.text).strip()
+        if text:
+            break
+    meta.update(seed=seed + attempt, tokens=gen.tokens, truncated=gen.truncated)
+    if not text:
+        text, meta["fallback"] = "I don't know.", True
+    return {"text": text, "meta": meta}
+
+
+def score_new(prompt: str, responses: list[dict], raters: dict[str, Rater]) -> None:
+    if not responses:
+        return
+    scores = score_answers([prompt] * len(responses), [r["text"] for r in responses], raters)
+    for response, s in zip(responses, scores):
+        response["scores"] = s
+
+
 def synth_record(row: dict, others: list[dict], generator: Generator, raters: dict[str, Rater], config: SynthConfig) -> dict:
     """Sample and score the N candidates of one prompt."""
     rng = random.Random(f"{config.seed}:{row['id']}")
-    responses = []
-    for k, style in enumerate(choose_styles(rng, config.n_candidates)):
-        temperature = round(config.temperature * rng.uniform(0.7, 1.3), 3)
-        question, meta = row["prompt"], {"style": style.name, "temperature": temperature}
-        if style.answers_other:
-            other = rng.choice([o for o in others if o["id"] != row["id"]] or [row])
-            question, meta["answered"] = other["prompt"], other["id"]
-        seed = candidate_seed(config.seed, row["id"], k)
-        for attempt in range(3):  # an empty answer is not a valid response; resample it
-            gen = generator.generate(build_messages(question, style), config.max_new_tokens, temperature, seed + attempt)
-            text = (trim_to_sentence(gen.text) if gen.truncated else gen.text).strip()
-            if text:
-                break
-        meta.update(seed=seed + attempt, tokens=gen.tokens, truncated=gen.truncated)
-        if not text:
-            text, meta["fallback"] = "I don't know.", True
-        responses.append({"text": text, "meta": meta})
-    scores = score_answers([row["prompt"]] * len(responses), [r["text"] for r in responses], raters)
-    for response, s in zip(responses, scores):
-        response["scores"] = s
+    required = tuple(style_names(config.require_styles))
+    responses = [sample_candidate(row, others, style, k, rng, generator, config)
+                 for k, style in enumerate(choose_styles(rng, config.n_candidates, required))]
+    score_new(row["prompt"], responses, raters)
     record = {"id": row["id"], "split": row["split"]}
     if "category" in row:
         record["category"] = row["category"]
     record.update(prompt=row["prompt"], responses=[{"text": r["text"], "scores": r["scores"], "meta": r["meta"]} for r in responses])
     return record
+
+
+def extend_record(record: dict, others: list[dict], generator: Generator, raters: dict[str, Rater], config: SynthConfig) -> dict:
+    """`record` plus one scored candidate for each required style it lacks (its own are kept as they are).
+
+    New candidates are numbered after the existing ones (k = N, N+1, ...), so their seeds differ
+    from every seed the list already used, and a resumed run samples what an uninterrupted one would."""
+    present = {r.get("meta", {}).get("style") for r in record["responses"]}
+    missing = [name for name in style_names(config.require_styles) if name not in present]
+    rng = random.Random(f"{config.seed}:{record['id']}:extend")
+    added = [sample_candidate(record, others, next(s for s in STYLES if s.name == name), len(record["responses"]) + j,
+                              rng, generator, config) for j, name in enumerate(missing)]
+    score_new(record["prompt"], added, raters)
+    return {**record, "responses": record["responses"] + [{"text": r["text"], "scores": r["scores"], "meta": r["meta"]} for r in added]}
 
 
 # ----------------------------------------------------------------------------- resumable output
@@ -337,7 +389,12 @@ def run_synth(config: SynthConfig, raters: dict[str, Rater] | None = None) -> Pa
     already in OUTPUT or OUTPUT.partial are kept, not regenerated."""
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    all_rows = load_prompts(config.prompts)
+    if config.extend and Path(config.extend).resolve() == output.resolve():
+        raise ValueError("--extend and --output must be different files (the source is only read)")
+    all_rows = list(read_records(Path(config.extend)).values()) if config.extend else load_prompts(config.prompts)
+    if config.extend and not all_rows:
+        raise ValueError(f"--extend {config.extend}: no lists found")
+    make_record = extend_record if config.extend else synth_record
     rows = all_rows[: config.limit] if config.limit else all_rows
     partial = partial_path(output)
     done = read_records(output) | read_records(partial)
@@ -350,7 +407,7 @@ def run_synth(config: SynthConfig, raters: dict[str, Rater] | None = None) -> Pa
             task = progress.add_task("synth", total=len(rows), completed=len(rows) - len(todo), rate="")
             tokens, start = 0, time.perf_counter()
             for row in todo:
-                record = synth_record(row, all_rows, generator, raters, config)
+                record = make_record(row, all_rows, generator, raters, config)
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
                 f.flush()  # one whole line per prompt: a kill loses at most the prompt in flight
                 done[row["id"]] = record

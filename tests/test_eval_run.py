@@ -234,7 +234,7 @@ def test_run_folder_from_another_version_is_refused(fake_run, heldout):
 def test_soup_strength_is_refused_for_a_header_run_and_checked_for_range(fake_run, heldout):
     from lwdpo_edge.evaluate.run import EvalError
 
-    _fails_cleanly(EvalConfig(run_dir=fake_run, data=str(heldout), soup_strength=2.0), EvalError, "soup runs only")
+    _fails_cleanly(EvalConfig(run_dir=fake_run, data=str(heldout), soup_strength=2.0), EvalError, "adapter-soup runs only")
 
 
 def test_run_folder_without_adapter_or_with_unknown_conditioning(fake_run, heldout):

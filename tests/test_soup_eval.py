@@ -78,7 +78,7 @@ def test_eval_on_a_soup_run_uses_the_mix_of_each_point(soup_run, heldout, lively
 
 def test_eval_at_a_steering_strength_mixes_with_it(soup_run, heldout, smollm2_tokenizer, tmp_path):
     from lwdpo_edge.generate import generate_answer
-    from lwdpo_edge.lambdas import LambdaError
+    from lwdpo_edge.evaluate.run import EvalError
     from lwdpo_edge.raters import ConcisenessRater
     from lwdpo_edge.soup import load_soup
 
@@ -95,8 +95,9 @@ def test_eval_at_a_steering_strength_mixes_with_it(soup_run, heldout, smollm2_to
     model.soup_mixer.set_lambda(row["lambda"], 3.0)
     assert row["answer"] == generate_answer(model, smollm2_tokenizer, [{"role": "user", "content": row["prompt"]}],
                                             None, OBJECTIVES, 6)
-    with pytest.raises(LambdaError, match="steering strength"):
+    with pytest.raises(EvalError, match="--soup-strength: steering strength must be in"):
         run_evaluation(EvalConfig(run_dir=soup_run, data=str(heldout), output=tmp_path / "bad", soup_strength=-1.0))
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
 
 
 def test_generate_command_on_a_soup_run(soup_run, lively_dir, smollm2_tokenizer):

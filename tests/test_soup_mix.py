@@ -141,6 +141,20 @@ def test_soup_scales_keep_the_centre_and_extrapolate_at_the_vertices():
             soup_scales(vertex, objectives, bad)
 
 
+def test_strength_for_is_the_one_rule_for_soup_and_header_models():
+    from lwdpo_edge.lambdas import LambdaError
+    from lwdpo_edge.soup import strength_for
+
+    assert strength_for("soup", None, 2.5) == 2.5  # the model's default
+    assert strength_for("soup", 3, 2.5) == 3.0  # an override wins
+    assert strength_for("soup", None) is None  # nothing asked, no default: leave it to the caller
+    assert strength_for("header", None, 2.5) is None  # a header model has no strength
+    with pytest.raises(LambdaError, match="adapter-soup runs only.*'header'"):
+        strength_for("header", 2.0)
+    with pytest.raises(LambdaError, match="steering strength must be in"):
+        strength_for("soup", 9.0)
+
+
 def test_strength_mix_is_the_affine_combination_of_deltas(soup_run, tiny_llama_dir, tokens):
     from lwdpo_edge.soup import load_soup
 

@@ -3,6 +3,7 @@ shipped default dataset."""
 
 import json
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,28 @@ def test_styles_differ_within_a_list_and_are_reproducible():
     # More candidates than styles: every style is used before any repeats.
     many = choose_styles(random.Random(0), len(STYLES) + 2)
     assert {s.name for s in many[: len(STYLES)]} == {s.name for s in STYLES}
+
+
+def test_required_styles_come_first_and_the_rest_are_drawn_without_repeats():
+    import random
+
+    required = ("brief", "simple", "detailed")
+    for seed in range(20):
+        styles = [s.name for s in choose_styles(random.Random(seed), 6, required)]
+        assert styles[:3] == list(required) and len(set(styles)) == 6
+        assert styles == [s.name for s in choose_styles(random.Random(seed), 6, required)]
+    assert [s.name for s in choose_styles(random.Random(0), 2, ("simple", "brief"))] == ["simple", "brief"]
+
+
+def test_bad_style_options_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="unknown style 'breif'"):
+        SynthConfig(require_styles="brief,breif")
+    with pytest.raises(ValueError, match="names 3 styles but a list has only 2"):
+        SynthConfig(require_styles="brief,simple,plain", n_candidates=2)
+    with pytest.raises(ValueError, match="--extend needs --require-styles"):
+        SynthConfig(extend="data.jsonl")
+    help_text = next(f.metadata["help"] for f in fields(SynthConfig) if f.name == "require_styles")
+    assert all(style.name in help_text for style in STYLES)  # --help lists every style
 
 
 def test_style_goes_into_the_user_turn_not_the_system_prompt():
@@ -177,6 +200,34 @@ def test_an_interrupted_run_resumes_from_the_partial_file(tmp_path, monkeypatch)
     assert _lines(_run(clean, monkeypatch, FakeGenerator(), limit=4)) == records
 
 
+def test_extend_adds_each_missing_style_once_and_keeps_every_old_candidate(tmp_path, monkeypatch):
+    original = _lines(_run(tmp_path, monkeypatch, FakeGenerator(), limit=3))
+    required = ["brief", "simple", "detailed", "plain"]
+    missing = sum(len(set(required) - {r["meta"]["style"] for r in rec["responses"]}) for rec in original)
+    assert missing > 0  # the draw of 4 of 7 styles left gaps to fill
+
+    generator = FakeGenerator()
+    monkeypatch.setattr(synth, "make_generator", lambda config: generator)
+    config = SynthConfig(extend=str(tmp_path / "data.jsonl"), output=str(tmp_path / "extended.jsonl"),
+                         require_styles=",".join(required))
+    extended = _lines(run_synth(config, raters=FAST_RATERS))
+    assert generator.calls == missing  # one generation per missing style, nothing else
+    for old, new in zip(original, extended):
+        assert new["responses"][: len(old["responses"])] == old["responses"]  # kept verbatim, scores too
+        styles = [r["meta"]["style"] for r in new["responses"]]
+        assert set(required) <= set(styles) and len(styles) == len(set(styles))
+        seeds = [r["meta"]["seed"] for r in new["responses"]]
+        assert len(set(seeds)) == len(seeds)  # the added candidates do not reuse a seed
+        assert all(set(r["scores"]) == set(FAST_RATERS) for r in new["responses"])
+        ListwiseRecord.from_json(new)
+
+    again = FakeGenerator()
+    monkeypatch.setattr(synth, "make_generator", lambda config: again)
+    assert _lines(run_synth(config, raters=FAST_RATERS)) == extended and again.calls == 0  # rerun: nothing redone
+    with pytest.raises(ValueError, match="different files"):
+        run_synth(SynthConfig(extend=config.extend, output=config.extend, require_styles="brief"), raters=FAST_RATERS)
+
+
 # ----------------------------------------------------------------------------- statistics
 
 
@@ -249,6 +300,15 @@ def test_shipped_dataset_is_valid_and_covers_both_splits(shipped):
         assert all(list(r["scores"]) == list(DEFAULT_OBJECTIVES) for r in record["responses"])
     assert Counter(r["split"] for r in shipped)["heldout"] >= 30
     assert SHIPPED.stat().st_size < 5_000_000
+
+
+def test_shipped_styles_are_the_seeded_draw(shipped):
+    # The style draw is part of the recipe: a change to choose_styles must not silently change it.
+    import random
+
+    for record in shipped[::25]:
+        want = [s.name for s in choose_styles(random.Random(f"0:{record['id']}"), 4)]
+        assert [r["meta"]["style"] for r in record["responses"]] == want
 
 
 def test_shipped_dataset_has_winners_losers_and_conflicts(shipped):

@@ -24,6 +24,8 @@ from lwdpo_edge.contract import ADAPTER_DIR, RunFolderError, read_run_manifest, 
 from lwdpo_edge.evaluate.grid import lambda_grid, ranking_points
 from lwdpo_edge.evaluate.heldout import load_heldout_lists, load_prompt_file, prompts_from_lists, user_question
 from lwdpo_edge.evaluate.report import check_output_folder, write_report
+from lwdpo_edge.lambdas import LambdaError
+from lwdpo_edge.soup import strength_for
 
 EVAL_VERSION = 1
 CONDITIONINGS = ("header", "none", "soup")  # what lwdpo.json may say and this eval can reproduce
@@ -86,13 +88,10 @@ def prepare(config: EvalConfig, raters: Mapping | None) -> Inputs:
     if config.grid not in GRIDS:
         raise EvalError(f"--grid must be one of {GRIDS}, got {config.grid!r}")
     manifest = check_run(config.run_dir)
-    if config.soup_strength is not None:
-        if manifest.get("conditioning") != "soup":
-            raise EvalError("--soup-strength applies to soup runs only (this run's conditioning is "
-                            f"{manifest.get('conditioning', 'header')!r})")
-        from lwdpo_edge.soup import check_strength
-
-        check_strength(config.soup_strength)
+    try:
+        strength_for(manifest.get("conditioning", "header"), config.soup_strength)
+    except LambdaError as err:
+        raise EvalError(f"--soup-strength: {err}") from None
     objectives = list(manifest["objectives"])
     lists = load_heldout_lists(config.data, objectives)[: config.max_lists]
     if config.prompts is not None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from lwdpo_edge.conditioning import conditioned_messages
 from lwdpo_edge.lambdas import HEADER_MARKER, LambdaError, parse_lambda_header, quantize_lambda, split_lambda_header
-from lwdpo_edge.soup import check_strength
+from lwdpo_edge.soup import strength_for
 
 ROLES = ("system", "user", "assistant")
 
@@ -158,11 +158,7 @@ class ChatModel:
     def steering_strength(self, strength=None) -> float | None:
         """The soup mix's steering strength (lwdpo_edge/soup.py): `strength` checked, or the model's
         default when None; None for a header or plain model, which take no strength (LambdaError if given)."""
-        if self.conditioning != "soup":
-            if strength is not None:
-                raise LambdaError("a steering strength applies to adapter-soup models only; this model reads lambda from its header")
-            return None
-        return check_strength(self.contract.soup_strength if strength is None else strength)
+        return strength_for(self.conditioning, strength, getattr(self.contract, "soup_strength", None))  # a plain model has no contract
 
     def chat(self, messages, lam=None, *, stream: bool = False, temperature: float = 0.0, top_p: float = 1.0,
              max_tokens: int = 256, seed: int | None = None, usage: Usage | None = None, strength: float | None = None):
