@@ -21,7 +21,7 @@ def mean_z(record, objectives=None) -> list[float]:
     """Per candidate: mean over the objectives it is scored on of its z-score within the list."""
     import torch
 
-    from lwdpo_edge.train.batching import normalize_scores
+    from lwdpo_edge.objective import normalize_scores
 
     names = list(objectives or record.responses[0].scores)
     raw = torch.tensor([[_score(r, n) for r in record.responses] for n in names], dtype=torch.float64)  # (K, N)

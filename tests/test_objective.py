@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lwdpo_edge import lambda_dpo_loss
-from lwdpo_edge.objective import cross_lambda_loss
+from lwdpo_edge.objective import cross_lambda_loss, normalize_scores
 
 
 def _random_case(B=3, K=2, N=4, seed=0):
@@ -220,3 +220,12 @@ def test_cross_lambda_loss_hard_target_splits_ties_between_headers():
     # candidate 0: wanted 1, 1, 0 -> target (0.5, 0.5, 0); candidate 1: wanted -1, -1, 0 -> target (0, 0, 1)
     expected = (-(0.5 * log_q[0, 0, 0] + 0.5 * log_q[0, 1, 0]) - log_q[0, 2, 1]) / 2
     assert cross_lambda_loss(policy, reference, scores, lam, beta=0.1, tau=0).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_score_normalizations():
+    scores = torch.tensor([[1.0, 2.0, 3.0, float("nan")], [5.0, 5.0, 5.0, 5.0]])
+    z = normalize_scores(scores, "zscore")
+    torch.testing.assert_close(z[0, :3], torch.tensor([-1.2247, 0.0, 1.2247]), atol=1e-4, rtol=0)
+    assert torch.isnan(z[0, 3]) and z[1].eq(0).all()  # a constant list gives a uniform target
+    r = normalize_scores(torch.tensor([[3.0, 1.0, 3.0]]), "rank")
+    assert r.tolist() == [[0.75, 0.0, 0.75]]

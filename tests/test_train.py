@@ -10,7 +10,7 @@ import torch
 from lwdpo_edge.contract import read_run_manifest
 from lwdpo_edge.data.loaders import load_records
 from lwdpo_edge.lambdas import parse_lambda_header
-from lwdpo_edge.train.batching import encode_listwise, normalize_scores
+from lwdpo_edge.train.batching import encode_listwise
 from train_helpers import OBJECTIVES, read_metrics, tiny_config, write_dataset
 
 
@@ -40,15 +40,6 @@ def test_encode_listwise_places_every_candidate(dataset, smollm2_tokenizer):
     b, i = 1, 1
     assert batch.scores[b, 1, i].item() == records[b].responses[i].scores["conciseness"]
     assert torch.isnan(batch.scores[~batch.candidate_mask.unsqueeze(1).expand_as(batch.scores)]).all()
-
-
-def test_score_normalizations():
-    scores = torch.tensor([[1.0, 2.0, 3.0, float("nan")], [5.0, 5.0, 5.0, 5.0]])
-    z = normalize_scores(scores, "zscore")
-    torch.testing.assert_close(z[0, :3], torch.tensor([-1.2247, 0.0, 1.2247]), atol=1e-4, rtol=0)
-    assert torch.isnan(z[0, 3]) and z[1].eq(0).all()  # a constant list gives a uniform target
-    r = normalize_scores(torch.tensor([[3.0, 1.0, 3.0]]), "rank")
-    assert r.tolist() == [[0.75, 0.0, 0.75]]
 
 
 def test_pairwise_loss_matches_trl_dpo(tiny_llama_dir, smollm2_tokenizer):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from lwdpo_edge.conditioning import conditioned_messages, prompt_text, response_text
-from lwdpo_edge.objective import normalize_scores  # noqa: F401  (re-exported: the scale the targets use)
+from lwdpo_edge.objective import normalize_scores
 
 
 @dataclass
