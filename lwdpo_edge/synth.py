@@ -393,7 +393,7 @@ def run_synth(config: SynthConfig, raters: dict[str, Rater] | None = None) -> Pa
         raise ValueError("--extend and --output must be different files (the source is only read)")
     all_rows = list(read_records(Path(config.extend)).values()) if config.extend else load_prompts(config.prompts)
     if config.extend and not all_rows:
-        raise ValueError(f"--extend {config.extend}: no lists found")
+        raise ValueError(f"--extend {config.extend}: no such file, or no lists in it")
     make_record = extend_record if config.extend else synth_record
     rows = all_rows[: config.limit] if config.limit else all_rows
     partial = partial_path(output)
@@ -547,9 +547,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m lwdpo_edge.synth"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     for f in fields(SynthConfig):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f.metadata["help"])
-    config = SynthConfig(**vars(parser.parse_args(argv)))
     start = time.perf_counter()
-    output = run_synth(config)
+    try:
+        output = run_synth(SynthConfig(**vars(parser.parse_args(argv))))
+    except ValueError as err:  # a bad option or input file: one line and exit 2, no traceback
+        parser.error(str(err))
     print(f"wrote {output} in {time.perf_counter() - start:.0f} s")
     print_stats(dataset_stats(list(read_records(output).values())))
 
