@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -227,6 +228,26 @@ def test_header_contrast_term_starts_at_log_lambdas_and_adds_to_the_loss(tiny_ll
     assert rows[0]["loss"] == pytest.approx(math.log(4) + 0.5 * math.log(2), rel=1e-5)  # listwise part is log N too
     with pytest.raises(ValueError, match="lambdas-per-prompt >= 2"):
         tiny_config(tiny_llama_dir, data, tmp_path / "bad", header_contrast_weight=1.0)
+
+
+def test_one_objective_trains_one_copy_per_list(tiny_llama_dir, tmp_path):
+    """With one objective every lambda is the same: lambdas_per_prompt=2 would repeat each list for
+    nothing, so the run uses 1 (same losses as asking for 1) and its manifest says so."""
+    from lwdpo_edge.train.recipe import TrainSetupError, run_training
+
+    rows = [json.loads(line) for line in write_dataset(tmp_path / "two.jsonl", ragged=False).read_text().splitlines()]
+    for row in rows:
+        for response in row["responses"]:
+            del response["scores"]["conciseness"]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    runs = {n: run_training(tiny_config(tiny_llama_dir, data, tmp_path / f"l{n}", max_steps=2, save_steps=100,
+                                        lambdas_per_prompt=n)) for n in (1, 2)}
+    losses = {n: [row["loss"] for row in read_metrics(run)] for n, run in runs.items()}
+    assert losses[2] == pytest.approx(losses[1], rel=1e-5)
+    assert read_run_manifest(runs[2])["training"]["config"]["lambdas_per_prompt"] == 1
+    with pytest.raises(TrainSetupError, match="needs two or more objectives"):
+        run_training(tiny_config(tiny_llama_dir, data, tmp_path / "bad", lambdas_per_prompt=2, header_contrast_weight=0.5))
 
 
 def test_generate_command_prints_each_header_and_answer(tiny_llama_dir, dataset, tmp_path):

@@ -72,6 +72,23 @@ def split_scheduler_lists(config: LambdaDPOConfig, train: list, heldout: list) -
     return train[: -config.scheduler_lists], train[-config.scheduler_lists:]
 
 
+def fit_to_objectives(config: LambdaDPOConfig, objectives) -> LambdaDPOConfig:
+    """With one objective every lambda is {name: 1}: `lambdas_per_prompt` copies of a list would be
+    the same sequences with the same target (the same gradient at L times the cost), so one is used."""
+    if len(objectives) > 1:
+        return config
+    if config.header_contrast_weight > 0:
+        raise TrainSetupError(f"--header-contrast-weight compares lambdas, which needs two or more objectives; "
+                              f"{config.data} has one ({objectives[0]})")
+    if config.lambdas_per_prompt > 1:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[yellow]one objective ({objectives[0]}): every lambda is the same, so "
+                                   f"--lambdas-per-prompt {config.lambdas_per_prompt} would repeat each list; using 1[/]")
+        return dataclasses.replace(config, lambdas_per_prompt=1)
+    return config
+
+
 def checkpoint_args(config: LambdaDPOConfig) -> LambdaDPOConfig:
     """The Trainer writes checkpoints under RUN_DIR/checkpoints; RUN_DIR keeps the contract files."""
     return dataclasses.replace(config, output_dir=str(Path(config.output_dir) / CHECKPOINTS_DIR))
@@ -97,10 +114,12 @@ def lora_settings(config: LambdaDPOConfig) -> LoraSettings:
 
 
 def setup(config: LambdaDPOConfig):
+    """(trainer, config as trained, objectives, base model folder, checkpoint to resume or None, training lists)."""
     if config.threads:
         torch.set_num_threads(config.threads)
     resume_from = check_run_folder(config)
     records, heldout, objectives = load_training_data(config)
+    config = fit_to_objectives(config, objectives)
     records, measured_lists = split_scheduler_lists(config, records, heldout)
     sampler = build_sampler(config.lambda_scheduler, objectives, config.lambda_alpha, config.lambda_vertex_prob,
                             config.fixed_lambda, every=config.scheduler_every)
@@ -118,7 +137,7 @@ def setup(config: LambdaDPOConfig):
     )
     for noisy in (PrinterCallback, ProgressCallback):  # the rich bar replaces them
         trainer.remove_callback(noisy)
-    return trainer, objectives, model_dir, resume_from, len(records)
+    return trainer, config, objectives, model_dir, resume_from, len(records)
 
 
 def save(trainer: LambdaDPOTrainer, config: LambdaDPOConfig, objectives, model_dir: Path, n_records: int, seconds: float):
@@ -156,7 +175,7 @@ def run_training(config: LambdaDPOConfig) -> Path:
         from lwdpo_edge.train.soup import run_soup_training
 
         return run_soup_training(config)
-    trainer, objectives, model_dir, resume_from, n_records = setup(config)
+    trainer, config, objectives, model_dir, resume_from, n_records = setup(config)
     started = time.time()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     save(trainer, config, objectives, model_dir, n_records, time.time() - started)
