@@ -29,6 +29,7 @@ from lwdpo_edge.synth import (
 )
 
 SHIPPED = Path(synth.__file__).parent / "defaults" / "default_data.jsonl"
+BALANCED = ("brief", "simple", "detailed", "plain")  # the styles DATASET.md step 2 put in every list
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -296,19 +297,21 @@ def test_shipped_dataset_is_valid_and_covers_both_splits(shipped):
         ListwiseRecord.from_json(record)
         assert record["split"] == prompts[record["id"]]["split"]
         assert record["prompt"] == prompts[record["id"]]["prompt"]
-        assert len(record["responses"]) == 4
+        assert 4 <= len(record["responses"]) <= 7
+        assert set(BALANCED) <= {r["meta"]["style"] for r in record["responses"]}  # balanced: in every list
         assert all(list(r["scores"]) == list(DEFAULT_OBJECTIVES) for r in record["responses"])
     assert Counter(r["split"] for r in shipped)["heldout"] >= 30
     assert SHIPPED.stat().st_size < 5_000_000
 
 
-def test_shipped_styles_are_the_seeded_draw(shipped):
-    # The style draw is part of the recipe: a change to choose_styles must not silently change it.
+def test_shipped_styles_are_the_seeded_draw_then_the_missing_balanced_ones(shipped):
+    # The style draw is part of the recipe (DATASET.md): a change to choose_styles must not silently change it.
     import random
 
     for record in shipped[::25]:
-        want = [s.name for s in choose_styles(random.Random(f"0:{record['id']}"), 4)]
-        assert [r["meta"]["style"] for r in record["responses"]] == want
+        drawn = [s.name for s in choose_styles(random.Random(f"0:{record['id']}"), 4)]
+        added = [name for name in BALANCED if name not in drawn]
+        assert [r["meta"]["style"] for r in record["responses"]] == drawn + added
 
 
 def test_shipped_dataset_has_winners_losers_and_conflicts(shipped):
