@@ -15,7 +15,6 @@ Nothing is written; the shipped data is only read.
 from __future__ import annotations
 
 import argparse
-import random
 import time
 from collections import defaultdict
 
@@ -25,7 +24,7 @@ from lwdpo_edge.data.loaders import parse_row
 from lwdpo_edge.evaluate.ceiling import data_ceiling
 from lwdpo_edge.evaluate.grid import lambda_grid
 from lwdpo_edge.raters import default_raters
-from lwdpo_edge.synth import DEFAULTS_DIR, STYLES, Style, SynthConfig, make_generator, read_records, sample_candidate, score_new
+from lwdpo_edge.synth import DEFAULTS_DIR, STYLES, Style, SynthConfig, add_candidates, make_generator, read_records
 
 PROBES = (  # instructions aimed at relevance, appended to the user turn like the data's styles
     Style("focused", "Answer exactly what was asked, directly and specifically. Stay on this topic only.", 0.0),
@@ -37,12 +36,10 @@ def mean(values) -> float:
     return sum(values) / len(values)
 
 
-def added_candidates(record, style, count, salt, generator, raters, config) -> list[dict]:
-    """`count` scored candidates of `style` for one list, seeded after its own candidates."""
-    rng = random.Random(f"{config.seed}:{record['id']}:{salt}")
-    new = [sample_candidate(record, [record], style, len(record["responses"]) + j, rng, generator, config) for j in range(count)]
-    score_new(record["prompt"], new, raters)
-    return new
+def added_scores(record, style, salt, generator, raters, config) -> list[float]:
+    """Helpfulness of one new `style` candidate for this list (seeded after its own candidates)."""
+    grown = add_candidates(record, [style], [record], generator, raters, config, salt)
+    return [c["scores"]["helpfulness"] for c in grown["responses"][len(record["responses"]):]]
 
 
 def ceiling(records) -> dict[str, float]:
@@ -70,16 +67,14 @@ def main() -> None:
         for response in record["responses"]:
             by_style[response["meta"]["style"]].append(response["scores"]["helpfulness"])
         for probe in PROBES:
-            by_style[f"probe: {probe.name}"] += [c["scores"]["helpfulness"] for c in added_candidates(record, probe, 1, probe.name, generator, raters, config)]
+            by_style[f"probe: {probe.name}"] += added_scores(record, probe, probe.name, generator, raters, config)
     print(f"1. mean helpfulness per style on the same {len(sample)} prompts")
     for style, values in sorted(by_style.items(), key=lambda kv: -mean(kv[1])):
         print(f"   {style:18s} {mean(values):.3f}  (n={len(values)})")
     print(f"   best candidate of each shipped list: {mean([max(r['scores']['helpfulness'] for r in rec['responses']) for rec in sample]):.3f}")
 
     plain = next(s for s in STYLES if s.name == "plain")
-    grown = [{**rec, "responses": rec["responses"] + [{k: c[k] for k in ("text", "scores", "meta")} for c in
-                                                       added_candidates(rec, plain, args.extra_plain, "plain", generator, raters, config)]}
-             for rec in sample]
+    grown = [add_candidates(rec, [plain] * args.extra_plain, [rec], generator, raters, config, "plain") for rec in sample]
     print(f"2. data ceiling (Spearman h / c / r) on these {len(sample)} lists")
     print(f"   shipped lists:              {ceiling(sample)}")
     print(f"   + {args.extra_plain} plain samples per list: {ceiling(grown)}")

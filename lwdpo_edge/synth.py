@@ -333,18 +333,26 @@ def synth_record(row: dict, others: list[dict], generator: Generator, raters: di
     return record
 
 
-def extend_record(record: dict, others: list[dict], generator: Generator, raters: dict[str, Rater], config: SynthConfig) -> dict:
-    """`record` plus one scored candidate for each required style it lacks (its own are kept as they are).
+def add_candidates(record: dict, styles: list[Style], others: list[dict], generator: Generator,
+                   raters: dict[str, Rater], config: SynthConfig, salt: str = "extend") -> dict:
+    """`record` plus one scored candidate per entry of `styles` (its own are kept as they are).
 
     New candidates are numbered after the existing ones (k = N, N+1, ...), so their seeds differ
-    from every seed the list already used, and a resumed run samples what an uninterrupted one would."""
-    present = {r.get("meta", {}).get("style") for r in record["responses"]}
-    missing = [name for name in style_names(config.require_styles) if name not in present]
-    rng = random.Random(f"{config.seed}:{record['id']}:extend")
-    added = [sample_candidate(record, others, next(s for s in STYLES if s.name == name), len(record["responses"]) + j,
-                              rng, generator, config) for j, name in enumerate(missing)]
+    from every seed the list already used; their temperatures come from a per-list RNG named by
+    `salt`, so a resumed run samples what an uninterrupted one would."""
+    rng = random.Random(f"{config.seed}:{record['id']}:{salt}")
+    added = [sample_candidate(record, others, style, len(record["responses"]) + j, rng, generator, config)
+             for j, style in enumerate(styles)]
     score_new(record["prompt"], added, raters)
     return {**record, "responses": record["responses"] + [{"text": r["text"], "scores": r["scores"], "meta": r["meta"]} for r in added]}
+
+
+def extend_record(record: dict, others: list[dict], generator: Generator, raters: dict[str, Rater], config: SynthConfig) -> dict:
+    """`record` plus one scored candidate for each required style it lacks (--extend)."""
+    present = {r.get("meta", {}).get("style") for r in record["responses"]}
+    missing = [style for name in style_names(config.require_styles) if name not in present
+               for style in STYLES if style.name == name]
+    return add_candidates(record, missing, others, generator, raters, config)
 
 
 # ----------------------------------------------------------------------------- resumable output
