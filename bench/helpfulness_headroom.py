@@ -1,6 +1,6 @@
 """How much room does the helpfulness rater leave within one prompt? (issue 6: helpfulness does not steer)
 
-    .venv/bin/python bench/helpfulness_headroom.py --lists 60 --extra-plain 2 --threads 2
+    .venv/bin/python bench/helpfulness_headroom.py --lists 60 --extra-plain 2 --threads 2 --aggregate answer
 
 Two questions, on every (356 / --lists)-th list of the shipped data, side by side in one run:
   1. Is there an answer style the relevance rater prefers? Each probe instruction below is sampled
@@ -9,7 +9,10 @@ Two questions, on every (356 / --lists)-th list of the shipped data, side by sid
   2. Do more samples of one style raise the data ceiling? --extra-plain more "plain" candidates are
      added to each list, and the data ceiling (lwdpo_edge.evaluate.ceiling: the Spearman an
      imitation of each list's lambda-best candidate would reach) is printed with and without them.
-Nothing is written; the shipped data is only read.
+--aggregate picks the helpfulness rater (lwdpo_edge.raters.HelpfulnessRater): "answer", the first
+definition (one cosine of prompt and whole answer), is what this bench was written to question;
+"content" is the default since it found no room under "answer". The sampled lists are rescored in
+memory with the chosen rater. Nothing is written; the shipped data is only read.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from lwdpo_edge import DEFAULT_OBJECTIVES
 from lwdpo_edge.data.loaders import parse_row
 from lwdpo_edge.evaluate.ceiling import data_ceiling
 from lwdpo_edge.evaluate.grid import lambda_grid
-from lwdpo_edge.raters import default_raters
-from lwdpo_edge.synth import DEFAULTS_DIR, STYLES, Style, SynthConfig, add_candidates, make_generator, read_records
+from lwdpo_edge.raters import HelpfulnessRater, default_raters
+from lwdpo_edge.synth import DEFAULTS_DIR, STYLES, Style, SynthConfig, add_candidates, make_generator, read_records, score_new
 
 PROBES = (  # instructions aimed at relevance, appended to the user turn like the data's styles
     Style("focused", "Answer exactly what was asked, directly and specifically. Stay on this topic only.", 0.0),
@@ -54,12 +57,17 @@ def main() -> None:
     p.add_argument("--lists", type=int, default=60, help="How many lists of the shipped data (evenly spaced).")
     p.add_argument("--extra-plain", type=int, default=2, help="Plain samples added to each list for question 2.")
     p.add_argument("--threads", type=int, default=2, help="llama.cpp threads.")
+    p.add_argument("--aggregate", choices=HelpfulnessRater.AGGREGATES, default="answer",
+                   help="Helpfulness rater: one cosine of the whole answer (answer) or relevant content (content).")
     args = p.parse_args()
 
     records = list(read_records(DEFAULTS_DIR / "default_data.jsonl").values())
     sample = records[:: max(1, len(records) // args.lists)][: args.lists]
     config = SynthConfig(threads=args.threads, backend="llama_cpp")
     generator, raters = make_generator(config), default_raters()
+    raters["helpfulness"] = HelpfulnessRater(aggregate=args.aggregate)
+    for record in sample:  # the stored scores are the default rater's: score them as this run's rater would
+        score_new(record["prompt"], record["responses"], raters)
 
     start = time.perf_counter()
     by_style = defaultdict(list)

@@ -4,7 +4,9 @@ The default objectives must be scorable by machine, offline and deterministicall
 same raters score the shipped dataset *and* the generations of a trained model under a lambda
 sweep (controllability). Higher is better for every rater.
 
-    helpfulness  cosine similarity of MiniLM sentence embeddings of prompt and answer, in [-1, 1]
+    helpfulness  on-topic words: log(1 + sum over the answer's distinct sentences of words x MiniLM
+                 cosine similarity to the prompt, clipped at 0), in [0, inf); the first definition,
+                 one cosine of prompt and whole answer in [-1, 1], stays as aggregate="answer"
     conciseness  -log(1 + words): monotone decreasing in length, 0 for an empty answer
     readability  Flesch reading ease, clipped to [-50, 120]
 
@@ -55,6 +57,24 @@ def count_words(text: str) -> int:
 def count_sentences(text: str) -> int:
     parts = [p for p in _SENTENCE_SPLIT_RE.split(text) if _WORD_RE.search(p)]
     return max(1, len(parts))
+
+
+def distinct_sentences(text: str, min_words: int = 3) -> list[str]:
+    """The text's sentences of at least `min_words` words, each once (case and punctuation ignored).
+
+    Shorter fragments ("1.", "**Watering**") carry no content of their own; a repeated sentence
+    says nothing new. A text with words but no long-enough sentence is one sentence.
+    """
+    seen, sentences = set(), []
+    for part in _SENTENCE_SPLIT_RE.split(text):
+        words = [w.lower() for w in _WORD_RE.findall(part)]
+        if len(words) < min_words or " ".join(words) in seen:
+            continue
+        seen.add(" ".join(words))
+        sentences.append(part.strip())
+    if not sentences and _WORD_RE.search(text):
+        sentences = [text.strip()]
+    return sentences
 
 
 @lru_cache(maxsize=1)
@@ -166,38 +186,57 @@ def strip_echo(prompt: str, answer: str) -> str:
 
 
 class HelpfulnessRater:
-    """Relevance of the answer to the prompt: cosine similarity of MiniLM sentence embeddings.
+    """Helpfulness as on-topic words: how much content about the question the answer delivers.
 
-    A proxy for helpfulness: it rewards staying on topic and covering the prompt's content, not
-    correctness. Verbatim copies of the prompt are removed from the answer first (see
-    `strip_echo`); an answer that is empty after that gets -1, the lowest possible cosine.
+    aggregate="content" (default): log(1 + sum_s words(s) * max(0, cos(prompt, s))) over the answer's
+    distinct sentences s (`distinct_sentences`), MiniLM embeddings. Each sentence's words count by
+    how related the sentence is to the question, so an answer that covers more of the topic scores
+    higher, off-topic or evasive sentences add little, repeating a sentence adds nothing, and
+    cutting the same content into more sentences does not add (a plain sum over sentences, tried
+    first, scored a six-fragment answer 2.3x its one-sentence twin). The log gives diminishing
+    returns. Range [0, inf); an empty answer scores 0, the lowest.
+    aggregate="answer": the first definition, one cosine of prompt and whole answer, in [-1, 1]
+    (empty -> -1). Measured on the shipped data it rates every on-topic style about the same, so
+    a "more helpful" answer had no room to differ from the centre's (docs/results.md, "Helpfulness").
+
+    Both are proxies: they reward covering the topic, not being right. Verbatim copies of the prompt
+    are removed from the answer first (`strip_echo`).
     """
 
     name = "helpfulness"
+    AGGREGATES = ("content", "answer")
 
-    def __init__(self, model_path: str | Path | None = None, batch_size: int = 32):
+    def __init__(self, model_path: str | Path | None = None, batch_size: int = 32, aggregate: str = "content"):
+        if aggregate not in self.AGGREGATES:
+            raise ValueError(f"helpfulness aggregate must be one of {self.AGGREGATES}, got {aggregate!r}")
         self.model_path = str(model_path or minilm_path())
         self.batch_size = batch_size
+        self.aggregate = aggregate
 
     def score(self, prompts: list[str], answers: list[str]) -> list[float]:
         _check_lengths(prompts, answers)
         if not prompts:
             return []
-        encoder = _load_encoder(self.model_path)
         answers = [strip_echo(p, a) for p, a in zip(prompts, answers)]
-        # Encode each distinct text once: a list's N answers share one prompt.
-        texts = list(dict.fromkeys(list(prompts) + [a for a in answers if a.strip()]))
+        if self.aggregate == "answer":
+            units = [[a] if a.strip() else [] for a in answers]
+        else:
+            units = [distinct_sentences(a) for a in answers]
+        # Encode each distinct text once: a list's N answers share one prompt, answers share sentences.
+        texts = list(dict.fromkeys(list(prompts) + [u for us in units for u in us]))
+        encoder = _load_encoder(self.model_path)
         emb = encoder.encode(
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
         index = {t: i for i, t in enumerate(texts)}
         out = []
-        for prompt, answer in zip(prompts, answers):
-            if not answer.strip():
-                out.append(-1.0)
-                continue
-            cos = float(emb[index[prompt]] @ emb[index[answer]])
-            out.append(round(cos, _DECIMALS))
+        for prompt, pieces in zip(prompts, units):
+            cosines = [float(emb[index[prompt]] @ emb[index[u]]) for u in pieces]
+            if self.aggregate == "answer":
+                value = cosines[0] if cosines else -1.0
+            else:
+                value = math.log1p(sum(count_words(u) * max(0.0, c) for u, c in zip(pieces, cosines)))
+            out.append(round(value, _DECIMALS))
         return out
 
 

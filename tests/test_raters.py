@@ -14,6 +14,7 @@ from lwdpo_edge.raters import (
     count_sentences,
     count_syllables,
     default_raters,
+    distinct_sentences,
     flesch_reading_ease,
     score_answers,
 )
@@ -64,9 +65,9 @@ def test_helpfulness_prefers_the_relevant_answer(helpfulness, prompt, relevant, 
 
 def test_helpfulness_of_an_empty_answer_is_the_lowest(helpfulness):
     prompt = "How do I boil an egg?"
-    scores = helpfulness.score([prompt] * 3, ["", "   ", "The weather is nice."])
-    assert scores[0] == scores[1] == -1.0
-    assert scores[2] > -1.0
+    scores = helpfulness.score([prompt] * 4, ["", "   ", "The weather is nice today.", RELEVANCE_PAIRS[0][1]])
+    assert scores[0] == scores[1] == 0.0
+    assert min(scores) == 0.0 and scores[3] > 0.3
 
 
 def test_restating_the_question_is_not_an_answer(helpfulness):
@@ -76,8 +77,71 @@ def test_restating_the_question_is_not_an_answer(helpfulness):
         "why do some  animals hibernate? I like trains.",
         "Animals hibernate to save energy when food is scarce in winter.",
     ])
-    assert echo == -1.0
+    assert echo == 0.0
     assert echo_plus_junk < answer - 0.3
+
+
+# Two distinct relevant sentences, and an unrelated one, for "How do I boil an egg?".
+EGG = "How do I boil an egg?"
+EGG_STEP_1 = "Put the egg in a pot of boiling water for about nine minutes."
+EGG_STEP_2 = "Then cool the boiled egg in cold water so that it peels easily."
+UNRELATED = "The stock market closed higher today after strong earnings reports."
+
+
+def test_helpfulness_grows_with_relevant_content(helpfulness):
+    one, two = helpfulness.score([EGG] * 2, [EGG_STEP_1, f"{EGG_STEP_1} {EGG_STEP_2}"])
+    assert two > one + 0.2
+
+
+def test_repeating_a_sentence_adds_nothing(helpfulness):
+    once, twice, shouted = helpfulness.score([EGG] * 3, [
+        EGG_STEP_1, f"{EGG_STEP_1} {EGG_STEP_1}", f"{EGG_STEP_1}\n{EGG_STEP_1.upper()}!"])
+    assert once == twice == shouted
+
+
+def test_off_topic_padding_adds_little(helpfulness):
+    answer, padded, more_content = helpfulness.score([EGG] * 3, [
+        EGG_STEP_1, f"{EGG_STEP_1} {UNRELATED}", f"{EGG_STEP_1} {EGG_STEP_2}"])
+    assert padded - answer < 0.1
+    assert more_content - answer > 3 * (padded - answer)
+
+
+def test_helpfulness_is_the_formula_over_embeddings(helpfulness):
+    # content: log(1 + sum of words x clipped cosine over distinct sentences); answer: one cosine of the whole text.
+    from lwdpo_edge.raters import _load_encoder, count_words
+
+    encoder = _load_encoder(helpfulness.model_path)
+    text = f"{EGG_STEP_1} {EGG_STEP_2} {UNRELATED}"
+    sentences = [EGG_STEP_1.rstrip("."), EGG_STEP_2.rstrip("."), UNRELATED.rstrip(".")]
+    emb = encoder.encode([EGG, *sentences, text], normalize_embeddings=True)
+    cosines = emb[1:4] @ emb[0]
+    want_content = math.log1p(sum(count_words(t) * max(0.0, float(c)) for t, c in zip(sentences, cosines)))
+    assert helpfulness.score([EGG], [text])[0] == pytest.approx(want_content, abs=2e-4)
+    whole = HelpfulnessRater(aggregate="answer")
+    assert whole.score([EGG], [text])[0] == pytest.approx(float(emb[4] @ emb[0]), abs=2e-4)
+    assert whole.score([EGG], [""])[0] == -1.0
+
+
+def test_cutting_the_same_content_into_fragments_does_not_pay(helpfulness):
+    one, fragments = helpfulness.score([RELEVANCE_PAIRS[1][0]] * 2, [
+        "Sunlight is scattered by the molecules of the air, and blue light is scattered much more than red light, "
+        "so the sky looks blue from every direction.",
+        "Sunlight hits the air. The air has molecules. Molecules scatter light. Blue light scatters more. "
+        "Red light scatters less. So the sky looks blue.",
+    ])
+    assert fragments <= one
+
+
+def test_unknown_helpfulness_aggregate_is_refused():
+    with pytest.raises(ValueError, match="content"):
+        HelpfulnessRater(aggregate="mean")
+
+
+def test_distinct_sentences_drop_fragments_and_repeats():
+    text = "1. **Watering**\nWater the plant once a week. water the plant ONCE a week!\nGive it bright light."
+    assert distinct_sentences(text) == ["Water the plant once a week", "Give it bright light"]
+    assert distinct_sentences("Paris.") == ["Paris."]  # no long-enough sentence: the whole text
+    assert distinct_sentences("  ...  ") == []
 
 
 def test_helpfulness_is_deterministic_whatever_the_batch(helpfulness):
