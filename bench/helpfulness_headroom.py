@@ -58,7 +58,7 @@ def main() -> None:
     p.add_argument("--extra-plain", type=int, default=2, help="Plain samples added to each list for question 2.")
     p.add_argument("--threads", type=int, default=2, help="llama.cpp threads.")
     p.add_argument("--aggregate", choices=HelpfulnessRater.AGGREGATES, default="answer",
-                   help="Helpfulness rater: one cosine of the whole answer (answer) or relevant content (content).")
+                   help="Helpfulness rater: one cosine of the whole answer (answer) or on-topic words (content).")
     args = p.parse_args()
 
     records = list(read_records(DEFAULTS_DIR / "default_data.jsonl").values())
