@@ -39,6 +39,11 @@ def mean(values) -> float:
     return sum(values) / len(values)
 
 
+def best_helpfulness(records) -> float:
+    """Mean over lists of the list's best helpfulness score."""
+    return mean([max(r["scores"]["helpfulness"] for r in record["responses"]) for record in records])
+
+
 def added_scores(record, style, salt, generator, raters, config) -> list[float]:
     """Helpfulness of one new `style` candidate for this list (seeded after its own candidates)."""
     grown = add_candidates(record, [style], [record], generator, raters, config, salt)
@@ -79,14 +84,14 @@ def main() -> None:
     print(f"1. mean helpfulness per style on the same {len(sample)} prompts")
     for style, values in sorted(by_style.items(), key=lambda kv: -mean(kv[1])):
         print(f"   {style:18s} {mean(values):.3f}  (n={len(values)})")
-    print(f"   best candidate of each shipped list: {mean([max(r['scores']['helpfulness'] for r in rec['responses']) for rec in sample]):.3f}")
+    print(f"   best candidate of each shipped list: {best_helpfulness(sample):.3f}")
 
     plain = next(s for s in STYLES if s.name == "plain")
     grown = [add_candidates(rec, [plain] * args.extra_plain, [rec], generator, raters, config, "plain") for rec in sample]
     print(f"2. data ceiling (Spearman h / c / r) on these {len(sample)} lists")
     print(f"   shipped lists:              {ceiling(sample)}")
     print(f"   + {args.extra_plain} plain samples per list: {ceiling(grown)}")
-    print(f"   best helpfulness per list: {mean([max(r['scores']['helpfulness'] for r in rec['responses']) for rec in grown]):.3f}")
+    print(f"   best helpfulness per list: {best_helpfulness(grown):.3f}")
     print(f"({time.perf_counter() - start:.0f} s, {args.threads} llama.cpp threads)")
 
 
