@@ -109,6 +109,12 @@ class LambdaDPOConfig(TrainingArguments):
     max_response_tokens: int = field(default=160, metadata=_help("Responses are truncated to this many tokens."))
     threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: torch's choice)."))
 
+    # --- cost of a step (none of these change the loss beyond float rounding) --------------------
+    chunked_logps: bool = field(default=True, metadata=_help(
+        "Candidate log-probs from the decoder's hidden states at the candidate positions only, through the LM head "
+        "in checkpointed chunks: no (rows x length x vocab) logits tensor in forward or backward, and no LM-head "
+        "work on prompt positions. --no-chunked-logps: the full-logits path."))
+
     # --- TrainingArguments defaults that suit this trainer ---------------------------------------
     output_dir: str = field(default="runs/lwdpo", metadata=_help(
         "Run folder: adapter/, lwdpo.json, checkpoints/, metrics.jsonl.", aliases=["--output"]))

@@ -5,7 +5,8 @@ for any Trainer. Each micro-batch:
   1. draws lambdas (a pure function of seed, step, micro-step and rank: resumes reproduce them),
   2. tokenises prompt-with-header + every candidate (all N of a list in one forward pass),
   3. reference log-probs with the LoRA adapter disabled (no second model copy), no grad,
-  4. policy log-probs, the loss from `lwdpo_edge.objective.lambda_dpo_loss`.
+  4. policy log-probs (LM head on candidate positions only, in chunks: `chunked_logps`), the loss
+     from `lwdpo_edge.objective.lambda_dpo_loss`.
 During the first `sft_warmup_steps` steps only the lambda-best candidate of each list goes through
 the model, and the loss is its per-token NLL (conditioned SFT warm start; steps 3-4 are skipped).
 """
@@ -79,7 +80,7 @@ class LambdaDPOTrainer(Trainer):
     def candidate_logps(self, model, batch: ListwiseBatch) -> torch.Tensor:
         """Log-prob of every candidate, placed on the (B, N_max) grid (padding stays 0)."""
         flat = sequence_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask,
-                              self.args.length_normalize)  # (M,)
+                              self.args.length_normalize, chunked=self.args.chunked_logps)  # (M,)
         return _on_grid(flat, batch)
 
     def conditioned_sft_nll(self, policy_logps: torch.Tensor, batch: ListwiseBatch) -> torch.Tensor:
@@ -102,7 +103,8 @@ class LambdaDPOTrainer(Trainer):
         rows = (batch.candidate_index[:, None] == wanted[None, :]).any(dim=1)  # (M,) the best rows
         length = int(batch.attention_mask[rows].sum(dim=1).max())  # right-padded: trim to the longest kept row
         logps = sequence_logps(model, batch.input_ids[rows, :length], batch.attention_mask[rows, :length],
-                               batch.completion_mask[rows, :length], length_normalize=True)  # (B,)
+                               batch.completion_mask[rows, :length], length_normalize=True,
+                               chunked=self.args.chunked_logps)  # (B,)
         return -logps.mean()
 
     def header_contrast(self, policy_logps, reference_logps, batch: ListwiseBatch) -> torch.Tensor:
