@@ -15,7 +15,8 @@ Why by hand: TRL's `selective_log_softmax` takes full (M, T, V) logits; Liger-ke
 cross-entropy and cut-cross-entropy are Triton / CUDA kernels with no CPU path (neither is
 installed here). The chunk function below is a few lines of plain torch that runs anywhere.
 
-`ScoredTokens` says which tokens are scored, from which hidden state, and for which sequence.
+`ScoredTokens` says which tokens are scored, from which hidden state, and for which sequence; it
+lets one row hold several sequences (a shared prompt followed by N candidates, train/batching.py).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def scored_sequence_logps(model, inputs: dict, scored: ScoredTokens, *, chunked:
     chunked: hidden states at the scored positions, LM head in checkpointed chunks (no (R, T, V)
     tensor); otherwise the full (R, T, V) logits, gathered at the scored positions.
     """
+    inputs = {**inputs, "attention_mask": attention_mask_for(causal_lm(model), inputs["attention_mask"])}
     if chunked:
         hidden = final_hidden_states(model, **inputs)  # (R, T, H)
         picked = hidden.flatten(0, 1)[scored.source]  # (P, H)
@@ -107,6 +109,27 @@ def causal_lm(model):
     """The Hugging Face causal LM inside a DDP wrapper and / or a peft model (LoRA layers live in it)."""
     model = getattr(model, "module", model)  # DistributedDataParallel
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def attention_mask_for(lm, mask: torch.Tensor) -> torch.Tensor:
+    """A (R, 1, T, T) bool block mask in the form `lm`'s attention reads it (a 2D padding mask as is).
+
+    transformers passes a 4D mask to the attention function untouched: sdpa takes bool (True =
+    attend), eager adds the mask to the scores, so it needs 0 / -inf-like floats. Other kernels
+    (flash-attention) take no dense mask, and sliding-window layers would need the window in it.
+    """
+    if mask.ndim != 4:
+        return mask
+    config = lm.config.get_text_config()
+    if "sliding_attention" in (getattr(config, "layer_types", None) or []):
+        raise ValueError("a shared-prompt block mask does not encode sliding-window attention: use --no-shared-prompt")
+    implementation = config._attn_implementation
+    if implementation == "sdpa":
+        return mask
+    if implementation == "eager":
+        dtype = lm.get_input_embeddings().weight.dtype
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    raise ValueError(f"a shared-prompt block mask needs sdpa or eager attention, not {implementation}: use --no-shared-prompt")
 
 
 def final_hidden_states(model, **inputs) -> torch.Tensor:

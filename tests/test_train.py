@@ -264,3 +264,26 @@ def test_generate_command_prints_each_header_and_answer(tiny_llama_dir, dataset,
     assert "[lambda] helpfulness=0.75 conciseness=0.25 | helpfulness high, conciseness low" in result.output
     bad = CliRunner().invoke(app, ["generate", str(run), "--prompt", "Hi", "--lambda", "fluency=1"])
     assert bad.exit_code == 2 and "unknown objective" in bad.output
+
+
+# ------------------------------------------------------------------ cost of a step: same training, less work
+
+
+def test_cost_flags_change_the_work_not_the_training(tiny_llama_dir, dataset, tmp_path):
+    """Shared prompt + chunked LM head (the defaults) train like the original path."""
+    from lwdpo_edge.train.recipe import run_training
+
+    common = dict(max_steps=3, save_steps=100, lambdas_per_prompt=2)
+    fast = read_metrics(run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "fast", **common)))
+    plain = read_metrics(run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "plain", chunked_logps=False,
+                                                  shared_prompt=False, **common)))
+    assert [r["loss"] for r in fast] == pytest.approx([r["loss"] for r in plain], rel=1e-5, abs=1e-6)
+
+
+def test_cost_flags_are_cli_options(tmp_path):
+    from lwdpo_edge.train.cli_args import parse_train_args
+
+    config = parse_train_args(["--no-chunked-logps", "--no-shared-prompt", "--use-cpu"])
+    assert (config.chunked_logps, config.shared_prompt) == (False, False)
+    config = parse_train_args(["--use-cpu"])
+    assert (config.chunked_logps, config.shared_prompt) == (True, True)

@@ -114,6 +114,11 @@ class LambdaDPOConfig(TrainingArguments):
         "Candidate log-probs from the decoder's hidden states at the candidate positions only, through the LM head "
         "in checkpointed chunks: no (rows x length x vocab) logits tensor in forward or backward, and no LM-head "
         "work on prompt positions. --no-chunked-logps: the full-logits path."))
+    shared_prompt: bool = field(default=True, metadata=_help(
+        "Encode each list's prompt once: one packed row [prompt, candidate 1..N] per list with a block attention "
+        "mask (a candidate sees the prompt and itself, never another candidate) and positions restarting after the "
+        "prompt, so a step costs prompt + N x response tokens instead of N x (prompt + response). Needs sdpa or "
+        "eager attention. --no-shared-prompt: one padded row per (prompt, candidate)."))
 
     # --- TrainingArguments defaults that suit this trainer ---------------------------------------
     output_dir: str = field(default="runs/lwdpo", metadata=_help(

@@ -162,7 +162,7 @@ def save(trainer: LambdaDPOTrainer, config: LambdaDPOConfig, objectives, model_d
 
 SUMMARY_FIELDS = {
     "model", "data", "objectives", "qlora", "lora_r", "lora_alpha", "beta", "tau", "score_normalization", "sft_weight", "sft_warmup_steps", "header_contrast_weight",
-    "length_normalize", "chunked_logps",
+    "length_normalize", "chunked_logps", "shared_prompt",
     "condition_on_lambda", "lambda_scheduler", "scheduler_every", "lambda_alpha", "lambda_vertex_prob", "lambdas_per_prompt",
     "learning_rate", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
     "max_prompt_tokens", "max_response_tokens",

@@ -3,7 +3,8 @@
 Only `compute_loss` (and logging) changes, so accelerate, DDP, FSDP and DeepSpeed apply as they do
 for any Trainer. Each micro-batch:
   1. draws lambdas (a pure function of seed, step, micro-step and rank: resumes reproduce them),
-  2. tokenises prompt-with-header + every candidate (all N of a list in one forward pass),
+  2. tokenises prompt-with-header + every candidate: each distinct (prompt, candidate) sequence
+     once, all N of a list in one packed row after one copy of its prompt (`shared_prompt`),
   3. reference log-probs with the LoRA adapter disabled (no second model copy), no grad,
   4. policy log-probs (LM head on candidate positions only, in chunks: `chunked_logps`), the loss
      from `lwdpo_edge.objective.lambda_dpo_loss`.
@@ -21,9 +22,9 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from lwdpo_edge.logprobs import sequence_logps
+from lwdpo_edge.logprobs import scored_sequence_logps, sequence_logps
 from lwdpo_edge.objective import cross_lambda_loss, lambda_best_index, lambda_dpo_loss
-from lwdpo_edge.train.batching import ListwiseBatch, encode_listwise
+from lwdpo_edge.train.batching import ListwiseBatch, PackedListwiseBatch, SequenceRows, encode_listwise, encode_listwise_packed
 from lwdpo_edge.train.config import LambdaDPOConfig
 from lwdpo_edge.train.lambda_sampling import LambdaSampler, PerformanceScheduler, distinct_lambdas, step_rng
 
@@ -57,7 +58,7 @@ class LambdaDPOTrainer(Trainer):
         self._micro_step = (self.state.global_step, micro)
         return step_rng(self.args.seed, self.state.global_step, micro, self.args.process_index)
 
-    def build_batch(self, records) -> ListwiseBatch:
+    def build_batch(self, records, packed: bool = True) -> PackedListwiseBatch | ListwiseBatch:
         """Each record is repeated under `lambdas_per_prompt` lambdas (the contrast setting)."""
         args: LambdaDPOConfig = self.args
         rng = self._next_rng()
@@ -66,27 +67,49 @@ class LambdaDPOTrainer(Trainer):
             for lam in distinct_lambdas(self.lambda_sampler, args.lambdas_per_prompt, rng, args.vertex_contrast):
                 expanded.append(record)
                 lambdas.append(lam)
-        return self.encode(expanded, lambdas)
+        return self.encode(expanded, lambdas, packed)
 
-    def encode(self, records, lambdas) -> ListwiseBatch:
-        """records[b] under lambdas[b], tokenised with this run's settings, on the training device."""
+    def encode(self, records, lambdas, packed: bool = True) -> PackedListwiseBatch | ListwiseBatch:
+        """records[b] under lambdas[b], tokenised with this run's settings, on the training device.
+
+        packed: each distinct sequence once (the listwise loss); else one padded row per candidate
+        (the SFT warm-up, which forwards only some rows of it).
+        """
         args: LambdaDPOConfig = self.args
-        return encode_listwise(
-            records, lambdas, self.processing_class, self.objectives,
-            condition_on_lambda=args.condition_on_lambda, score_normalization=args.score_normalization,
-            max_prompt_tokens=args.max_prompt_tokens, max_response_tokens=args.max_response_tokens,
-        ).to(self.accelerator.device)
+        settings = dict(condition_on_lambda=args.condition_on_lambda, score_normalization=args.score_normalization,
+                        max_prompt_tokens=args.max_prompt_tokens, max_response_tokens=args.max_response_tokens)
+        if packed:
+            batch = encode_listwise_packed(records, lambdas, self.processing_class, self.objectives,
+                                           shared_prompt=args.shared_prompt, **settings)
+        else:
+            batch = encode_listwise(records, lambdas, self.processing_class, self.objectives, **settings)
+        return batch.to(self.accelerator.device)
 
-    def candidate_logps(self, model, batch: ListwiseBatch) -> torch.Tensor:
+    def sequence_sums(self, model, rows: SequenceRows) -> torch.Tensor:
+        """Summed log-prob of each distinct sequence that `rows` holds.  -> (S,)"""
+        return scored_sequence_logps(model, rows.model_inputs(), rows.scored, chunked=self.args.chunked_logps)
+
+    def on_candidate_grid(self, sums: torch.Tensor, batch: PackedListwiseBatch) -> torch.Tensor:
+        """(S,) per distinct sequence -> (B, N_max) per candidate (length-normalised if asked; padding 0)."""
+        per_candidate = sums[batch.sequence_of_candidate]  # (M,) copies share one value (and its gradient)
+        if self.args.length_normalize:
+            per_candidate = per_candidate / batch.candidate_lengths().clamp_min(1)
+        return _on_grid(per_candidate, batch)
+
+    def candidate_logps(self, model, batch: PackedListwiseBatch) -> torch.Tensor:
         """Log-prob of every candidate, placed on the (B, N_max) grid (padding stays 0)."""
-        flat = sequence_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask,
-                              self.args.length_normalize, chunked=self.args.chunked_logps)  # (M,)
-        return _on_grid(flat, batch)
+        return self.on_candidate_grid(self.sequence_sums(model, batch.rows), batch)
 
-    def conditioned_sft_nll(self, policy_logps: torch.Tensor, batch: ListwiseBatch) -> torch.Tensor:
+    @torch.no_grad()
+    def reference_logps(self, peft_model, batch: PackedListwiseBatch) -> torch.Tensor:
+        """Candidate log-probs with the adapter disabled, (B, N_max)."""
+        with peft_model.disable_adapter():
+            return self.candidate_logps(peft_model, batch)
+
+    def conditioned_sft_nll(self, policy_logps: torch.Tensor, batch: PackedListwiseBatch) -> torch.Tensor:
         """Mean per-token NLL of each list's lambda-best candidate (Rewards-in-Context style SFT)."""
         best = lambda_best_index(batch.scores, batch.lam, batch.candidate_mask)[:, None]  # (B, 1)
-        n_tokens = _on_grid(batch.completion_mask[:, 1:].sum(dim=-1).float(), batch).clamp_min(1)  # (B, N_max)
+        n_tokens = _on_grid(batch.candidate_lengths().float(), batch).clamp_min(1)  # (B, N_max)
         per_token = policy_logps if self.args.length_normalize else policy_logps / n_tokens
         return -per_token.gather(1, best).mean()
 
@@ -119,14 +142,14 @@ class LambdaDPOTrainer(Trainer):
 
     # ------------------------------------------------------------------ the loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        batch = self.build_batch(inputs["records"])
-        if self.state.global_step < self.sft_warmup_end():
+        warmup = self.state.global_step < self.sft_warmup_end()
+        batch = self.build_batch(inputs["records"], packed=not warmup)
+        if warmup:
             sft_nll = self.warmup_sft_nll(model, batch)
             self._window["sft_nll"].append(sft_nll.item())
             return (sft_nll, {}) if return_outputs else sft_nll
         peft_model = self.accelerator.unwrap_model(model)
-        with torch.no_grad(), peft_model.disable_adapter():  # the reference = base without adapter
-            reference_logps = self.candidate_logps(peft_model, batch)
+        reference_logps = self.reference_logps(peft_model, batch)  # the reference = base without adapter
         policy_logps = self.candidate_logps(model, batch)
         loss, metrics = lambda_dpo_loss(
             policy_logps, reference_logps, batch.scores, batch.lam,
@@ -143,7 +166,7 @@ class LambdaDPOTrainer(Trainer):
         self._record(metrics, batch)
         return (loss, metrics) if return_outputs else loss
 
-    def _record(self, metrics, batch: ListwiseBatch):
+    def _record(self, metrics, batch: PackedListwiseBatch):
         """Per-objective top-1 accuracy under the sampled lambda, and reward statistics."""
         active = metrics["active"].float()  # (B, K)
         for k, name in enumerate(self.objectives):
@@ -170,8 +193,7 @@ class LambdaDPOTrainer(Trainer):
         for name, lam in self.lambda_sampler.anchors:
             batch = self.encode(self.scheduler_lists, [lam] * len(self.scheduler_lists))
             if name not in self._scheduler_reference:
-                with model.disable_adapter():
-                    self._scheduler_reference[name] = self.candidate_logps(model, batch)
+                self._scheduler_reference[name] = self.reference_logps(model, batch)
             loss, _ = lambda_dpo_loss(self.candidate_logps(model, batch), self._scheduler_reference[name],
                                       batch.scores, batch.lam, beta=self.args.beta, tau=self.args.tau,
                                       mask=batch.candidate_mask)
@@ -196,7 +218,7 @@ class LambdaDPOTrainer(Trainer):
         return 0  # records are tokenised inside compute_loss; HF's token estimate would only warn
 
 
-def _on_grid(flat: torch.Tensor, batch: ListwiseBatch) -> torch.Tensor:
+def _on_grid(flat: torch.Tensor, batch: ListwiseBatch | PackedListwiseBatch) -> torch.Tensor:
     """Per-row values (M,) -> the (B, N_max) candidate grid (padding 0); differentiable."""
     grid = flat.new_zeros(batch.candidate_mask.numel()).index_put((batch.candidate_index,), flat)
     return grid.view(batch.candidate_mask.shape)
