@@ -221,3 +221,16 @@ def test_shared_prompt_refuses_sliding_window_models(tiny_llama_dir, lists, smol
     model.get_base_model().config.layer_types = ["sliding_attention", "full_attention"]
     with pytest.raises(ValueError, match="--no-shared-prompt"):
         scored_sequence_logps(model, batch.rows.model_inputs(), batch.rows.scored)
+
+
+def test_rows_for_a_subset_give_those_sequences_their_values(tiny_llama_dir, lists, smollm2_tokenizer):
+    """The reference cache forwards only the sequences it misses: a subset's own rows give the same sums."""
+    model = lora_model(tiny_llama_dir)
+    batch = encode_listwise_packed(lists, LAMBDAS, smollm2_tokenizer, OBJECTIVES)
+    subset = [len(batch.sequences) - 1, 1]  # a candidate of the last list and one of the first
+    with torch.no_grad():
+        full = scored_sequence_logps(model, batch.rows.model_inputs(), batch.rows.scored)
+        rows = batch.rows_for(subset)
+        part = scored_sequence_logps(model, rows.model_inputs(), rows.scored)
+    assert rows.input_ids.shape[0] == 2 < batch.rows.input_ids.shape[0]
+    assert relative_diff(part, full[subset]) <= SUM_TOLERANCE

@@ -270,20 +270,102 @@ def test_generate_command_prints_each_header_and_answer(tiny_llama_dir, dataset,
 
 
 def test_cost_flags_change_the_work_not_the_training(tiny_llama_dir, dataset, tmp_path):
-    """Shared prompt + chunked LM head (the defaults) train like the original path."""
+    """Shared prompt + chunked LM head + reference cache (the defaults) train like the original path."""
     from lwdpo_edge.train.recipe import run_training
 
     common = dict(max_steps=3, save_steps=100, lambdas_per_prompt=2)
     fast = read_metrics(run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "fast", **common)))
     plain = read_metrics(run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "plain", chunked_logps=False,
-                                                  shared_prompt=False, **common)))
+                                                  shared_prompt=False, cache_reference_logps=False, **common)))
     assert [r["loss"] for r in fast] == pytest.approx([r["loss"] for r in plain], rel=1e-5, abs=1e-6)
+    assert "reference_computed" in fast[0] and "reference_computed" not in plain[0]
 
 
 def test_cost_flags_are_cli_options(tmp_path):
     from lwdpo_edge.train.cli_args import parse_train_args
 
-    config = parse_train_args(["--no-chunked-logps", "--no-shared-prompt", "--use-cpu"])
-    assert (config.chunked_logps, config.shared_prompt) == (False, False)
+    config = parse_train_args(["--no-chunked-logps", "--no-shared-prompt", "--no-cache-reference-logps", "--use-cpu"])
+    assert (config.chunked_logps, config.shared_prompt, config.cache_reference_logps) == (False, False, False)
     config = parse_train_args(["--use-cpu"])
-    assert (config.chunked_logps, config.shared_prompt) == (True, True)
+    assert (config.chunked_logps, config.shared_prompt, config.cache_reference_logps) == (True, True, True)
+
+
+def count_sequence_passes(monkeypatch) -> list[bool]:
+    """Patch the trainer so every model pass over candidate sequences is recorded (True: with grad = policy)."""
+    from lwdpo_edge.train.trainer import LambdaDPOTrainer
+
+    passes, original = [], LambdaDPOTrainer.sequence_sums
+
+    def counted(self, model, rows):
+        passes.append(torch.is_grad_enabled())
+        return original(self, model, rows)
+
+    monkeypatch.setattr(LambdaDPOTrainer, "sequence_sums", counted)
+    return passes
+
+
+def test_reference_cache_serves_the_second_epoch(tiny_llama_dir, tmp_path, monkeypatch):
+    """No header, fixed lambda: epoch 2 sees epoch 1's sequences again. Its reference passes all come
+    from the cache (no model call), the losses equal those of a run without the cache, and the file
+    is in the run folder with the base model it belongs to."""
+    from lwdpo_edge.train.recipe import run_training
+    from lwdpo_edge.train.reference_cache import REFERENCE_CACHE_FILE
+
+    data = write_dataset(tmp_path / "four.jsonl", n_prompts=4)
+    settings = dict(max_steps=4, save_steps=100, condition_on_lambda=False, lambda_scheduler="fixed",
+                    fixed_lambda="helpfulness=1")  # 4 lists, 2 per step: 2 epochs
+    passes = count_sequence_passes(monkeypatch)
+    cached = run_training(tiny_config(tiny_llama_dir, data, tmp_path / "cached", **settings))
+    rows = read_metrics(cached)
+    assert [r["epoch"] > 1 for r in rows] == [False, False, True, True]
+    assert [r["reference_computed"] > 0 for r in rows] == [True, True, False, False]
+    assert all(r["reference_cached"] > 0 for r in rows[2:])
+    assert passes == [False, True, False, True, True, True]  # epoch 2: policy passes only
+
+    passes.clear()
+    uncached = read_metrics(run_training(tiny_config(tiny_llama_dir, data, tmp_path / "uncached",
+                                                     cache_reference_logps=False, **settings)))
+    assert passes == [False, True] * 4
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in uncached], rel=1e-6, abs=1e-7)
+
+    saved = json.loads((cached / REFERENCE_CACHE_FILE).read_text())
+    n_sequences = sum(len(json.loads(line)["responses"]) for line in data.read_text().splitlines())
+    assert len(saved["entries"]) == n_sequences
+    recorded = read_run_manifest(cached)["training"]["reference_cache"]
+    assert recorded["entries"] == n_sequences and recorded["identity"] == saved["identity"]
+    assert recorded["identity"]["path"] == str(tiny_llama_dir.resolve()) and recorded["identity"]["qlora"] is False
+
+
+def test_reference_cache_misses_on_a_changed_token_or_another_base(dataset, smollm2_tokenizer, tmp_path):
+    from lwdpo_edge.train.batching import encode_listwise_packed
+    from lwdpo_edge.train.reference_cache import ReferenceCache
+
+    records = load_records(dataset)[:2]
+    lam = [{"helpfulness": 0.5, "conciseness": 0.5}] * 2
+    identity = {"path": "/base", "config_sha256": "abc", "qlora": False}
+    cache = ReferenceCache(identity, tmp_path / "ref.json")
+    keys = encode_listwise_packed(records, lam, smollm2_tokenizer, OBJECTIVES).sequence_keys
+    cache.update((key, -float(i)) for i, key in enumerate(keys))
+    cache.save()
+
+    records[1].responses[0].text += "!"  # one more token in one candidate
+    changed = encode_listwise_packed(records, lam, smollm2_tokenizer, OBJECTIVES).sequence_keys
+    reopened = ReferenceCache.open(tmp_path / "ref.json", identity)
+    assert [key in reopened for key in changed].count(False) == 1
+    assert all(reopened[key] == cache[key] for key in changed if key in reopened)  # exact round trip
+    other_base = ReferenceCache.open(tmp_path / "ref.json", {**identity, "config_sha256": "abd"})
+    assert len(other_base) == 0 and len(reopened) == len(keys)
+
+
+def test_soup_adapters_share_one_reference_cache(tiny_llama_dir, dataset, tmp_path):
+    """Every soup adapter trains on the same header-free sequences: the second computes no reference."""
+    from lwdpo_edge.train.recipe import run_training
+
+    run = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "soup", conditioning="soup", max_steps=2,
+                                   save_steps=100))
+    first, second = ([json.loads(line) for line in (run / "metrics" / f"{name}.jsonl").read_text().splitlines()
+                      if '"loss"' in line] for name in OBJECTIVES)
+    assert len(first) == len(second) == 2
+    assert all(r["reference_computed"] > 0 for r in first)
+    assert all(r["reference_computed"] == 0 and r["reference_cached"] > 0 for r in second)
+    assert read_run_manifest(run)["training"]["reference_cache"]["entries"] > 0

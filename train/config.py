@@ -119,6 +119,10 @@ class LambdaDPOConfig(TrainingArguments):
         "mask (a candidate sees the prompt and itself, never another candidate) and positions restarting after the "
         "prompt, so a step costs prompt + N x response tokens instead of N x (prompt + response). Needs sdpa or "
         "eager attention. --no-shared-prompt: one padded row per (prompt, candidate)."))
+    cache_reference_logps: bool = field(default=True, metadata=_help(
+        "Compute the reference log-prob of each distinct (prompt, candidate) token sequence once and keep it in "
+        "OUTPUT/reference_logps.json (keyed by the exact tokens; valid only for the base model and quantisation "
+        "it was computed with; saved with each checkpoint, reused on --resume and by every adapter of a soup run)."))
 
     # --- TrainingArguments defaults that suit this trainer ---------------------------------------
     output_dir: str = field(default="runs/lwdpo", metadata=_help(

@@ -24,6 +24,7 @@ from lwdpo_edge.models import LoraSettings, load_policy, load_tokenizer, resolve
 from lwdpo_edge.train.callbacks import MetricsJsonlCallback, RichProgressCallback
 from lwdpo_edge.train.config import LambdaDPOConfig
 from lwdpo_edge.train.lambda_sampling import build_sampler
+from lwdpo_edge.train.reference_cache import REFERENCE_CACHE_FILE, ReferenceCache, base_model_identity
 from lwdpo_edge.train.trainer import LambdaDPOTrainer, load_scheduler_state
 
 HELDOUT_SPLIT = "heldout"
@@ -113,6 +114,14 @@ def lora_settings(config: LambdaDPOConfig) -> LoraSettings:
                         target_modules=targets if targets == "all-linear" else targets.split(","))
 
 
+def open_reference_cache(config: LambdaDPOConfig, model_dir: Path, model) -> ReferenceCache | None:
+    """RUN_DIR/reference_logps.json for this base model (entries of another base are not used), or None."""
+    if not config.cache_reference_logps:
+        return None
+    identity = base_model_identity(model_dir, qlora=config.qlora, device_type=model.device.type)
+    return ReferenceCache.open(Path(config.output_dir) / REFERENCE_CACHE_FILE, identity)
+
+
 def setup(config: LambdaDPOConfig):
     """(trainer, config as trained, objectives, base model folder, checkpoint to resume or None, training lists)."""
     if config.threads:
@@ -133,6 +142,7 @@ def setup(config: LambdaDPOConfig):
     trainer = LambdaDPOTrainer(
         model=model, args=checkpoint_args(config), train_dataset=ListDataset(records), processing_class=tokenizer,
         objectives=objectives, lambda_sampler=sampler, scheduler_lists=measured_lists,
+        reference_cache=open_reference_cache(config, model_dir, model),
         callbacks=[RichProgressCallback(objectives), MetricsJsonlCallback(Path(config.output_dir) / METRICS_FILE)],
     )
     for noisy in (PrinterCallback, ProgressCallback):  # the rich bar replaces them
@@ -142,6 +152,7 @@ def setup(config: LambdaDPOConfig):
 
 def save(trainer: LambdaDPOTrainer, config: LambdaDPOConfig, objectives, model_dir: Path, n_records: int, seconds: float):
     run_dir = Path(config.output_dir)
+    trainer.save_reference_cache()
     if not trainer.is_world_process_zero():
         return
     trainer.model.save_pretrained(run_dir / ADAPTER_DIR)
@@ -156,13 +167,19 @@ def save(trainer: LambdaDPOTrainer, config: LambdaDPOConfig, objectives, model_d
             "seconds": round(seconds, 1),
             "final_metrics": {k: v for k, v in last.items() if k == "loss" or "/" in k},
             "config": {k: v for k, v in asdict(config).items() if k in SUMMARY_FIELDS},
+            **reference_cache_summary(trainer.reference_cache),
         },
     )
 
 
+def reference_cache_summary(cache: ReferenceCache | None) -> dict:
+    """The manifest's record of the reference cache: its file and the base model it belongs to."""
+    return {"reference_cache": cache.summary()} if cache is not None and cache.path is not None else {}
+
+
 SUMMARY_FIELDS = {
     "model", "data", "objectives", "qlora", "lora_r", "lora_alpha", "beta", "tau", "score_normalization", "sft_weight", "sft_warmup_steps", "header_contrast_weight",
-    "length_normalize", "chunked_logps", "shared_prompt",
+    "length_normalize", "chunked_logps", "shared_prompt", "cache_reference_logps",
     "condition_on_lambda", "lambda_scheduler", "scheduler_every", "lambda_alpha", "lambda_vertex_prob", "lambdas_per_prompt",
     "learning_rate", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
     "max_prompt_tokens", "max_response_tokens",

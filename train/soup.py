@@ -30,7 +30,8 @@ from lwdpo_edge.models import load_policy, load_tokenizer, resolve_model
 from lwdpo_edge.train.callbacks import MetricsJsonlCallback, RichProgressCallback
 from lwdpo_edge.train.config import LambdaDPOConfig
 from lwdpo_edge.train.lambda_sampling import FixedSampler
-from lwdpo_edge.train.recipe import SUMMARY_FIELDS, ListDataset, TrainSetupError, load_training_data, lora_settings
+from lwdpo_edge.train.recipe import (SUMMARY_FIELDS, ListDataset, TrainSetupError, load_training_data, lora_settings,
+                                     open_reference_cache, reference_cache_summary)
 from lwdpo_edge.train.trainer import LambdaDPOTrainer
 
 METRICS_DIR = "metrics"
@@ -66,7 +67,10 @@ def check_soup_folder(config: LambdaDPOConfig, objectives: list[str]) -> None:
 
 
 def train_one(config: LambdaDPOConfig, objective: str, objectives, records, model_dir: Path, tokenizer) -> dict:
-    """Train (or resume) the adapter of one objective and save it; returns its training summary."""
+    """Train (or resume) the adapter of one objective and save it; returns its training summary.
+
+    Every objective's sub-run sees the same header-free sequences under the same base, so they
+    share RUN/reference_logps.json: each one opens what the previous ones saved."""
     sub = vertex_config(config, objective)
     run_dir = Path(config.output_dir)
     resume_from = last_checkpoint(Path(sub.output_dir)) if config.resume else None
@@ -76,18 +80,21 @@ def train_one(config: LambdaDPOConfig, objective: str, objectives, records, mode
     trainer = LambdaDPOTrainer(
         model=model, args=sub, train_dataset=ListDataset(records), processing_class=tokenizer,
         objectives=objectives, lambda_sampler=FixedSampler(objectives, {objective: 1.0}),
+        reference_cache=open_reference_cache(config, model_dir, model),
         callbacks=[RichProgressCallback(objectives), MetricsJsonlCallback(run_dir / METRICS_DIR / f"{objective}.jsonl")],
     )
     for noisy in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(noisy)
     started = time.time()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    trainer.save_reference_cache()
     if trainer.is_world_process_zero():
         trainer.model.save_pretrained(run_dir / ADAPTERS_DIR / objective)
     trainer.accelerator.wait_for_everyone()
     last = next((row for row in reversed(trainer.state.log_history) if "loss" in row), {})
     return {"steps": trainer.state.global_step, "seconds": round(time.time() - started, 1),
-            "final_metrics": {k: v for k, v in last.items() if k == "loss" or "/" in k}}
+            "final_metrics": {k: v for k, v in last.items() if k == "loss" or "/" in k},
+            **reference_cache_summary(trainer.reference_cache)}
 
 
 def run_soup_training(config: LambdaDPOConfig) -> Path:
@@ -123,5 +130,13 @@ def write_soup_manifest(config: LambdaDPOConfig, objectives, model_dir: Path, n_
         training={"steps": next((s["steps"] for s in summaries.values()), config.max_steps),  # per adapter
                   "records": n_records,
                   "per_objective": summaries,
+                  **last_reference_cache(summaries),
                   "config": {**settings, "condition_on_lambda": False, "lambda_scheduler": "fixed"}},
     )
+
+
+def last_reference_cache(summaries: dict) -> dict:
+    """The reference cache record of the last sub-run (its file holds every objective's entries),
+    taken out of the per-objective summaries."""
+    records = [summary.pop("reference_cache") for summary in summaries.values() if "reference_cache" in summary]
+    return {"reference_cache": records[-1]} if records else {}

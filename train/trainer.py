@@ -5,7 +5,8 @@ for any Trainer. Each micro-batch:
   1. draws lambdas (a pure function of seed, step, micro-step and rank: resumes reproduce them),
   2. tokenises prompt-with-header + every candidate: each distinct (prompt, candidate) sequence
      once, all N of a list in one packed row after one copy of its prompt (`shared_prompt`),
-  3. reference log-probs with the LoRA adapter disabled (no second model copy), no grad,
+  3. reference log-probs with the LoRA adapter disabled (no second model copy), no grad, only for
+     sequences the reference cache does not hold yet (`cache_reference_logps`),
   4. policy log-probs (LM head on candidate positions only, in chunks: `chunked_logps`), the loss
      from `lwdpo_edge.objective.lambda_dpo_loss`.
 During the first `sft_warmup_steps` steps only the lambda-best candidate of each list goes through
@@ -27,6 +28,7 @@ from lwdpo_edge.objective import cross_lambda_loss, lambda_best_index, lambda_dp
 from lwdpo_edge.train.batching import ListwiseBatch, PackedListwiseBatch, SequenceRows, encode_listwise, encode_listwise_packed
 from lwdpo_edge.train.config import LambdaDPOConfig
 from lwdpo_edge.train.lambda_sampling import LambdaSampler, PerformanceScheduler, distinct_lambdas, step_rng
+from lwdpo_edge.train.reference_cache import ReferenceCache
 
 SCHEDULER_STATE_FILE = "lambda_scheduler.json"
 
@@ -37,10 +39,15 @@ def collate_records(records):
 
 
 class LambdaDPOTrainer(Trainer):
-    def __init__(self, *args, objectives: list[str], lambda_sampler: LambdaSampler, scheduler_lists=(), **kwargs):
+    def __init__(self, *args, objectives: list[str], lambda_sampler: LambdaSampler, scheduler_lists=(),
+                 reference_cache: ReferenceCache | None = None, **kwargs):
         kwargs.setdefault("data_collator", collate_records)
         super().__init__(*args, **kwargs)
         self.objectives = list(objectives)
+        # sequence key -> reference log-prob; in memory only unless the recipe passes a file-backed one
+        if reference_cache is None and self.args.cache_reference_logps:
+            reference_cache = ReferenceCache(identity={})
+        self.reference_cache = reference_cache if self.args.cache_reference_logps else None
         self.lambda_sampler = lambda_sampler
         self.scheduler_lists = list(scheduler_lists)  # held-out lists the performance scheduler measures
         self._scheduler_reference = {}  # anchor name -> (B, N) reference log-probs (never change)
@@ -102,9 +109,21 @@ class LambdaDPOTrainer(Trainer):
 
     @torch.no_grad()
     def reference_logps(self, peft_model, batch: PackedListwiseBatch) -> torch.Tensor:
-        """Candidate log-probs with the adapter disabled, (B, N_max)."""
-        with peft_model.disable_adapter():
-            return self.candidate_logps(peft_model, batch)
+        """Candidate log-probs with the adapter disabled, (B, N_max); only sequences not cached are computed."""
+        cache = self.reference_cache
+        if cache is None:
+            with peft_model.disable_adapter():
+                return self.candidate_logps(peft_model, batch)
+        keys = batch.sequence_keys
+        missing = [s for s, key in enumerate(keys) if key not in cache]
+        if missing:
+            rows = batch.rows if len(missing) == len(keys) else batch.rows_for(missing).to(self.accelerator.device)
+            with peft_model.disable_adapter():
+                cache.update(zip([keys[s] for s in missing], self.sequence_sums(peft_model, rows).tolist()))
+        self._window["reference_computed"].append(len(missing))  # sequences per micro-batch
+        self._window["reference_cached"].append(len(keys) - len(missing))
+        sums = torch.tensor([cache[key] for key in keys], dtype=torch.float32, device=self.accelerator.device)
+        return self.on_candidate_grid(sums, batch)
 
     def conditioned_sft_nll(self, policy_logps: torch.Tensor, batch: PackedListwiseBatch) -> torch.Tensor:
         """Mean per-token NLL of each list's lambda-best candidate (Rewards-in-Context style SFT)."""
@@ -213,6 +232,12 @@ class LambdaDPOTrainer(Trainer):
         if self.is_world_process_zero() and os.path.isdir(folder):
             with open(os.path.join(folder, SCHEDULER_STATE_FILE), "w") as f:
                 json.dump(self.lambda_sampler.state_dict(), f)
+        self.save_reference_cache()
+
+    def save_reference_cache(self) -> None:
+        """Write the reference cache file (rank 0; no-op without a file-backed cache)."""
+        if self.reference_cache is not None and self.is_world_process_zero():
+            self.reference_cache.save()
 
     def floating_point_ops(self, inputs):
         return 0  # records are tokenised inside compute_loss; HF's token estimate would only warn
