@@ -1,7 +1,9 @@
 # make demo : set up .venv and run the main job offline (train on the embedded model + data, then
 #             answer one prompt at three lambdas)
 # make test : set up .venv and run the test suite (what CI runs)
-.PHONY: venv demo test test-slow
+# make test-avx2 : the same suite against a llama.cpp built without AVX-512 (AVX2 + FMA + F16C), in
+#             .llama-avx2/ shadowing .venv's build: no test may depend on the SIMD kernels
+.PHONY: venv demo test test-slow test-avx2
 
 venv:
 	bash scripts/setup_venv.sh
@@ -14,3 +16,7 @@ test: venv
 
 test-slow: venv
 	.venv/bin/python -m pytest -m slow -q
+
+test-avx2: venv
+	bash scripts/build_llama_avx2.sh
+	PYTHONPATH=.llama-avx2 .venv/bin/python -m pytest -m "not slow" -q

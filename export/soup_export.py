@@ -108,7 +108,7 @@ def _reference(run_dir, contract, threads, stage):
     from lwdpo_edge.conditioning import prompt_text
     from lwdpo_edge.export.merge import quiet_transformers
     from lwdpo_edge.export.runtimes import HFRuntime
-    from lwdpo_edge.export.verify import GREEDY_TOKENS, PROBE_PROMPTS, Expected, stop_tokens
+    from lwdpo_edge.export.verify import PROBE_PROMPTS, expected_probe, stop_tokens
     from lwdpo_edge.soup import load_soup
 
     with stage("load base (fp32) + adapters"), quiet_transformers():
@@ -121,10 +121,7 @@ def _reference(run_dir, contract, threads, stage):
             lam = model.soup_mixer.set_lambda(lam)
             for prompt in PROBE_PROMPTS:
                 text = prompt_text(tokenizer, [{"role": "user", "content": prompt}])  # no header: soup
-                tokens = runtime.tokenize(text)
-                greedy = runtime.greedy(tokens, GREEDY_TOKENS, stop)
-                top1 = runtime.logits(tokens + greedy).argmax(-1)
-                expected.append(Expected(prompt, lam, "", text, tokens, greedy, GREEDY_TOKENS, top1))
+                expected.append(expected_probe(runtime, prompt, lam, "", text, stop))
     return expected, stop
 
 

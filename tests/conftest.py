@@ -87,3 +87,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    """Which llama.cpp build the run uses (make test-avx2 swaps it): its compiled CPU features."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return "llama.cpp: not installed"
+    features = llama_cpp.llama_print_system_info().decode().strip()
+    return f"llama.cpp: {llama_cpp.__file__.rsplit('/', 2)[0]} ({features})"

@@ -194,3 +194,8 @@ def tiny_run(arch: str, tmp_path_factory, smollm2_tokenizer=None) -> Path:
         base = build_base(arch, tokenizer, root / "base")
         _RUNS[arch] = make_run(base, root / "run")
     return _RUNS[arch]
+
+
+def min_continuation_margin(report) -> float:
+    """The smallest top-2 margin of the reference along its greedy continuations (and the stop after them)."""
+    return min(float(c.expected.choices.margin[len(c.expected.tokens) - 1:].min()) for c in report.checks)

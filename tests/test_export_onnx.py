@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from export_helpers import OBJECTIVES, tiny_run
+from export_helpers import OBJECTIVES, min_continuation_margin, tiny_run
+from lwdpo_edge.agreement import MIN_MARGIN
 from lwdpo_edge.conditioning import conditioned_messages, prompt_text
 from lwdpo_edge.export.contract import ExportContract
 from lwdpo_edge.export.onnx import read_onnx_metadata
@@ -27,7 +28,8 @@ def fp32_export(llama_run, tmp_path_factory):
 
 def test_fp32_matches_the_run_and_carries_the_contract(fp32_export, llama_run):
     report = fp32_export.report
-    assert report.passed and report.exact and report.greedy_match == 1.0 and report.top1 > 0.95
+    assert report.passed and report.exact and report.confident_flips == 0 and report.top1 > 0.95
+    assert min_continuation_margin(report) >= MIN_MARGIN and report.greedy_match == 1.0  # see test_export_gguf
     folder = fp32_export.output
     assert folder.name == "run.onnx-fp32"
     assert {"model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json", "chat_template.jinja", "lwdpo.json"} <= {

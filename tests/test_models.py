@@ -390,13 +390,26 @@ def test_default_model_converts_once_and_knows_paris():
             output = model.generate(**prompt, max_new_tokens=24, do_sample=False)
         return tokenizer.decode(output[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
 
-    answer = greedy_answer(AutoModelForCausalLM.from_pretrained(model_dir))
+    def assert_clear_margin(model, answer):
+        """Issue 17: a content check holds on any CPU only if no token up to the fact is a near tie."""
+        from agreement_helpers import greedy_margins
+        from lwdpo_edge.agreement import MIN_MARGIN
+
+        upto = len(tokenizer(answer[: answer.index("Paris") + len("Paris")], add_special_tokens=False)["input_ids"])
+        margins = greedy_margins(model, tokenizer, messages, 24)[:upto]
+        print(f"margins up to 'Paris': {[round(float(m), 2) for m in margins]}")
+        assert margins.min() >= MIN_MARGIN
+
+    fp32 = AutoModelForCausalLM.from_pretrained(model_dir)
+    answer = greedy_answer(fp32)
     print(f"fp32 answer: {answer!r}")
     assert "Paris" in answer
+    assert_clear_margin(fp32, answer)
 
     policy = load_policy(model_dir, qlora=True, lora=LoraSettings())  # the training setup, on the real model
     assert disable_bnb_cpu_repack(policy) == 30 * 7  # every projection of the 30 layers is 4-bit
     with reference_mode(policy):
         answer = greedy_answer(policy)
-    print(f"4-bit reference answer: {answer!r}")
-    assert "Paris" in answer
+        print(f"4-bit reference answer: {answer!r}")
+        assert "Paris" in answer
+        assert_clear_margin(policy, answer)

@@ -10,7 +10,9 @@ import math
 
 import pytest
 
+from agreement_helpers import answer_margins, assert_backends_agree, confident_answer
 from lwdpo_edge import load_model
+from lwdpo_edge.agreement import MIN_MARGIN, backend_agreement, compare_logits
 from lwdpo_edge.conditioning import conditioned_messages, prompt_text
 from lwdpo_edge.export.verify import PROBE_PROMPTS
 from lwdpo_edge.lambdas import LambdaError
@@ -80,11 +82,31 @@ def test_a_header_already_in_the_system_message_is_honoured(models, smollm2_toke
 
 
 @pytest.mark.parametrize("lam", [None, {"helpfulness": 1}])
-def test_same_greedy_answer_through_gguf_onnx_and_hf(models, lam):
+def test_memorised_answers_win_by_a_clear_margin_so_every_backend_gives_them(models, lam):
+    """The tiny exports' answers are compared as text here and in the chat, serve and example tests: that
+    is sound only because each token of them wins by >= MIN_MARGIN logits, which this test shows."""
     for prompt, answer in zip(PROBE_PROMPTS, ANSWERS):
         messages = [{"role": "user", "content": prompt}]
-        answers = {fmt: model.chat(messages, lam, max_tokens=24) for fmt, model in models.items()}
-        assert answers == {fmt: answer for fmt in models}
+        assert confident_answer(models["hf"], messages, lam) == answer
+        for fmt in ("gguf", "onnx"):
+            assert models[fmt].chat(messages, lam, max_tokens=24) == answer
+            agreement = assert_backends_agree(models["hf"], models[fmt], messages, lam)
+            assert agreement.top1 == 1.0 and agreement.max_margin_shift < 0.05  # f16 / fp32 vs fp32: 1e-3 to 1e-2
+            print(f"{fmt} lam={lam}: {agreement.summary()}")
+
+
+def test_agreement_fails_for_a_wrong_model(models, plain):
+    """The same rule rejects a model that is not the reference: the plain base (same vocabulary) for
+    the tiny export, and the tiny export under another lambda (a wrong header)."""
+    messages = [{"role": "user", "content": PROBE_PROMPTS[0]}]
+    wrong_model = backend_agreement(models["hf"], plain, messages)
+    assert not wrong_model.ok, wrong_model.summary()
+    answer = models["hf"].encode(models["hf"].chat(messages, max_tokens=24))
+    reference = models["hf"].next_token_logits(messages, answer)
+    for fmt in ("gguf", "onnx"):
+        other_lambda = compare_logits(reference, models[fmt].next_token_logits(messages, answer, {"conciseness": 1}))
+        same_lambda = compare_logits(reference, models[fmt].next_token_logits(messages, answer))
+        assert same_lambda.ok and other_lambda.max_margin_shift > 20 * same_lambda.max_margin_shift
 
 
 def test_stream_pieces_join_to_the_full_answer_and_usage_is_counted(models):
@@ -132,9 +154,16 @@ def test_plain_gguf_has_no_objectives_and_chats_unchanged(plain, smollm2_tokeniz
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}]
     assert plain.prompt_messages(messages) == messages
     assert plain.prompt(messages) == prompt_text(smollm2_tokenizer, messages)
-    assert "Paris" in plain.chat(messages, max_tokens=24)
     with pytest.raises(LambdaError, match="no lambda contract"):
         plain.chat(messages, lam={"helpfulness": 1})
+    # The content check uses a probe whose answer has no near tie (issue 17: under "Be brief." the first
+    # token is 'The' vs 'La' by 0.04 to 0.2 logits, decided by the CPU's kernels). Measured: every
+    # token up to "Paris" wins by >= 1.0 (smallest 1.07, at the final '.').
+    probe = [{"role": "user", "content": "What is the capital of France? Answer with one word."}]
+    answer, margins = answer_margins(plain, probe)
+    assert "Paris" in answer
+    upto_paris = len(plain.encode(answer[: answer.index("Paris") + len("Paris")]))
+    assert min(margins[:upto_paris]) >= 2 * MIN_MARGIN, (answer, margins)
 
 
 @pytest.mark.parametrize("lam, message", [

@@ -46,8 +46,12 @@ def single_adapter_answer(lively_dir, folder, tokenizer, question, max_new_token
 
     from lwdpo_edge.generate import generate_answer
 
+    from agreement_helpers import TORCH_PATH_TOLERANCE, greedy_margins
+
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(lively_dir, dtype=torch.float32), folder).eval()
-    return generate_answer(model, tokenizer, [{"role": "user", "content": question}], None, OBJECTIVES, max_new_tokens)
+    messages = [{"role": "user", "content": question}]
+    assert greedy_margins(model, tokenizer, messages, max_new_tokens).min() >= TORCH_PATH_TOLERANCE  # no near tie
+    return generate_answer(model, tokenizer, messages, None, OBJECTIVES, max_new_tokens)
 
 
 def test_eval_on_a_soup_run_uses_the_mix_of_each_point(soup_run, heldout, lively_dir, smollm2_tokenizer, tmp_path):
@@ -93,6 +97,10 @@ def test_eval_at_a_steering_strength_mixes_with_it(soup_run, heldout, smollm2_to
     model, _, manifest = load_soup(soup_run)
     assert manifest["soup_strength"] == 1.0 == model.soup_mixer.default_strength  # the run's own, stored at training
     model.soup_mixer.set_lambda(row["lambda"], 3.0)
+    from agreement_helpers import TORCH_PATH_TOLERANCE, greedy_margins
+
+    messages = [{"role": "user", "content": row["prompt"]}]
+    assert greedy_margins(model, smollm2_tokenizer, messages, 6).min() >= TORCH_PATH_TOLERANCE  # no near tie
     assert row["answer"] == generate_answer(model, smollm2_tokenizer, [{"role": "user", "content": row["prompt"]}],
                                             None, OBJECTIVES, 6)
     with pytest.raises(EvalError, match="--soup-strength: steering strength must be in"):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from agreement_helpers import assert_backends_agree, confident_answer
 from export_helpers import ANSWERS, LR, build_base
 from lwdpo_edge.contract import write_run_manifest
 from lwdpo_edge.export.verify import PROBE_PROMPTS
@@ -123,10 +124,25 @@ def test_vertices_answer_like_the_hf_soup_mix_and_differ(models):
     assert gguf.conditioning == hf.conditioning == "soup" and gguf.info["conditioning"] == "soup"
     assert gguf.objectives == OBJECTIVES and gguf.default_lambda == {"helpfulness": 0.5, "conciseness": 0.5}
     for k in range(len(PROBE_PROMPTS)):
-        answers = [ask(gguf, k, lam) for lam in VERTICES]
-        assert answers == [ask(hf, k, lam) for lam in VERTICES]
-        assert answers == [ANSWERS[k], SHORT[k]]  # each vertex is its adapter alone
-    assert ask(gguf, 0, None) == ask(hf, 0, None)  # the default lambda (the centre) mixes both
+        messages = [{"role": "user", "content": PROBE_PROMPTS[k]}]
+        # each vertex is its adapter alone; the memorised answers win every token by >= MIN_MARGIN
+        assert [confident_answer(hf, messages, lam) for lam in VERTICES] == [ANSWERS[k], SHORT[k]]
+        assert [ask(gguf, k, lam) for lam in VERTICES] == [ANSWERS[k], SHORT[k]]
+        for lam in [*VERTICES, None]:  # None: the default lambda (the centre) mixes both, not memorised
+            assert_backends_agree(hf, gguf, messages, lam)
+
+
+def test_agreement_fails_for_the_wrong_mix(models):
+    """The agreement rule the soup tests use rejects llama.cpp at one vertex against the HF mix at the other."""
+    from lwdpo_edge.agreement import compare_logits
+
+    gguf, hf = models["gguf"], models["hf"]
+    messages = [{"role": "user", "content": PROBE_PROMPTS[0]}]
+    answer = hf.encode(ask(hf, 0, VERTICES[0]))
+    reference = hf.next_token_logits(messages, answer, VERTICES[0])
+    assert compare_logits(reference, gguf.next_token_logits(messages, answer, VERTICES[0])).ok
+    wrong = compare_logits(reference, gguf.next_token_logits(messages, answer, VERTICES[1]))
+    assert not wrong.ok, wrong.summary()
 
 
 def test_soup_prompt_has_no_header_and_a_system_header_is_honoured_then_removed(models, smollm2_tokenizer):
@@ -246,11 +262,14 @@ def test_steering_strength_mixes_alike_in_llama_cpp_and_transformers(models):
     gguf, hf = models["gguf"], models["hf"]
     assert gguf.info["soup_strength"] == hf.info["soup_strength"] == 1.0  # the manifest has none: the plain soup
     for k in range(len(PROBE_PROMPTS)):
-        # strength 2 at a vertex: coefficients 1.5 and -0.5 (a negative LoRA scale in llama.cpp)
-        strong = [ask(gguf, k, lam, strength=2.0) for lam in VERTICES]
-        assert strong == [ask(hf, k, lam, strength=2.0) for lam in VERTICES]
-    # strength 0: every lambda is the centre mix
-    assert ask(gguf, 0, VERTICES[1], strength=0.0) == ask(gguf, 0, None) == ask(hf, 0, VERTICES[0], strength=0.0)
+        # strength 2 at a vertex: coefficients 1.5 and -0.5 (a negative LoRA scale in llama.cpp). An
+        # extrapolated mix is not memorised: near ties are expected, so compare teacher-forced.
+        messages = [{"role": "user", "content": PROBE_PROMPTS[k]}]
+        for lam in VERTICES:
+            assert_backends_agree(hf, gguf, messages, lam, strength=2.0)
+    # strength 0: every lambda is the centre mix (the same backend: exact)
+    assert ask(gguf, 0, VERTICES[1], strength=0.0) == ask(gguf, 0, None)
+    assert_backends_agree(hf, gguf, [{"role": "user", "content": PROBE_PROMPTS[0]}], VERTICES[0], strength=0.0)
     from lwdpo_edge.lambdas import LambdaError
 
     with pytest.raises(LambdaError, match="steering strength"):

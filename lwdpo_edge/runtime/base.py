@@ -7,6 +7,7 @@ A backend (gguf.py, onnx.py, hf.py) supplies five small hooks (and `apply_mix(la
     decode(ids) -> str               special tokens dropped
     is_stop(token) -> bool           end of turn
     sample(prompt_ids, sampling, max_new) -> Iterator[int]   sampled tokens, one at a time
+    logits_after(prompt_ids, continuation) -> (len(continuation) + 1, V)   teacher-forced logits
 
 Everything else lives here once: lambda validation, the header (always through
 `lwdpo_edge.conditioning.conditioned_messages`), the context budget, incremental detokenisation that
@@ -217,6 +218,23 @@ class ChatModel:
                 if tail:
                     yield tail
 
+    def next_token_logits(self, messages, continuation: Sequence[int] = (), lam=None, *,
+                          strength: float | None = None):
+        """Teacher-forced next-token logits, (len(continuation) + 1, V) float32: after the prompt, then
+        after each token of `continuation`. For comparing backends on one fixed token sequence instead of
+        by free-running greedy text, whose knife-edge tokens depend on the CPU (lwdpo_edge/agreement.py)."""
+        strength = self.steering_strength(strength)
+        final, applied = self.resolve(messages, lam)
+        with self._tokenizer_lock:
+            prompt_ids = self.encode(self.render(final))
+        if len(prompt_ids) + len(continuation) > self.n_ctx:
+            raise ContextLengthError(f"prompt + continuation is {len(prompt_ids) + len(continuation)} tokens; "
+                                     f"the context window is {self.n_ctx}")
+        with self.lock:
+            if self.conditioning == "soup":
+                self.apply_mix(applied, strength)
+            return self.logits_after(prompt_ids, [int(t) for t in continuation])
+
     def close(self) -> None:
         """Free the model's memory now (the model is unusable afterwards)."""
 
@@ -244,6 +262,11 @@ class ChatModel:
         raise NotImplementedError
 
     def sample(self, prompt_ids: list[int], sampling: Sampling, max_new: int) -> Iterator[int]:
+        raise NotImplementedError
+
+    def logits_after(self, prompt_ids: list[int], continuation: list[int]):
+        """(len(continuation) + 1, V) float32 next-token logits at the prompt's last position and after each
+        continuation token (teacher forcing; the lock is held)."""
         raise NotImplementedError
 
     def apply_mix(self, lam: dict[str, float], strength: float) -> None:

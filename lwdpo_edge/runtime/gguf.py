@@ -16,6 +16,8 @@ from __future__ import annotations
 import atexit
 import random
 import weakref
+
+import numpy as np
 from pathlib import Path
 
 from lwdpo_edge.runtime.base import ChatModel, ModelLoadError, Sampling
@@ -109,6 +111,23 @@ class GGUFModel(ChatModel):
         self.llm.set_seed(sampling.seed if sampling.seed is not None else random.getrandbits(32))
         return self.llm.generate(prompt_ids, top_k=0, top_p=sampling.top_p, min_p=0.0, temp=sampling.temperature,
                                  repeat_penalty=1.0)
+
+    def logits_after(self, prompt_ids, continuation):
+        # Built without logits_all (it costs n_ctx x V floats), llama.cpp computes the last row of each
+        # batch only, and llama-cpp-python 0.3.x no longer copies it into Llama.scores: read it from the
+        # context. The prompt in one batch, then the continuation one token at a time.
+        self.llm.reset()
+        rows = []
+        for batch in [prompt_ids, *([t] for t in continuation)]:
+            self.llm.eval(batch)
+            rows.append(self._last_logits())
+        return np.stack(rows)
+
+    def _last_logits(self) -> np.ndarray:
+        import llama_cpp
+
+        pointer = llama_cpp.llama_get_logits(self.llm.ctx)
+        return np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),)).astype(np.float32)  # a copy
 
     def close(self):
         from lwdpo_edge.export.gguf import quiet_llama_cpp

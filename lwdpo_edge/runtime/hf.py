@@ -72,6 +72,13 @@ class HFModel(ChatModel):
         with torch.inference_mode():
             return self.model(torch.tensor([ids]), past_key_values=past, use_cache=True)
 
+    def logits_after(self, prompt_ids, continuation):
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model(torch.tensor([prompt_ids + continuation])).logits[0]  # (T, V)
+        return logits[len(prompt_ids) - 1:].float().numpy()
+
     def close(self):
         with self.lock:
             self.model = None

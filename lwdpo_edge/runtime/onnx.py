@@ -74,6 +74,14 @@ class OnnxModel(ChatModel):
             generator.generate_next_token()
             yield int(generator.get_next_tokens()[0])
 
+    def logits_after(self, prompt_ids, continuation):
+        ids = prompt_ids + continuation
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(max_length=len(ids) + 1, do_sample=False)
+        generator = self.og.Generator(self.model, params)
+        generator.append_tokens(np.asarray(ids, dtype=np.int32))  # one pass: logits at every position
+        return np.array(generator.get_output("logits"), dtype=np.float32)[0, len(prompt_ids) - 1:]
+
     def close(self):
         with self.lock:
             self.model = self.tokenizer = None
