@@ -339,25 +339,38 @@ def _enable_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def _load_base(model_dir: Path, *, qlora: bool, device: torch.device):
+def nf4_config(device: torch.device):
+    """The QLoRA 4-bit config: NF4 with double quantisation."""
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        # bf16 compute on GPU (the QLoRA recipe); fp32 on CPU, the precision the CPU pipeline uses
+        bnb_4bit_compute_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+        bnb_4bit_use_double_quant=True,
+    )
+
+
+def _load_base(model_dir: Path, *, qlora: bool, device: torch.device, nf4_cache: bool = True):
+    """fp32 base, or 4-bit: on CPU from the cached 4-bit checkpoint (lwdpo_edge/nf4_cache.py), so no fp32
+    copy of the model passes through this process; on GPU quantised tensor by tensor as it loads."""
+    import torch
+    from transformers import AutoModelForCausalLM
 
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{model_dir} is not a Hugging Face model folder (no config.json); use resolve_model() first")
-    quantization = None
-    if qlora:
-        quantization = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            # bf16 compute on GPU (the QLoRA recipe); fp32 on CPU, the precision the CPU pipeline uses
-            bnb_4bit_compute_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
-            bnb_4bit_use_double_quant=True,
-        )
-    # device_map with one device: bnb quantizes on the device it loads to (GPU when there is one).
-    model = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=torch.float32, quantization_config=quantization, device_map={"": device}
-    )
+    if qlora and nf4_cache and device.type == "cpu":
+        from lwdpo_edge.nf4_cache import nf4_checkpoint
+
+        model = AutoModelForCausalLM.from_pretrained(nf4_checkpoint(model_dir), device_map={"": device})
+        model.config._name_or_path = model.name_or_path = str(model_dir)  # adapters name the real base
+    else:
+        # device_map with one device: bnb quantizes on the device it loads to (GPU when there is one).
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=torch.float32, quantization_config=nf4_config(device) if qlora else None,
+            device_map={"": device})
     if qlora:
         disable_bnb_cpu_repack(model)  # before anything can run an eval-mode forward
     return model

@@ -266,6 +266,31 @@ def test_qlora_policy_is_4bit_with_fix_and_only_lora_trainable(tiny_llama_dir):
     assert checkpointing_on(policy)
 
 
+def test_qlora_loads_a_cached_4bit_checkpoint_with_the_same_weights(tiny_llama_dir, private_cache, tmp_path):
+    """Issue 14: the 4-bit base comes from a checkpoint quantised once in a child process (no fp32 copy
+    in the training process), with exactly the logits of quantising in process; the cache is reused and
+    a changed base quantises again."""
+    import shutil
+
+    import torch
+
+    from lwdpo_edge.models import _load_base
+    from lwdpo_edge.nf4_cache import checkpoint_key, nf4_checkpoint
+
+    cpu = torch.device("cpu")
+    cached, in_process = (_load_base(tiny_llama_dir, qlora=True, device=cpu, nf4_cache=flag) for flag in (True, False))
+    inputs = batch(load_tokenizer(tiny_llama_dir))
+    with torch.no_grad():
+        assert torch.equal(cached(**inputs).logits, in_process(**inputs).logits)
+    assert cached.config._name_or_path == str(tiny_llama_dir)  # adapters saved on it name the fp32 base
+    folder = nf4_checkpoint(tiny_llama_dir)
+    assert folder.parent == private_cache / "nf4" and [p.name for p in folder.parent.iterdir()] == [folder.name]
+    assert nf4_checkpoint(tiny_llama_dir) == folder  # reused, not rebuilt
+    changed = tmp_path / "changed"
+    shutil.copytree(tiny_llama_dir, changed)
+    assert checkpoint_key(changed) != checkpoint_key(tiny_llama_dir)
+
+
 def test_fp32_policy_trains_only_lora_with_checkpointing(tiny_llama_dir):
     policy = load_policy(tiny_llama_dir, qlora=False, lora=SMALL_LORA)
     assert disable_bnb_cpu_repack(policy) == 0

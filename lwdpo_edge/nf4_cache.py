@@ -1,0 +1,85 @@
+"""QLoRA bases loaded as 4-bit checkpoints: quantise once, in a child process, and cache the result.
+
+Loading a fp32 folder with a bitsandbytes 4-bit config reads every fp32 weight (memory-mapped) and
+quantises it: the training process then holds the fp32 file's pages *and* the 4-bit copy, so QLoRA
+peaked above fp32 LoRA (925 vs 476 MB RSS after loading the default model). Instead, the first QLoRA
+load of a folder quantises it in a child process and saves the 4-bit model (bitsandbytes
+serialisation: packed NF4 weights + their quant state; norms and embeddings stay fp32); every QLoRA
+load then reads that checkpoint directly (470 MB). The weights are the same bits as quantising in
+process: NF4 quantisation is deterministic (tests/test_models.py checks the logits are equal).
+
+Cache layout: cache_dir()/nf4/<folder name>-<key>/, the key covering the source folder's resolved
+path, its config.json and weight files (size + mtime) and NF4_FORMAT. Written to a hidden temp
+folder and renamed into place, so an interrupted quantisation never leaves a half checkpoint.
+CPU only: on CUDA bitsandbytes quantises each tensor on the GPU as it loads, with no fp32 model in
+host memory, so GPU runs load the fp32 folder as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# Bump when what is saved changes (quant type, double quantisation, compute dtype), so stale
+# checkpoints are not reused.
+NF4_FORMAT = 1
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def checkpoint_key(model_dir: Path) -> str:
+    """Path + config + weight files' size and mtime: a changed base quantises again (no content hash:
+    hashing hundreds of MB on every load costs more than the load)."""
+    resolved = Path(model_dir).resolve()
+    parts = [str(resolved), f"nf4-format{NF4_FORMAT}", (resolved / "config.json").read_text(encoding="utf-8")]
+    for path in sorted(resolved.iterdir()):
+        if path.suffix in WEIGHT_SUFFIXES:
+            stat = path.stat()
+            parts.append(f"{path.name}|{stat.st_size}|{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def nf4_checkpoint(model_dir: Path) -> Path:
+    """The cached 4-bit checkpoint of `model_dir`, made (in a child process, atomically) the first time."""
+    from lwdpo_edge.models import cache_dir
+
+    root = cache_dir() / "nf4"
+    final = root / f"{Path(model_dir).resolve().name}-{checkpoint_key(model_dir)}"
+    if (final / "config.json").is_file():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
+    try:
+        done = subprocess.run([sys.executable, "-m", "lwdpo_edge.nf4_cache", str(model_dir), str(tmp)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"4-bit quantisation of {model_dir} failed:\n{done.stderr[-2000:]}")
+        tmp.chmod(0o755)
+        try:
+            tmp.rename(final)
+        except OSError:  # a concurrent process published it first
+            if not (final / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def quantize_and_save(model_dir: Path, out_dir: Path) -> None:
+    """Load `model_dir` 4-bit on the CPU and save it (this is the step that holds the fp32 pages)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lwdpo_edge.models import nf4_config, quiet_transformers
+
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, device_map={"": "cpu"},
+                                                     quantization_config=nf4_config(torch.device("cpu")))
+        model.save_pretrained(out_dir)
+
+
+if __name__ == "__main__":
+    quantize_and_save(Path(sys.argv[1]), Path(sys.argv[2]))
