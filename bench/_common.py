@@ -69,8 +69,18 @@ def trl_rows(records, mode: str, objectives=None, prompt_of=lambda record: recor
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set size so far, in MB.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this program's own memory. Not
+    getrusage's ru_maxrss: a child started by fork + exec inherits in ru_maxrss the RSS its parent had
+    at the fork (the kernel keeps the pre-exec image's high-water mark), so a bench parent holding a
+    1B model would be counted in every child's peak.
+    """
+    try:
+        status = open("/proc/self/status").read()
+        return int(status.split("VmHWM:")[1].split()[0]) / 1024
+    except (OSError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def machine_line(threads: int | None = None) -> str:

@@ -15,4 +15,9 @@ try:
 except SystemExit as exit_:
     if exit_.code not in (0, None):
         raise
-print(f"PEAK_RSS_MB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}", file=sys.stderr)
+# VmHWM, not ru_maxrss: the latter includes the RSS of the parent at fork (see _common.peak_rss_mb)
+try:
+    peak_mb = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
+except (OSError, IndexError):
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"PEAK_RSS_MB {peak_mb:.1f}", file=sys.stderr)

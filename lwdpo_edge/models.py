@@ -117,14 +117,14 @@ def _converted_gguf(gguf_path: Path, *, name: str) -> Path:
     try:
         _convert_gguf(gguf_path, tmp)
         tmp.chmod(0o755)  # mkdtemp makes it private; a model cache folder should be readable like any other
-        _publish(tmp, final)
+        publish_folder(tmp, final)
     finally:
         # On success tmp was renamed away; on any failure (even Ctrl-C) nothing half-written remains.
         shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
-def _publish(tmp: Path, final: Path) -> None:
+def publish_folder(tmp: Path, final: Path) -> None:
     """Rename the finished conversion into place; a concurrent process that won the race is fine."""
     try:
         os.rename(tmp, final)

@@ -44,7 +44,7 @@ def checkpoint_key(model_dir: Path) -> str:
 
 def nf4_checkpoint(model_dir: Path) -> Path:
     """The cached 4-bit checkpoint of `model_dir`, made (in a child process, atomically) the first time."""
-    from lwdpo_edge.models import cache_dir
+    from lwdpo_edge.models import cache_dir, publish_folder
 
     root = cache_dir() / "nf4"
     final = root / f"{Path(model_dir).resolve().name}-{checkpoint_key(model_dir)}"
@@ -58,11 +58,7 @@ def nf4_checkpoint(model_dir: Path) -> Path:
         if done.returncode != 0:
             raise RuntimeError(f"4-bit quantisation of {model_dir} failed:\n{done.stderr[-2000:]}")
         tmp.chmod(0o755)
-        try:
-            tmp.rename(final)
-        except OSError:  # a concurrent process published it first
-            if not (final / "config.json").is_file():
-                raise
+        publish_folder(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
