@@ -33,8 +33,7 @@ MIN_MARGIN = 0.5  # logits; see the module docstring
 
 def top2_margin(logits: np.ndarray) -> np.ndarray:
     """top-1 minus top-2 logit at each position.  (T, V) -> (T,)."""
-    best_two = np.partition(np.asarray(logits, dtype=np.float64), -2, axis=-1)[:, -2:]  # (T, 2), unordered
-    return np.abs(best_two[:, 1] - best_two[:, 0])
+    return ReferenceChoices.from_logits(logits).margin
 
 
 @dataclass
@@ -48,9 +47,10 @@ class ReferenceChoices:
     @classmethod
     def from_logits(cls, logits: np.ndarray) -> "ReferenceChoices":
         logits = np.asarray(logits, dtype=np.float64)
-        best_two = np.argsort(logits, axis=-1)[:, -2:]  # (T, 2): runner-up, best
         rows = np.arange(len(logits))
-        top1, runner_up = best_two[:, 1], best_two[:, 0]
+        top1 = logits.argmax(-1)  # argmax's own tie rule, as the candidate side uses
+        best_two = np.argpartition(logits, -2, axis=-1)[:, -2:]  # (T, 2), in either order
+        runner_up = np.where(best_two[:, 1] == top1, best_two[:, 0], best_two[:, 1])
         return cls(top1, runner_up, logits[rows, top1] - logits[rows, runner_up])
 
 
