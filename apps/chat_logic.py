@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lwdpo_edge.lambdas import LambdaError
+from lwdpo_edge.lambdas import BALANCED, LambdaError, preset_lambdas
 
 ALL_ZERO_NOTE = "All sliders are at 0, which is not a point on the simplex: using the model's default lambda."
 PREVIEW_USER = "(your message)"  # stands in for the next user turn when previewing the system message
@@ -36,14 +36,13 @@ def slider_lambda(model, weights: Sequence[float]) -> tuple[dict[str, float] | N
 
 
 def presets(model) -> dict[str, list[float]]:
-    """Slider positions: each objective's vertex, balanced (all equal) and the model's default."""
+    """Slider positions of lwdpo_edge.lambdas.preset_lambdas: each objective's vertex, balanced and the
+    model's default. Empty for a plain model or a merged preset (its lambda is fixed)."""
     objectives = model.objectives
-    if not objectives:
+    if not objectives or not getattr(model, "steerable", True):
         return {}
-    table = {name: [1.0 if other == name else 0.0 for other in objectives] for name in objectives}
-    table["balanced"] = [1.0] * len(objectives)
-    default = default_lambda(model)
-    table["default"] = [default[name] for name in objectives]
+    table = {name: [lam[o] for o in objectives] for name, lam in preset_lambdas(objectives, default_lambda(model)).items()}
+    table[BALANCED] = [1.0] * len(objectives)  # the same lambda; equal sliders at full read better than 0.34/0.33/0.33
     return table
 
 
@@ -76,4 +75,7 @@ def model_info_markdown(info: dict) -> str:
             ("quantization", info.get("quantization") or "?"), ("architecture", info.get("architecture") or "?"),
             ("objectives", ", ".join(info.get("objectives") or []) or "none (no lwdpo contract)"),
             ("default lambda", default_text), ("contract version", str(info.get("contract_version") or "none"))]
+    merged = info.get("lambda_merged")
+    if merged:
+        rows.append(("lambda", "merged at export, fixed: " + ", ".join(f"{k}={v:.2f}" for k, v in merged.items())))
     return "\n".join(["| | |", "|---|---|"] + [f"| {key} | {value} |" for key, value in rows])

@@ -168,7 +168,7 @@ def applied_lambda(model, messages, lam):
 
     try:
         final = model.prompt_messages(messages, lam)
-        if getattr(model, "conditioning", None) == "soup":  # no header to read back: the adapters carry lambda
+        if getattr(model, "conditioning", None) in ("soup", "merged"):  # no header to read back: the weights carry lambda
             return model.resolve(messages, lam)[1]
     except LambdaError as err:
         param = "lwdpo.lambda" if lam is not None else "messages"
@@ -193,7 +193,7 @@ def model_card(model, model_id: str) -> dict:
     info = model.info
     return {"id": model_id, "object": "model", "created": created, "owned_by": "lwdpo-edge",
             "lwdpo": {k: info[k] for k in ("objectives", "default_lambda", "format", "quantization", "architecture",
-                                           "conditioning", "soup_strength")}}
+                                           "conditioning", "soup_strength", "lambda_merged")}}
 
 
 def run_server(model_path: Path | str, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,

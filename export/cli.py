@@ -21,17 +21,25 @@ def export(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="A .gguf file or an export folder to write (an earlier export there is replaced), or a folder to put NAME in (default RUN_DIR/export/).")] = None,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Load the export in its runtime and compare it with the trained model on probe prompts at two lambdas.")] = True,
     threads: Annotated[int, typer.Option(help="CPU threads for the verification runtime (1 is fastest on a busy machine).")] = 1,
+    preset: Annotated[Optional[list[str]], typer.Option("--preset", help="Also merge the run at a named lambda into one plain model (one file each; repeat, or 'all'): an objective's name (its vertex), 'balanced' or 'default'. For apps that load one file (LM Studio, GPT4All, Ollama); lambda is then fixed, and recorded in lwdpo.lambda_merged.")] = None,
+    lam: Annotated[Optional[list[str]], typer.Option("--lambda", help="Like --preset, at any lambda: 'helpfulness=0.2,conciseness=0.8' (repeat for several).")] = None,
 ):
-    """Merge the adapter and export a run for llama.cpp / Ollama (GGUF), onnxruntime-genai (ONNX) or transformers (hf), with the lambda contract inside."""
+    """Merge the adapter and export a run for llama.cpp / Ollama (GGUF), onnxruntime-genai (ONNX) or transformers (hf), with the lambda contract inside.
+
+    Adapter-soup runs (the default of `lwdpo-edge train`): GGUF is the base + one LoRA GGUF per objective, steered per request
+    by adapter scales, plus an Ollama Modelfile at the default lambda. ONNX and hf cannot take lambda at run time
+    (onnxruntime-genai activates one adapter at a time, at a fixed scale): they export merged presets, the run's default
+    lambda unless --preset / --lambda say otherwise, and say so in their lwdpo.json (conditioning "merged", lambda_merged).
+    """
     from rich.console import Console
 
     from lwdpo_edge.export.architectures import ExportInputError
     from lwdpo_edge.export.gguf import ConversionError
-    from lwdpo_edge.export.pipeline import VerificationFailed, export_run
+    from lwdpo_edge.export.pipeline import VerificationFailed
 
     err = Console(stderr=True)
     try:
-        result = export_run(run_dir, format, quant, precision, output, verify, threads, console=err)
+        results = _run(run_dir, format, quant, precision, output, verify, threads, preset or [], lam or [], err)
     except ExportInputError as error:
         err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
@@ -44,14 +52,40 @@ def export(
     except ConversionError as error:
         err.print(f"[bold red]export failed:[/] {error}", highlight=False)
         raise typer.Exit(1)
-    print_summary(result, Console())
+    for result in results:
+        print_summary(result, Console())
+
+
+def _run(run_dir, fmt, quant, precision, output, verify, threads, presets, lambdas, err) -> list:
+    """The steerable export, or the merged presets asked for; soup runs in ONNX / hf fall back to the default preset."""
+    from lwdpo_edge.export.pipeline import check_options, export_run
+    from lwdpo_edge.export.preset import choose_presets, export_presets
+    from lwdpo_edge.export.soup_export import is_soup_run, read_soup_run
+
+    fmt, variant = check_options(fmt, quant, precision)
+    if is_soup_run(run_dir) and fmt != "gguf" and not (presets or lambdas):
+        presets = ["default"]
+        err.print(f"[yellow]note:[/] a soup run steers by per-request adapter scales, which {fmt} cannot take: exporting "
+                  "the merged preset 'default' (lambda fixed; --preset / --lambda for others, --format gguf to steer)",
+                  highlight=False)
+    if not (presets or lambdas):
+        return [export_run(run_dir, fmt, quant, precision, output, verify, threads, console=err)]
+    manifest = read_soup_run(run_dir, "gguf")[0] if is_soup_run(run_dir) else _header_manifest(run_dir)
+    return export_presets(run_dir, fmt, variant, choose_presets(manifest, presets, lambdas), output, verify, threads, err)
+
+
+def _header_manifest(run_dir):
+    from lwdpo_edge.export.merge import read_run
+
+    return read_run(run_dir)[0]
 
 
 def print_summary(result, console) -> None:
     """Files with sizes, stage times and the verification line."""
     from rich.table import Table
 
-    table = Table(title=f"lwdpo-edge export: {result.format} {result.variant}", show_header=True)
+    title = f"lwdpo-edge export: {result.format} {result.variant}" + (f", preset {result.preset}" if result.preset else "")
+    table = Table(title=title, show_header=True)
     table.add_column("output")
     table.add_column("size", justify="right")
     table.add_row(str(result.output), _human(result.size_bytes))

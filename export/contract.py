@@ -11,7 +11,9 @@ when no lambda is given, so every format agrees on it to the last digit.
 `conditioning` says how lambda reaches the model: "header" (the lambda header in the system message,
 one merged model) or "soup" (no header; the plain base plus one LoRA adapter per objective applied
 at scales lwdpo_edge.soup.soup_scales(lambda, strength); `soup_adapters` names the adapter files, in
-objective order, and `soup_strength` is the default steering strength, 1 when absent).
+objective order, and `soup_strength` is the default steering strength, 1 when absent) or "merged"
+(a soup's mix at one lambda folded into plain weights by `export --preset/--lambda`: no header, no
+adapters, lambda fixed at `lambda_merged`, which is also the default; export/preset.py).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from lwdpo_edge.soup import check_strength
 
 SIDECAR_FILE = "lwdpo.json"  # next to model.onnx / model.safetensors in an exported folder
 TEMPLATE_VARIABLE = "lwdpo_lambda"  # the chat-template variable apps set: {"helpfulness": 0.5, ...}
-CONDITIONINGS = ("header", "soup")
+CONDITIONINGS = ("header", "soup", "merged")
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,8 @@ class ExportContract:
     header_format: str = HEADER_FORMAT
     conditioning: str = "header"  # "soup": no header; lambda scales one LoRA adapter per objective
     soup_adapters: tuple[str, ...] = ()  # soup exports: LoRA GGUF file names beside the base, objective order
-    soup_strength: float = 1.0  # soup: default steering strength (lwdpo_edge/soup.py)
+    soup_strength: float = 1.0  # soup: default steering strength (lwdpo_edge/soup.py); merged: the strength it was merged at
+    lambda_merged: dict[str, float] | None = None  # merged: the lambda folded into the weights (quantised)
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> ExportContract:
@@ -49,10 +52,14 @@ class ExportContract:
         adapters = tuple(manifest.get("soup_adapters") or ())
         if adapters and len(adapters) != len(objectives):
             raise ValueError(f"soup_adapters lists {len(adapters)} files for {len(objectives)} objectives")
-        strength = check_strength(manifest.get("soup_strength", 1.0)) if conditioning == "soup" else 1.0
-        return cls(objectives, quantize_lambda(manifest["lambda_default"], objectives),
-                   int(manifest.get("lwdpo_version", CONTRACT_VERSION)), manifest.get("header_format", HEADER_FORMAT),
-                   conditioning, adapters, strength)
+        strength = check_strength(manifest.get("soup_strength", 1.0)) if conditioning in ("soup", "merged") else 1.0
+        merged = manifest.get("lambda_merged")
+        if (conditioning == "merged") != (merged is not None):
+            raise ValueError("lambda_merged is required for, and only for, conditioning 'merged'")
+        merged = quantize_lambda(merged, objectives) if merged is not None else None
+        default = merged or quantize_lambda(manifest["lambda_default"], objectives)  # a merged file's only lambda
+        return cls(objectives, default, int(manifest.get("lwdpo_version", CONTRACT_VERSION)),
+                   manifest.get("header_format", HEADER_FORMAT), conditioning, adapters, strength, merged)
 
     def default_header(self) -> str:
         """The header line the model reads when no lambda is given."""
@@ -70,6 +77,8 @@ class ExportContract:
             "chat_template_variable": TEMPLATE_VARIABLE,
             **({"soup_adapters": list(self.soup_adapters), "soup_strength": self.soup_strength}
                if self.conditioning == "soup" else {}),
+            **({"lambda_merged": dict(self.lambda_merged), "soup_strength": self.soup_strength}
+               if self.conditioning == "merged" else {}),
             **extra,
         }
 

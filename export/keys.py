@@ -7,7 +7,9 @@
     lwdpo.template_variable  string         "lwdpo_lambda": the chat-template variable that sets lambda
     lwdpo.conditioning       string         "header" or "soup" (absent in files older than soup: "header")
     lwdpo.soup_adapters      array[string]  soup only: LoRA GGUF file names beside this file, objective order
-    lwdpo.soup_strength      float32        soup only: default steering strength (absent: 1, the plain soup)
+    lwdpo.soup_strength      float32        soup only: default steering strength (absent: 1, the plain soup);
+                                            merged: the strength the mix was merged at
+    lwdpo.lambda_merged      array[float32] merged only: the lambda folded into the weights (fixed), objective order
 
 `add_lwdpo_keys` writes them through gguf-py's GGUFWriter (the converter's own writer, see
 convert.py). `read_lwdpo_metadata` reads them back with a small walker over the GGUF header using
@@ -32,6 +34,7 @@ TEMPLATE_VARIABLE = "lwdpo.template_variable"
 CONDITIONING = "lwdpo.conditioning"
 SOUP_ADAPTERS = "lwdpo.soup_adapters"
 SOUP_STRENGTH = "lwdpo.soup_strength"
+LAMBDA_MERGED = "lwdpo.lambda_merged"
 CHAT_TEMPLATE = "tokenizer.chat_template"  # llama.cpp's key, read back for verification
 ARCHITECTURE = "general.architecture"
 
@@ -50,6 +53,9 @@ def add_lwdpo_keys(writer, contract) -> None:
     if contract.conditioning == "soup":
         writer.add_array(SOUP_ADAPTERS, list(contract.soup_adapters))
         writer.add_float32(SOUP_STRENGTH, float(contract.soup_strength))
+    if contract.conditioning == "merged":
+        writer.add_array(LAMBDA_MERGED, [float(contract.lambda_merged[name]) for name in contract.objectives])
+        writer.add_float32(SOUP_STRENGTH, float(contract.soup_strength))
 
 
 def read_lwdpo_metadata(gguf_path: Path) -> dict[str, Any]:
@@ -63,8 +69,10 @@ def read_lwdpo_metadata(gguf_path: Path) -> dict[str, Any]:
     objectives = list(values[OBJECTIVES])
     conditioning = values.get(CONDITIONING, "header")
     # float32 in the file: 4 decimals restore what was written (strengths are set by hand, e.g. 2.5)
-    soup = ({"soup_adapters": list(values.get(SOUP_ADAPTERS, [])), "soup_strength": round(float(values.get(SOUP_STRENGTH, 1.0)), 4)}
-            if conditioning == "soup" else {})
+    strength = round(float(values.get(SOUP_STRENGTH, 1.0)), 4)
+    soup = {"soup_adapters": list(values.get(SOUP_ADAPTERS, [])), "soup_strength": strength} if conditioning == "soup" else {}
+    if conditioning == "merged":  # hundredths in float32: re-quantising restores them exactly, as below
+        soup = {"lambda_merged": quantize_lambda(list(values[LAMBDA_MERGED]), objectives), "soup_strength": strength}
     return {
         "lwdpo_version": int(values[VERSION]),
         "objectives": objectives,

@@ -62,11 +62,13 @@ def merge_adapter(model):
 
 
 def save_merged(model, tokenizer, contract: ExportContract, out_dir: Path, **provenance: Any) -> Path:
-    """Write the merged folder (see module docstring) and return it."""
+    """Write the merged folder (see module docstring) and return it. A merged preset (conditioning "merged")
+    keeps the base's own chat template: its lambda is in the weights, not in a header."""
     if not tokenizer.chat_template:
         raise ExportInputError(f"{tokenizer.name_or_path}: the base tokenizer has no chat template to carry the lambda header")
     out_dir = Path(out_dir)
-    tokenizer.chat_template = lwdpo_chat_template(tokenizer.chat_template, contract)
+    if contract.conditioning == "header":
+        tokenizer.chat_template = lwdpo_chat_template(tokenizer.chat_template, contract)
     with quiet_transformers():
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)

@@ -53,6 +53,9 @@ def onnx_metadata(contract: ExportContract) -> dict[str, str]:
         keys.LAMBDA_DEFAULT: json.dumps([contract.lambda_default[name] for name in contract.objectives]),
         keys.HEADER_FORMAT: json.dumps(contract.header_format),
         keys.TEMPLATE_VARIABLE: json.dumps(TEMPLATE_VARIABLE),
+        keys.CONDITIONING: json.dumps(contract.conditioning),
+        **({keys.LAMBDA_MERGED: json.dumps([contract.lambda_merged[name] for name in contract.objectives]),
+            keys.SOUP_STRENGTH: json.dumps(contract.soup_strength)} if contract.conditioning == "merged" else {}),
     }
 
 
@@ -81,6 +84,9 @@ def read_onnx_metadata(model_path: Path) -> dict[str, Any]:
         "lambda_default": dict(zip(objectives, values[keys.LAMBDA_DEFAULT])),
         "header_format": values[keys.HEADER_FORMAT],
         "chat_template_variable": values.get(keys.TEMPLATE_VARIABLE),
+        "conditioning": values.get(keys.CONDITIONING, "header"),
+        **({"lambda_merged": dict(zip(objectives, values[keys.LAMBDA_MERGED])),
+            "soup_strength": values.get(keys.SOUP_STRENGTH, 1.0)} if keys.LAMBDA_MERGED in values else {}),
     }
 
 

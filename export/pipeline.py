@@ -44,6 +44,7 @@ class ExportResult:
     variant: str  # q8_0, int4, fp32 ...
     output: Path
     extra_files: list[Path] = field(default_factory=list)  # the Ollama Modelfile
+    preset: str | None = None  # merged presets (export/preset.py): the preset's name
     report: object = None  # VerificationReport, or None with verify=False
     stage_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
@@ -95,14 +96,15 @@ def output_path(run_dir: Path, fmt: str, variant: str, output: Path | None) -> P
 
 def export_run(run_dir: Path, fmt: str = "gguf", quant: str | None = None, precision: str | None = None,
                output: Path | None = None, verify: bool = True, threads: int = 1, console=None,
-               show_progress: bool = True) -> ExportResult:
-    """Export a run folder (see module docstring). Raises ExportInputError, ConversionError, VerificationFailed."""
+               show_progress: bool = True, lambda_default: dict[str, float] | None = None) -> ExportResult:
+    """Export a run folder (see module docstring). Raises ExportInputError, ConversionError, VerificationFailed.
+    lambda_default: header runs, the default lambda the export carries instead of the run's (a preset)."""
     fmt, variant = check_options(fmt, quant, precision)
     if is_soup_run(run_dir):  # base GGUF + one LoRA GGUF per objective (soup_export.py)
         return export_soup_run(run_dir, fmt, variant, output_path(run_dir, fmt, variant, output), verify, threads,
                                console, show_progress)
     manifest, base_dir, _arch = read_run(Path(run_dir))
-    contract = ExportContract.from_manifest(manifest)
+    contract = ExportContract.from_manifest({**manifest, **({"lambda_default": lambda_default} if lambda_default else {})})
     final = output_path(run_dir, fmt, variant, output)
     result = ExportResult(fmt, variant, final)
     start = time.perf_counter()

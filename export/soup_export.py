@@ -5,6 +5,10 @@
                                           (the file names below); its chat template is the base's own
     NAME.q8_0.helpfulness.lora.gguf       one LoRA per objective, f16 (f32 when f16 fails verification)
     NAME.q8_0.conciseness.lora.gguf       ...
+    NAME.q8_0.default-mix.lora.gguf       the mix at the default lambda as ONE LoRA at scale 1 (rank sum r_k,
+                                          exact; soup_gguf.write_mix_lora_gguf), for apps that apply one
+                                          adapter at a fixed scale
+    NAME.q8_0.Modelfile                   Ollama: FROM the base, ADAPTER the default mix (export/modelfile.py)
 
 An app applies lambda by loading every listed file (llama_adapter_lora_init) and setting the scales to
 the quantised lambda (llama_set_adapters_lora): base + sum_k lambda_k * delta_k, no header. The LoRA
@@ -50,11 +54,18 @@ def lora_names(final: Path, objectives) -> list[str]:
     return [f"{final.stem}.{name}.lora.gguf" for name in objectives]
 
 
+def mix_name(final: Path) -> str:
+    """The default-mix LoRA beside the base GGUF `final` (not in lwdpo.soup_adapters: apps that mix
+    per request never load it)."""
+    return f"{final.stem}.default-mix.lora.gguf"
+
+
 def read_soup_run(run_dir: Path, fmt: str):
     """(manifest, base folder, {objective: adapter folder}) or ExportInputError."""
     if fmt != "gguf":
-        raise ExportInputError(f"{run_dir}: soup runs export to GGUF only (base + one LoRA GGUF per objective), "
-                               f"not {fmt}; use --format gguf (or load the run folder itself with load_model)")
+        raise ExportInputError(f"{run_dir}: a soup run's steerable export is GGUF only (base + one LoRA GGUF per "
+                               f"objective, scaled per request); {fmt} takes a merged preset at one lambda instead: "
+                               f"export_presets / `lwdpo-edge export --format {fmt} --preset NAME`")
     try:
         manifest = read_run_manifest(run_dir)
         dirs = soup_adapter_dirs(run_dir, manifest)
@@ -71,6 +82,12 @@ def probe_lambdas(contract: ExportContract) -> list[dict[str, float]]:
     """A vertex (all weight on the first objective) and the centre (uniform, quantised)."""
     objectives = contract.objectives
     return [quantize_lambda({objectives[0]: 1.0}, objectives), quantize_lambda(dict.fromkeys(objectives, 1.0), objectives)]
+
+
+def reference_lambdas(contract: ExportContract) -> list[dict[str, float]]:
+    """probe_lambdas plus the default lambda (what the default-mix LoRA is checked at), without repeats."""
+    lambdas = probe_lambdas(contract)
+    return lambdas + ([contract.lambda_default] if contract.lambda_default not in lambdas else [])
 
 
 def export_soup_run(run_dir: Path, fmt: str, variant: str, final: Path, verify: bool = True, threads: int = 1,
@@ -98,7 +115,10 @@ def export_soup_run(run_dir: Path, fmt: str, variant: str, final: Path, verify: 
                 break
         if verify and not result.report.passed:
             raise VerificationFailed(result.report, keep_failed(staged, final))
-        result.extra_files = publish_set(staged, final, names)
+        _default_mix(base_dir, dirs, contract, staged / mix_name(final), staged / final.name, expected, stop, variant,
+                     verify, threads, stage, result)
+        result.extra_files = publish_set(staged, final, [*names, mix_name(final)])
+        result.extra_files.append(_modelfile(run_dir, final, contract))
     result.stage_seconds, result.seconds = stage.seconds, time.perf_counter() - start
     return result
 
@@ -117,7 +137,7 @@ def _reference(run_dir, contract, threads, stage):
     runtime = HFRuntime(model, tokenizer, threads)
     expected = []
     with stage("reference probes (HF adapter mix)"):
-        for lam in probe_lambdas(contract):
+        for lam in reference_lambdas(contract):
             lam = model.soup_mixer.set_lambda(lam)
             for prompt in PROBE_PROMPTS:
                 text = prompt_text(tokenizer, [{"role": "user", "content": prompt}])  # no header: soup
@@ -147,21 +167,55 @@ def _write_loras(base_dir: Path, dirs: dict[str, Path], names: list[str], staged
         write_lora_gguf(base_dir, adapter_dir, staged / name, dtype)
 
 
-def _verify(base: Path, loras: list[Path], contract, expected, stop, variant: str, dtype: str, threads: int):
-    """llama.cpp with the staged adapters at each probe lambda against the HF mix (export/verify.py checks)."""
+def _default_mix(base_dir, dirs, contract, out: Path, base: Path, expected, stop, variant, verify, threads, stage, result):
+    """Write the default-mix LoRA (f16, else f32 if f16 fails) and check base + it at scale 1 against the HF
+    mix at the default lambda; a failure fails the export like any other verification."""
+    from lwdpo_edge.export.pipeline import VerificationFailed
+    from lwdpo_edge.export.soup_gguf import write_mix_lora_gguf
+    from lwdpo_edge.soup import soup_scales
+
+    scales = soup_scales(contract.lambda_default, contract.objectives, contract.soup_strength)
+    for dtype in LORA_DTYPES:
+        with stage(f"write the default-mix LoRA ({dtype})"):
+            write_mix_lora_gguf(base_dir, list(dirs.values()), scales, out, dtype)
+        if not verify:
+            return
+        with stage(f"verify the default mix in llama.cpp ({dtype})"):
+            report = _verify(base, [out], contract, expected, stop, variant, dtype, threads,
+                             lambdas=[contract.lambda_default], scales=lambda lam: [1.0])
+        if report.passed:
+            result.report.checks += report.checks
+            return
+    final = out.parent.parent / base.name  # the staged folder sits beside the final name
+    raise VerificationFailed(report, keep_failed(out.parent, final))
+
+
+def _modelfile(run_dir, final: Path, contract) -> Path:
+    from lwdpo_edge.export.keys import CHAT_TEMPLATE, read_gguf_keys
+    from lwdpo_edge.export.modelfile import write_modelfile
+
+    template = read_gguf_keys(final, lambda key: key == CHAT_TEMPLATE).get(CHAT_TEMPLATE, "")
+    return write_modelfile(final, contract, template, adapter_name=mix_name(final))
+
+
+def _verify(base: Path, loras: list[Path], contract, expected, stop, variant: str, dtype: str, threads: int,
+            lambdas=None, scales=None):
+    """llama.cpp with the staged adapters at each probe lambda against the HF mix (export/verify.py checks).
+    `scales(lam)`: the adapter scales at lam (default: lam itself, one LoRA per objective)."""
     from lwdpo_edge.export.keys import CHAT_TEMPLATE, read_gguf_keys
     from lwdpo_edge.export.pipeline import EXACT_VARIANTS
     from lwdpo_edge.export.runtimes import LlamaCppRuntime
     from lwdpo_edge.export.verify import VerificationReport, verify
     from lwdpo_edge.runtime.lora import LoraSet
+    from lwdpo_edge.soup import soup_scales
 
     template = read_gguf_keys(base, lambda key: key == CHAT_TEMPLATE).get(CHAT_TEMPLATE, "")
     report = VerificationReport(f"GGUF {variant} + LoRA {dtype}", exact=variant in EXACT_VARIANTS)
     runtime = LlamaCppRuntime(base, n_threads=threads)
     adapters = LoraSet(runtime.llm, loras)
     try:
-        for lam in probe_lambdas(contract):
-            adapters.set_scales([lam[name] for name in contract.objectives])  # greedy / logits reset the KV cache
+        for lam in lambdas or probe_lambdas(contract):
+            adapters.set_scales(scales(lam) if scales else soup_scales(lam, contract.objectives, contract.soup_strength))
             probes = [e for e in expected if e.lam == lam]
             report.checks += verify(runtime, template, probes, report.target, report.exact, stop).checks
     finally:

@@ -58,22 +58,57 @@ def lora_pairs(adapter_dir: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]
 def write_lora_gguf(base_dir: Path, adapter_dir: Path, out_path: Path, dtype: str = "f32") -> Path:
     """Write the GGUF LoRA of `adapter_dir` (a PEFT adapter trained on `base_dir`) to `out_path`,
     A and B stored as `dtype` ("f32" or "f16")."""
+    config = adapter_config(adapter_dir)
+    return write_pairs(base_dir, lora_pairs(adapter_dir), float(config["lora_alpha"]), out_path, dtype)
+
+
+def write_mix_lora_gguf(base_dir: Path, adapter_dirs, coefficients, out_path: Path, dtype: str = "f32") -> Path:
+    """One LoRA GGUF equal to sum_k c_k * delta_k at scale 1: for apps that apply one adapter at a fixed
+    scale (Ollama's ADAPTER). Exact, by concatenation along the rank (peft's "cat" combination):
+
+        A = [A_1; ...; A_K]   (sum r, in)      B = [c_1 s_1 B_1, ..., c_K s_K B_K]   (out, sum r)
+
+    so B A = sum_k c_k s_k B_k A_k, s_k = alpha_k / r_k; alpha = sum r makes llama.cpp's alpha / rank 1.
+    Every adapter must adapt the same weights (a rank that differs per tensor would need per-tensor alpha)."""
+    import torch
+
+    per_adapter = []
+    for adapter_dir, c in zip(adapter_dirs, coefficients, strict=True):
+        config = adapter_config(adapter_dir)
+        pairs = lora_pairs(adapter_dir)
+        rank = next(iter(pairs.values()))[0].shape[0]
+        per_adapter.append((pairs, float(c) * float(config["lora_alpha"]) / rank))
+    names = list(per_adapter[0][0])
+    if any(list(pairs) != names for pairs, _ in per_adapter):
+        raise ValueError(f"{list(adapter_dirs)}: the adapters adapt different weights; no single-file mix")
+    mixed = {name: (torch.cat([pairs[name][0] for pairs, _ in per_adapter], dim=0),            # (sum r, in)
+                    torch.cat([s * pairs[name][1] for pairs, s in per_adapter], dim=1))        # (out, sum r)
+             for name in names}
+    total_rank = next(iter(mixed.values()))[0].shape[0]
+    return write_pairs(base_dir, mixed, float(total_rank), out_path, dtype)
+
+
+def adapter_config(adapter_dir: Path) -> dict:
+    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    if config.get("use_rslora") or config.get("use_dora"):
+        raise ValueError(f"{adapter_dir}: rsLoRA / DoRA adapters have no llama.cpp LoRA form")
+    return config
+
+
+def write_pairs(base_dir: Path, pairs: dict, alpha: float, out_path: Path, dtype: str = "f32") -> Path:
+    """Write {HF weight name: (A (r, in), B (out, r))} as a GGUF LoRA for the base in `base_dir`."""
     import gguf
     import numpy as np
 
     if dtype not in ("f32", "f16"):
         raise ValueError(f"LoRA GGUF dtype {dtype!r}; expected f32 or f16")
     store = np.float16 if dtype == "f16" else np.float32
-
-    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
-    if config.get("use_rslora") or config.get("use_dora"):
-        raise ValueError(f"{adapter_dir}: rsLoRA / DoRA adapters have no llama.cpp LoRA form")
     model, _ = converter_model(base_dir, out_path)
     writer = gguf.GGUFWriter(str(out_path), gguf.MODEL_ARCH_NAMES[model.model_arch])
     writer.add_string("general.type", "adapter")
     writer.add_string("adapter.type", "lora")
-    writer.add_float32("adapter.lora.alpha", float(config["lora_alpha"]))
-    for name, (A, B) in lora_pairs(adapter_dir).items():
+    writer.add_float32("adapter.lora.alpha", alpha)
+    for name, (A, B) in pairs.items():
         match = _LAYER.search(name)
         mapped = list(model.modify_tensors(B, name, int(match.group(1)) if match else None))
         if len(mapped) != 1 or mapped[0][1].shape != B.shape:

@@ -196,3 +196,24 @@ def parse_lambda_arg(text: str) -> dict[str, float]:
     if not lam:
         raise LambdaError("empty lambda; expected e.g. 'helpfulness=0.5,conciseness=0.5'")
     return lam
+
+
+BALANCED = "balanced"
+DEFAULT = "default"
+
+
+def preset_lambdas(objectives: Sequence[str], lambda_default: Mapping[str, float] | None = None) -> dict[str, dict[str, float]]:
+    """The named lambdas every stage offers (the app's preset buttons, `export --preset`), quantised:
+    each objective's vertex under its own name, "balanced" (uniform) and "default" (the run's default
+    lambda; uniform when it has none)."""
+    table = {name: quantize_lambda({name: 1.0}, objectives) for name in objectives}
+    table[BALANCED] = quantize_lambda(dict.fromkeys(objectives, 1.0), objectives)
+    table[DEFAULT] = quantize_lambda(lambda_default or dict.fromkeys(objectives, 1.0), objectives)
+    return table
+
+
+def lambda_slug(lam: Mapping[str, float], objectives: Sequence[str]) -> str:
+    """A file-name-safe name for a lambda in hundredths, zero weights left out:
+    {helpfulness: 0.2, conciseness: 0.8, readability: 0} -> 'helpfulness20-conciseness80'."""
+    lam = quantize_lambda(lam, objectives)
+    return "-".join(f"{name}{round(lam[name] * _GRID)}" for name in objectives if lam[name] > 0)

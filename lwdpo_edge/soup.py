@@ -57,7 +57,9 @@ def strength_for(conditioning: str, strength: float | None, default: float | Non
     (LambdaError if one was asked for). The runtime, `generate` and `eval` all ask this one rule."""
     if conditioning != "soup":
         if strength is not None:
-            raise LambdaError(f"a steering strength applies to adapter-soup runs only; this one's conditioning is {conditioning!r}")
+            fixed = " (a merged preset's strength was fixed at export)" if conditioning == "merged" else ""
+            raise LambdaError(f"a steering strength applies to adapter-soup runs only; this one's conditioning is "
+                              f"{conditioning!r}{fixed}")
         return None
     chosen = default if strength is None else strength
     return None if chosen is None else check_strength(chosen)

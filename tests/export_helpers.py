@@ -196,6 +196,59 @@ def tiny_run(arch: str, tmp_path_factory, smollm2_tokenizer=None) -> Path:
     return _RUNS[arch]
 
 
+SOUP_OBJECTIVES = ["helpfulness", "conciseness"]
+SHORT = ("Paris.", "Sleep.", "Two divisors.")
+
+
+def tiny_soup_run(tmp_path_factory, smollm2_tokenizer) -> Path:
+    """The session's soup run: a random llama base and two adapters trained without any header to memorise
+    different answers to the probe prompts (helpfulness: ANSWERS, conciseness: SHORT), default lambda the centre."""
+    if "soup" not in _RUNS:
+        import torch
+
+        torch.set_num_threads(1)
+        root = tmp_path_factory.mktemp("soup-export")
+        base = build_base("llama", smollm2_tokenizer, root / "base")
+        run = root / "run"
+        for k, (name, answers) in enumerate(zip(SOUP_OBJECTIVES, (ANSWERS, SHORT))):
+            train_plain_adapter(base, run / "adapters" / name, answers, seed=k)
+        write_run_manifest(run, SOUP_OBJECTIVES, {"spec": str(base), "path": str(base)}, {"steps": 40},
+                           lambda_default={"helpfulness": 0.5, "conciseness": 0.5}, conditioning="soup",
+                           adapters={n: f"adapters/{n}" for n in SOUP_OBJECTIVES})
+        _RUNS["soup"] = run
+    return _RUNS["soup"]
+
+
+def train_plain_adapter(base_dir: Path, out_dir: Path, answers, steps: int = 40, seed: int = 0) -> Path:
+    """A LoRA adapter (r=8, all linear) memorising `answers` to the probe prompts, no header in the prompt."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lwdpo_edge.conditioning import prompt_text, response_text
+    from lwdpo_edge.export.verify import PROBE_PROMPTS
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
+    model.train()
+    for _ in range(steps):
+        for prompt, answer in zip(PROBE_PROMPTS, answers):
+            messages = [{"role": "user", "content": prompt}]
+            text = prompt_text(tokenizer, messages)
+            start = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            ids = tokenizer(text + response_text(tokenizer, messages, answer, text), add_special_tokens=False,
+                            return_tensors="pt")["input_ids"]
+            labels = ids.clone()
+            labels[0, :start] = -100  # loss on the answer (and its end of turn) only
+            model(input_ids=ids, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
 def min_continuation_margin(report) -> float:
     """The smallest top-2 margin of the reference along its greedy continuations (and the stop after them)."""
     return min(float(c.expected.choices.margin[len(c.expected.tokens) - 1:].min()) for c in report.checks)

@@ -14,56 +14,18 @@ import pytest
 import torch
 
 from agreement_helpers import assert_backends_agree, confident_answer
-from export_helpers import ANSWERS, LR, build_base
+from export_helpers import ANSWERS, SHORT, tiny_soup_run
 from lwdpo_edge.contract import write_run_manifest
 from lwdpo_edge.export.verify import PROBE_PROMPTS
 from lwdpo_edge.lambdas import LambdaError
 
 OBJECTIVES = ["helpfulness", "conciseness"]
-SHORT = ("Paris.", "Sleep.", "Two divisors.")
 VERTICES = [{"helpfulness": 1.0}, {"conciseness": 1.0}]
-
-
-def train_plain_adapter(base_dir: Path, out_dir: Path, answers, steps: int = 40, seed: int = 0) -> Path:
-    """A LoRA adapter (r=8, all linear) memorising `answers` to the probe prompts, no header in the prompt."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lwdpo_edge.conditioning import prompt_text, response_text
-
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
-    model.train()
-    for _ in range(steps):
-        for prompt, answer in zip(PROBE_PROMPTS, answers):
-            messages = [{"role": "user", "content": prompt}]
-            text = prompt_text(tokenizer, messages)
-            start = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-            ids = tokenizer(text + response_text(tokenizer, messages, answer, text), add_special_tokens=False,
-                            return_tensors="pt")["input_ids"]
-            labels = ids.clone()
-            labels[0, :start] = -100  # loss on the answer (and its end of turn) only
-            model(input_ids=ids, labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.save_pretrained(out_dir)
-    return out_dir
 
 
 @pytest.fixture(scope="module")
 def soup_run(tmp_path_factory, smollm2_tokenizer) -> Path:
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("soup-export")
-    base = build_base("llama", smollm2_tokenizer, root / "base")
-    run = root / "run"
-    for k, (name, answers) in enumerate(zip(OBJECTIVES, (ANSWERS, SHORT))):
-        train_plain_adapter(base, run / "adapters" / name, answers, seed=k)
-    write_run_manifest(run, OBJECTIVES, {"spec": str(base), "path": str(base)}, {"steps": 40},
-                       lambda_default={"helpfulness": 0.5, "conciseness": 0.5}, conditioning="soup",
-                       adapters={n: f"adapters/{n}" for n in OBJECTIVES})
-    return run
+    return tiny_soup_run(tmp_path_factory, smollm2_tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +54,12 @@ def test_export_writes_a_verified_base_and_one_lora_per_objective(exported, soup
 
     base = exported.output
     names = [f"{base.stem}.{n}.lora.gguf" for n in OBJECTIVES]
+    mix, modelfile = f"{base.stem}.default-mix.lora.gguf", f"{base.stem}.Modelfile"
     assert exported.report is not None and exported.report.passed, exported.report.summary()
-    assert len(exported.report.checks) == 2 * len(PROBE_PROMPTS)  # a vertex and the centre
-    assert sorted(p.name for p in base.parent.iterdir()) == sorted([base.name, *names])  # nothing staged left
-    assert exported.extra_files == [base.parent / n for n in names]
+    # a vertex and the centre with the K adapters, then the default (here the centre) with the one-file mix
+    assert len(exported.report.checks) == 3 * len(PROBE_PROMPTS)
+    assert sorted(p.name for p in base.parent.iterdir()) == sorted([base.name, *names, mix, modelfile])  # nothing staged left
+    assert exported.extra_files == [base.parent / n for n in [*names, mix, modelfile]]
     metadata = read_lwdpo_metadata(base)
     assert metadata["conditioning"] == "soup" and metadata["soup_adapters"] == names
     assert metadata["objectives"] == OBJECTIVES
@@ -105,17 +69,13 @@ def test_export_writes_a_verified_base_and_one_lora_per_objective(exported, soup
     assert "lwdpo" not in template and "<|im_start|>" in template  # the base's own template, no lambda prelude
 
 
-def test_soup_exports_are_gguf_only(soup_run, tmp_path):
-    from typer.testing import CliRunner
-
-    from lwdpo_edge.cli import app
+def test_the_steerable_soup_export_is_gguf_only(soup_run, tmp_path):
     from lwdpo_edge.export.architectures import ExportInputError
     from lwdpo_edge.export.pipeline import export_run
 
-    with pytest.raises(ExportInputError, match="soup runs export to GGUF only"):
-        export_run(soup_run, "onnx", output=tmp_path, show_progress=False)
-    done = CliRunner().invoke(app, ["export", str(soup_run), "--format", "hf", "--output", str(tmp_path)])
-    assert done.exit_code == 2 and "soup runs export to GGUF only" in done.output
+    for fmt in ("onnx", "hf"):
+        with pytest.raises(ExportInputError, match=f"steerable export is GGUF only.*--format {fmt} --preset"):
+            export_run(soup_run, fmt, output=tmp_path, show_progress=False)
     assert list(tmp_path.iterdir()) == []
 
 

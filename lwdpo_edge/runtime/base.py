@@ -83,8 +83,19 @@ class ChatModel:
     @property
     def conditioning(self) -> str | None:
         """"header" (lambda header in the system message), "soup" (lambda scales one LoRA adapter per
-        objective, no header) or None (a plain model)."""
+        objective, no header), "merged" (a soup's mix at one lambda folded into the weights: no header,
+        lambda fixed) or None (a plain model)."""
         return self.contract.conditioning if self.contract else None
+
+    @property
+    def lambda_merged(self) -> dict[str, float] | None:
+        """The lambda a merged preset was folded at (the only one it runs at); None for any other model."""
+        return dict(self.contract.lambda_merged) if self.conditioning == "merged" else None
+
+    @property
+    def steerable(self) -> bool:
+        """True when lambda can change per request (header and soup models)."""
+        return self.conditioning in ("header", "soup")
 
     @property
     def info(self) -> dict[str, Any]:
@@ -97,14 +108,20 @@ class ChatModel:
             "architecture": self.architecture,
             "contract_version": self.contract.version if self.contract else None,
             "conditioning": self.conditioning,
-            "soup_strength": self.contract.soup_strength if self.conditioning == "soup" else None,
+            "soup_strength": self.contract.soup_strength if self.conditioning in ("soup", "merged") else None,
+            "lambda_merged": self.lambda_merged,
         }
 
     def validate_lambda(self, lam: Mapping[str, float] | Sequence[float]) -> dict[str, float]:
         """lambda normalised and quantised to hundredths (what the header will show); LambdaError if invalid."""
         if not self.contract:
             raise LambdaError(f"{self.path.name} has no lambda contract (no lwdpo objectives): it takes no lambda")
-        return quantize_lambda(lam, self.objectives)
+        lam = quantize_lambda(lam, self.objectives)
+        if self.conditioning == "merged" and lam != self.contract.lambda_merged:
+            fixed = ", ".join(f"{name}={value:.2f}" for name, value in self.contract.lambda_merged.items())
+            raise LambdaError(f"{self.path.name} is a merged preset: lambda is fixed at {fixed}; load the steerable "
+                              f"export (base + LoRA files) or the run folder to change it")
+        return lam
 
     def prompt_messages(self, messages: Sequence[Mapping[str, str]], lam=None) -> list[dict[str, str]]:
         """The final messages, header included. lam=None: a header already at the start of the system
@@ -115,7 +132,7 @@ class ChatModel:
 
     def resolve(self, messages: Sequence[Mapping[str, str]], lam=None) -> tuple[list[dict[str, str]], dict | None]:
         """(final messages, the validated lambda the model is conditioned on; None for a plain model)."""
-        if self.conditioning == "soup":
+        if self.conditioning in ("soup", "merged"):  # no header: the weights carry lambda
             return self._soup_messages(check_messages(messages), lam)
         final = self._header_messages(messages, lam)
         return final, (parse_lambda_header(final[0]["content"], self.objectives) if self.contract else None)
@@ -138,6 +155,7 @@ class ChatModel:
         return conditioned_messages(kept, self.validate_lambda(given), self.objectives)
 
     def _soup_messages(self, messages, lam) -> tuple[list[dict[str, str]], dict[str, float]]:
+        # (Merged presets too: there validate_lambda accepts only the merged lambda.)
         # The adapters, not the text, carry lambda: the messages go through unchanged, except that a
         # header an OpenAI client wrote at the start of the system message is taken out (the soup
         # model never saw one in training) and, without an explicit lam, used as lambda.
