@@ -26,10 +26,12 @@ def export(
 ):
     """Merge the adapter and export a run for llama.cpp / Ollama (GGUF), onnxruntime-genai (ONNX) or transformers (hf), with the lambda contract inside.
 
-    Adapter-soup runs (the default of `lwdpo-edge train`): GGUF is the base + one LoRA GGUF per objective, steered per request
-    by adapter scales, plus an Ollama Modelfile at the default lambda. ONNX and hf cannot take lambda at run time
-    (onnxruntime-genai activates one adapter at a time, at a fixed scale): they export merged presets, the run's default
-    lambda unless --preset / --lambda say otherwise, and say so in their lwdpo.json (conditioning "merged", lambda_merged).
+    Adapter-soup runs (the default of `lwdpo-edge train`) stay steerable: GGUF is the base + one LoRA GGUF per objective,
+    scaled per request (plus an Ollama Modelfile with the default mix as one adapter: Ollama cannot change it per request);
+    ONNX is the base with the adapters as one LoRA branch whose B matrices are model inputs, fed per lambda through
+    onnxruntime-genai's adapter API. hf cannot take lambda at run time (load the run folder itself for that): it exports
+    the merged preset at the run's default lambda unless --preset / --lambda say otherwise, and says so in its lwdpo.json
+    (conditioning "merged", lambda_merged).
     """
     from rich.console import Console
 
@@ -63,11 +65,11 @@ def _run(run_dir, fmt, quant, precision, output, verify, threads, presets, lambd
     from lwdpo_edge.export.soup_export import is_soup_run, read_soup_run
 
     fmt, variant = check_options(fmt, quant, precision)
-    if is_soup_run(run_dir) and fmt != "gguf" and not (presets or lambdas):
+    if is_soup_run(run_dir) and fmt == "hf" and not (presets or lambdas):
         presets = ["default"]
-        err.print(f"[yellow]note:[/] a soup run steers by per-request adapter scales, which {fmt} cannot take: exporting "
-                  "the merged preset 'default' (lambda fixed; --preset / --lambda for others, --format gguf to steer)",
-                  highlight=False)
+        err.print("[yellow]note:[/] a soup run steers by per-request adapter scales, which a merged hf folder cannot take: "
+                  "exporting the merged preset 'default' (lambda fixed; --preset / --lambda for others; to steer in "
+                  "transformers, load the run folder itself)", highlight=False)
     if not (presets or lambdas):
         return [export_run(run_dir, fmt, quant, precision, output, verify, threads, console=err)]
     manifest = read_soup_run(run_dir, "gguf")[0] if is_soup_run(run_dir) else _header_manifest(run_dir)

@@ -11,7 +11,8 @@ when no lambda is given, so every format agrees on it to the last digit.
 `conditioning` says how lambda reaches the model: "header" (the lambda header in the system message,
 one merged model) or "soup" (no header; the plain base plus one LoRA adapter per objective applied
 at scales lwdpo_edge.soup.soup_scales(lambda, strength); `soup_adapters` names the adapter files, in
-objective order, and `soup_strength` is the default steering strength, 1 when absent) or "merged"
+objective order (GGUF; an ONNX soup has `lora_blocks` instead: export/onnx_lora.py), and
+`soup_strength` is the default steering strength, 1 when absent) or "merged"
 (a soup's mix at one lambda folded into plain weights by `export --preset/--lambda`: no header, no
 adapters, lambda fixed at `lambda_merged`, which is also the default; export/preset.py).
 """
@@ -41,6 +42,7 @@ class ExportContract:
     soup_adapters: tuple[str, ...] = ()  # soup exports: LoRA GGUF file names beside the base, objective order
     soup_strength: float = 1.0  # soup: default steering strength (lwdpo_edge/soup.py); merged: the strength it was merged at
     lambda_merged: dict[str, float] | None = None  # merged: the lambda folded into the weights (quantised)
+    lora_blocks: str = ""  # soup ONNX: the per-objective B blocks file beside model.onnx (export/onnx_lora.py)
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> ExportContract:
@@ -59,7 +61,8 @@ class ExportContract:
         merged = quantize_lambda(merged, objectives) if merged is not None else None
         default = merged or quantize_lambda(manifest["lambda_default"], objectives)  # a merged file's only lambda
         return cls(objectives, default, int(manifest.get("lwdpo_version", CONTRACT_VERSION)),
-                   manifest.get("header_format", HEADER_FORMAT), conditioning, adapters, strength, merged)
+                   manifest.get("header_format", HEADER_FORMAT), conditioning, adapters, strength, merged,
+                   manifest.get("lora_blocks") or "")
 
     def default_header(self) -> str:
         """The header line the model reads when no lambda is given."""
@@ -77,6 +80,7 @@ class ExportContract:
             "chat_template_variable": TEMPLATE_VARIABLE,
             **({"soup_adapters": list(self.soup_adapters), "soup_strength": self.soup_strength}
                if self.conditioning == "soup" else {}),
+            **({"lora_blocks": self.lora_blocks} if self.lora_blocks else {}),
             **({"lambda_merged": dict(self.lambda_merged), "soup_strength": self.soup_strength}
                if self.conditioning == "merged" else {}),
             **extra,

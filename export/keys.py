@@ -35,6 +35,7 @@ CONDITIONING = "lwdpo.conditioning"
 SOUP_ADAPTERS = "lwdpo.soup_adapters"
 SOUP_STRENGTH = "lwdpo.soup_strength"
 LAMBDA_MERGED = "lwdpo.lambda_merged"
+LORA_BLOCKS = "lwdpo.lora_blocks"  # ONNX soup exports only (model.onnx metadata_props): export/onnx_lora.py
 CHAT_TEMPLATE = "tokenizer.chat_template"  # llama.cpp's key, read back for verification
 ARCHITECTURE = "general.architecture"
 

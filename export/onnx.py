@@ -33,12 +33,13 @@ MODEL_FILE = "model.onnx"
 TEMPLATE_FILE = "chat_template.jinja"
 
 
-def run_builder(merged_dir: Path, out_dir: Path, precision: str, cache_dir: Path) -> Path:
+def run_builder(merged_dir: Path, out_dir: Path, precision: str, cache_dir: Path, options: tuple[str, ...] = ()) -> Path:
     """onnxruntime-genai's builder in a child process (its --help crashes; the build itself works)."""
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merged_dir), "-o", str(out_dir),
            "-p", precision, "-e", "cpu", "-c", str(cache_dir)]  # -c: it would create ./cache_dir otherwise
-    if precision == "int4":
-        cmd += ["--extra_options", *INT4_OPTIONS]
+    options = (*options, *(INT4_OPTIONS if precision == "int4" else ()))
+    if options:
+        cmd += ["--extra_options", *options]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not (out_dir / MODEL_FILE).is_file():
         raise ConversionError(f"onnxruntime-genai model builder failed on {merged_dir}:\n{log_tail(done.stderr)}")
@@ -56,6 +57,8 @@ def onnx_metadata(contract: ExportContract) -> dict[str, str]:
         keys.CONDITIONING: json.dumps(contract.conditioning),
         **({keys.LAMBDA_MERGED: json.dumps([contract.lambda_merged[name] for name in contract.objectives]),
             keys.SOUP_STRENGTH: json.dumps(contract.soup_strength)} if contract.conditioning == "merged" else {}),
+        **({keys.SOUP_STRENGTH: json.dumps(contract.soup_strength), keys.LORA_BLOCKS: json.dumps(contract.lora_blocks)}
+           if contract.conditioning == "soup" else {}),
     }
 
 
@@ -87,18 +90,25 @@ def read_onnx_metadata(model_path: Path) -> dict[str, Any]:
         "conditioning": values.get(keys.CONDITIONING, "header"),
         **({"lambda_merged": dict(zip(objectives, values[keys.LAMBDA_MERGED])),
             "soup_strength": values.get(keys.SOUP_STRENGTH, 1.0)} if keys.LAMBDA_MERGED in values else {}),
+        **({"soup_strength": values.get(keys.SOUP_STRENGTH, 1.0), "lora_blocks": values[keys.LORA_BLOCKS]}
+           if keys.LORA_BLOCKS in values else {}),
     }
 
 
-def build_onnx(merged_dir: Path, out_dir: Path, precision: str, workdir: Path, stage) -> Path:
+def build_onnx(merged_dir: Path, out_dir: Path, precision: str, workdir: Path, stage, options: tuple[str, ...] = ()) -> Path:
     """Build the ONNX folder at `out_dir` (a temporary name; the caller publishes it)."""
     with stage(f"build ONNX {precision} (onnxruntime-genai)"):
-        run_builder(merged_dir, out_dir, precision, workdir / "builder-cache")
+        run_builder(merged_dir, out_dir, precision, workdir / "builder-cache", options)
     with stage("write the lambda contract"):
-        sidecar = json.loads((merged_dir / SIDECAR_FILE).read_text(encoding="utf-8"))
-        sidecar["format"] = f"onnx {precision}"
-        (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-        # the builder copies the tokenizer files; make sure the lambda template is the one it copied
-        (out_dir / TEMPLATE_FILE).write_text((merged_dir / TEMPLATE_FILE).read_text(encoding="utf-8"), encoding="utf-8")
-        write_onnx_metadata(out_dir / MODEL_FILE, ExportContract.from_json(sidecar))
+        write_onnx_contract(merged_dir, out_dir, precision)
     return out_dir
+
+
+def write_onnx_contract(merged_dir: Path, out_dir: Path, precision: str) -> None:
+    """Sidecar, chat template and model.onnx metadata of an ONNX folder, from the merged folder's sidecar."""
+    sidecar = json.loads((merged_dir / SIDECAR_FILE).read_text(encoding="utf-8"))
+    sidecar["format"] = f"onnx {precision}"
+    (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    # the builder copies the tokenizer files; make sure the lambda template is the one it copied
+    (out_dir / TEMPLATE_FILE).write_text((merged_dir / TEMPLATE_FILE).read_text(encoding="utf-8"), encoding="utf-8")
+    write_onnx_metadata(out_dir / MODEL_FILE, ExportContract.from_json(sidecar))

@@ -100,6 +100,11 @@ def export_run(run_dir: Path, fmt: str = "gguf", quant: str | None = None, preci
     """Export a run folder (see module docstring). Raises ExportInputError, ConversionError, VerificationFailed.
     lambda_default: header runs, the default lambda the export carries instead of the run's (a preset)."""
     fmt, variant = check_options(fmt, quant, precision)
+    if is_soup_run(run_dir) and fmt == "onnx":  # the base + LoRA branches with B as inputs (soup_onnx.py)
+        from lwdpo_edge.export.soup_onnx import export_soup_onnx
+
+        return export_soup_onnx(run_dir, variant, output_path(run_dir, fmt, variant, output), verify, threads, console,
+                                show_progress)
     if is_soup_run(run_dir):  # base GGUF + one LoRA GGUF per objective (soup_export.py)
         return export_soup_run(run_dir, fmt, variant, output_path(run_dir, fmt, variant, output), verify, threads,
                                console, show_progress)

@@ -119,6 +119,12 @@ class OrtGenaiRuntime:
             config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
         self.og, self.model = og, og.Model(config)
         self.tokenizer = og.Tokenizer(self.model)
+        self.adapters = None  # set_adapter: an .onnx_adapter every generator activates
+
+    def set_adapter(self, path: Path) -> None:
+        """Feed the model's adapter inputs from `path` (an onnxruntime .onnx_adapter) from now on."""
+        self.adapters = self.og.Adapters(self.model)
+        self.adapters.load(str(path), "active")
 
     def tokenize(self, text: str) -> list[int]:
         return [int(t) for t in self.tokenizer.encode(text)]
@@ -126,7 +132,10 @@ class OrtGenaiRuntime:
     def generator(self, max_length: int):
         params = self.og.GeneratorParams(self.model)
         params.set_search_options(max_length=max_length, do_sample=False)
-        return self.og.Generator(self.model, params)
+        generator = self.og.Generator(self.model, params)
+        if self.adapters is not None:
+            generator.set_active_adapter(self.adapters, "active")
+        return generator
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
         generator = self.generator(len(tokens) + 1)

@@ -62,10 +62,10 @@ def mix_name(final: Path) -> str:
 
 def read_soup_run(run_dir: Path, fmt: str):
     """(manifest, base folder, {objective: adapter folder}) or ExportInputError."""
-    if fmt != "gguf":
-        raise ExportInputError(f"{run_dir}: a soup run's steerable export is GGUF only (base + one LoRA GGUF per "
-                               f"objective, scaled per request); {fmt} takes a merged preset at one lambda instead: "
-                               f"export_presets / `lwdpo-edge export --format {fmt} --preset NAME`")
+    if fmt not in ("gguf", "onnx"):
+        raise ExportInputError(f"{run_dir}: a soup run's steerable export is GGUF (base + one LoRA GGUF per objective, "
+                               f"scaled per request) or ONNX (the adapters' B matrices as inputs); {fmt} takes a "
+                               f"merged preset at one lambda instead: `lwdpo-edge export --format {fmt} --preset NAME`")
     try:
         manifest = read_run_manifest(run_dir)
         dirs = soup_adapter_dirs(run_dir, manifest)

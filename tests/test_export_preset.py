@@ -183,27 +183,34 @@ def test_a_soup_export_gets_a_modelfile_with_its_default_mix_as_one_adapter(soup
         runtime.close()
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "hf"])
-def test_soup_runs_in_onnx_and_hf_export_the_default_preset_and_say_so(fmt, soup_run, tmp_path, hf_soup):
+def test_a_soup_run_in_hf_exports_the_default_preset_and_says_so(soup_run, tmp_path, hf_soup):
     from typer.testing import CliRunner
 
     from lwdpo_edge import load_model
     from lwdpo_edge.cli import app
 
-    args = ["export", str(soup_run), "--format", fmt, "--output", str(tmp_path)] + (["--precision", "fp32"] if fmt == "onnx" else [])
-    done = CliRunner().invoke(app, args)
+    done = CliRunner().invoke(app, ["export", str(soup_run), "--format", "hf", "--output", str(tmp_path)])
     assert done.exit_code == 0, done.output
     assert "cannot take: exporting the merged preset 'default'" in " ".join(done.output.split())
-    folder = tmp_path / {"onnx": "run.default.onnx-fp32", "hf": "run.default.hf"}[fmt]
-    with load_model(folder, threads=1) as merged:
-        assert merged.format == fmt and merged.conditioning == "merged" and merged.lambda_merged == DEFAULT
+    with load_model(tmp_path / "run.default.hf", threads=1) as merged:
+        assert merged.format == "hf" and merged.conditioning == "merged" and merged.lambda_merged == DEFAULT
         for k in range(len(PROBE_PROMPTS)):
             assert_backends_agree(hf_soup, merged, user(k), DEFAULT)
-    if fmt == "onnx":
-        from lwdpo_edge.export.onnx import read_onnx_metadata
 
-        metadata = read_onnx_metadata(folder / "model.onnx")
-        assert metadata["conditioning"] == "merged" and metadata["lambda_merged"] == DEFAULT
+
+def test_an_onnx_preset_is_merged_with_its_lambda_in_the_metadata(soup_run, tmp_path, hf_soup):
+    from lwdpo_edge import load_model
+    from lwdpo_edge.export.onnx import read_onnx_metadata
+    from lwdpo_edge.export.preset import export_presets
+
+    (result,) = export_presets(soup_run, "onnx", "fp32", [("conciseness", VERTICES["conciseness"])], tmp_path,
+                               show_progress=False)
+    assert result.report.passed and result.output.name == "run.conciseness.onnx-fp32"
+    metadata = read_onnx_metadata(result.output / "model.onnx")
+    assert metadata["conditioning"] == "merged" and metadata["lambda_merged"] == VERTICES["conciseness"]
+    with load_model(result.output, threads=1) as merged:
+        assert merged.conditioning == "merged"
+        assert_backends_agree(hf_soup, merged, user(0), VERTICES["conciseness"])
 
 
 def test_a_header_run_preset_is_the_header_export_with_that_default(tmp_path_factory, smollm2_tokenizer, tmp_path):

