@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from lwdpo_edge.lambdas import BALANCED, LambdaError, preset_lambdas
 
 ALL_ZERO_NOTE = "All sliders are at 0, which is not a point on the simplex: using the model's default lambda."
+MERGED_NOTE = "This file is a merged preset: lambda was fixed at export and the sliders cannot change it."
 PREVIEW_USER = "(your message)"  # stands in for the next user turn when previewing the system message
 
 
@@ -26,6 +27,8 @@ def slider_lambda(model, weights: Sequence[float]) -> tuple[dict[str, float] | N
     """(lambda the model gets, a note for the user) from the raw slider weights, in objective order."""
     if not model.objectives:
         return None, ""
+    if not getattr(model, "steerable", True):  # a merged preset runs at its one lambda
+        return default_lambda(model), MERGED_NOTE
     raw = dict(zip(model.objectives, (float(w) for w in weights)))
     if sum(raw.values()) <= 0 and all(w >= 0 for w in raw.values()):
         return default_lambda(model), ALL_ZERO_NOTE

@@ -232,3 +232,12 @@ def test_a_header_run_preset_is_the_header_export_with_that_default(tmp_path_fac
         modelfile = read_modelfile(result.extra_files[0])
         assert modelfile["SYSTEM"] == format_lambda_header(lam, manifest["objectives"])
         assert_ollama_prompt_equals_runtime(modelfile, model, user(2))
+
+
+def test_the_chat_app_keeps_a_merged_preset_at_its_lambda_whatever_the_sliders_say(vertex_presets):
+    from apps.chat_logic import MERGED_NOTE, slider_lambda
+    from lwdpo_edge import load_model
+
+    with load_model(vertex_presets[0].output, threads=1) as merged:
+        assert slider_lambda(merged, [0.0, 1.0]) == (VERTICES["helpfulness"], MERGED_NOTE)
+        assert isinstance(merged.chat(user(0), slider_lambda(merged, [0.2, 0.9])[0], max_tokens=4), str)  # no LambdaError
