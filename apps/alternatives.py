@@ -16,7 +16,7 @@ is what the app would have recorded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 SEEDS = "same λ, different seeds"
@@ -47,21 +47,22 @@ def alternative_lambdas(model, lam: Mapping[str, float] | None, n: int, mode: st
     return [model.validate_lambda(p) for p in points]
 
 
-def generate_alternatives(model, prompt: Sequence[Mapping[str, str]], lam, *, n: int, mode: str = SEEDS,
-                          temperature: float, top_p: float, max_tokens: int, strength: float | None = None,
-                          seed: int = 0, on_candidate=None) -> list[Candidate]:
-    """n candidate answers to `prompt` (plain messages ending with a user turn). `on_candidate(i, c)`
-    is called as each one is done (the app fills its columns one by one)."""
+def iter_alternatives(model, prompt: Sequence[Mapping[str, str]], lam, *, n: int, mode: str = SEEDS,
+                      temperature: float, top_p: float, max_tokens: int, strength: float | None = None,
+                      seed: int = 0) -> Iterator[Candidate]:
+    """The n candidate answers to `prompt` (plain messages ending with a user turn), one at a time
+    (the app fills its columns as each is done)."""
     if not MIN_N <= n <= MAX_N:
         raise ValueError(f"n = {n}: alternatives come in {MIN_N} to {MAX_N}")
     settings = sampling_settings(temperature, top_p, max_tokens, strength)
-    candidates = []
     for i, point in enumerate(alternative_lambdas(model, lam, n, mode)):
         text = model.chat(list(prompt), point, stream=False, seed=seed + i, **settings).strip()
-        candidates.append(Candidate(text or "(empty answer)", seed + i, point))
-        if on_candidate is not None:
-            on_candidate(i, candidates[-1])
-    return candidates
+        yield Candidate(text or "(empty answer)", seed + i, point)
+
+
+def generate_alternatives(model, prompt, lam, **kwargs) -> list[Candidate]:
+    """All n candidates at once (iter_alternatives' keywords)."""
+    return list(iter_alternatives(model, prompt, lam, **kwargs))
 
 
 def sampling_settings(temperature: float, top_p: float, max_tokens: int, strength: float | None) -> dict:

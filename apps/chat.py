@@ -18,10 +18,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio read
 
 import gradio as gr  # noqa: E402
 
+from lwdpo_edge.apps.alternatives_view import alternatives_panel  # noqa: E402
 from lwdpo_edge.apps.chat_config import ChatConfig  # noqa: E402
 from lwdpo_edge.apps.chat_logic import (  # noqa: E402
     conversation_messages, default_lambda, model_info_markdown, presets, received_system, simplex_markdown,
     slider_lambda)
+from lwdpo_edge.apps.feedback import FeedbackLog  # noqa: E402
 from lwdpo_edge.apps.history import ChatHistory, HistoryError  # noqa: E402
 from lwdpo_edge.runtime.base import mix_text  # noqa: E402
 
@@ -45,6 +47,12 @@ def _split_controls(model, controls) -> tuple[list[float], float | None]:
     """The handlers' trailing inputs: one weight per objective, then (soup models only) the strength."""
     k = len(model.objectives)
     return list(controls[:k]), (float(controls[k]) if _is_soup(model) and len(controls) > k else None)
+
+
+def _mix(model, controls) -> tuple[dict[str, float] | None, float | None]:
+    """(lambda, strength) the sliders set: what a turn, or its alternatives, is generated at."""
+    weights, strength = _split_controls(model, controls)
+    return slider_lambda(model, weights)[0], strength
 
 
 def _view(turns: list[dict]) -> list[dict]:
@@ -146,8 +154,10 @@ def _strength_slider(model) -> list:
                            "(the balanced mix stays the same; very high values degrade answers)")]
 
 
-def build_app(model, history_dir: Path | str, config: ChatConfig | None = None) -> gr.Blocks:
-    """The chat app for `model` (the runtime's interface); conversations are saved in `history_dir`."""
+def build_app(model, history_dir: Path | str, config: ChatConfig | None = None,
+              feedback_file: Path | str | None = None) -> gr.Blocks:
+    """The chat app for `model` (the runtime's interface); conversations are saved in `history_dir`,
+    judgements of alternatives in `feedback_file` (default: config.feedback_path)."""
     config = config or ChatConfig()
     history = ChatHistory(Path(history_dir))
     preview, respond, export, load, saved_list = _make_handlers(model, history)
@@ -171,6 +181,8 @@ def build_app(model, history_dir: Path | str, config: ChatConfig | None = None) 
                     new_chat = gr.Button("New chat", size="sm")
                     export_button = gr.Button("Export JSON", size="sm")
                 export_file = gr.File(label="Exported conversation", interactive=False, visible=False, elem_id="export")
+                alternatives = alternatives_panel(model, FeedbackLog(feedback_file or config.feedback_path),
+                                                  lambda controls: _mix(model, controls))
             with gr.Column(scale=2):
                 sliders, simplex, buttons = _lambda_panel(model)
                 strength = _strength_slider(model)
@@ -198,6 +210,7 @@ def build_app(model, history_dir: Path | str, config: ChatConfig | None = None) 
         new_chat.click(lambda: (None, [], ""), None, [conversation, chatbot, message], api_name="new_chat", queue=False)
         export_button.click(export, conversation, export_file, api_name="export")
         saved.input(load, saved, [conversation, chatbot, *sliders], api_name="load_chat")
+        alternatives.wire(conversation, system_prompt, temperature, top_p, max_tokens, [*sliders, *strength])
         demo.load(saved_list, None, saved, api_name=False)
     return demo
 
@@ -216,4 +229,4 @@ def main(config: ChatConfig) -> None:
 
     path = Path(config.model) if config.model else default_model_path()
     model = load_model(path, threads=config.threads, n_ctx=config.n_ctx)  # ModelLoadError names the path
-    launch_app(build_app(model, config.history_path, config), config)
+    launch_app(build_app(model, config.history_path, config), config)  # feedback file: config.feedback_path

@@ -22,6 +22,7 @@ def chat(
     threads: Annotated[Optional[int], typer.Option(help=HELP["threads"])] = None,
     n_ctx: Annotated[int, typer.Option(help=HELP["n_ctx"])] = 2048,
     history_dir: Annotated[Path, typer.Option(help=HELP["history_dir"])] = ChatConfig.history_dir,
+    feedback_file: Annotated[Path, typer.Option(help=HELP["feedback_file"])] = ChatConfig.feedback_file,
 ):
     """A local chat app (Gradio, offline) with one lambda slider per objective; conversations saved as JSON."""
     from rich.console import Console
@@ -29,7 +30,7 @@ def chat(
     from lwdpo_edge.runtime import ModelLoadError
 
     config = ChatConfig(model=model, host=host, port=port, open_browser=browser, threads=threads, n_ctx=n_ctx,
-                        history_dir=history_dir)
+                        history_dir=history_dir, feedback_file=feedback_file)
     err = Console(stderr=True)
     try:
         from lwdpo_edge.apps.chat import main

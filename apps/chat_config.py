@@ -15,6 +15,7 @@ from pathlib import Path
 DEMO_RUN = Path("runs/demo")  # train/configs/demo.yaml's output_dir, relative to where you run it
 EXPORT_DIR = "export"  # lwdpo_edge.export.pipeline.EXPORT_DIR (not imported: that pulls in the exporter)
 DEFAULT_HISTORY_DIR = Path("~/.local/share/lwdpo-edge/chats")
+DEFAULT_FEEDBACK_FILE = Path("~/.local/share/lwdpo-edge/feedback.jsonl")  # apps/feedback.py
 
 
 class ChatSetupError(RuntimeError):
@@ -41,6 +42,9 @@ class ChatConfig:
         "Context window in tokens: the whole conversation plus the answer must fit."))
     history_dir: Path = field(default=DEFAULT_HISTORY_DIR, metadata=_help(
         "Folder for saved conversations, one JSON file each (written atomically)."))
+    feedback_file: Path = field(default=DEFAULT_FEEDBACK_FILE, metadata=_help(
+        "JSONL file the Alternatives panel appends your judgements to (one record each, objective 'user'); "
+        "`lwdpo-edge train --output RUN --feedback FILE` trains a 'user' slider on it."))
     temperature: float = field(default=0.7, metadata=_help(
         "Initial sampling temperature (0 = greedy); the app has a slider for it."))
     top_p: float = field(default=0.9, metadata=_help("Initial nucleus-sampling top-p; the app has a slider for it."))
@@ -49,6 +53,10 @@ class ChatConfig:
     @property
     def history_path(self) -> Path:
         return Path(self.history_dir).expanduser()
+
+    @property
+    def feedback_path(self) -> Path:
+        return Path(self.feedback_file).expanduser()
 
 
 HELP = {f.name: f.metadata["help"] for f in fields(ChatConfig)}

@@ -29,12 +29,13 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from lwdpo_edge.apps.chat_config import DEFAULT_FEEDBACK_FILE  # beside the app's chats/ folder
 from lwdpo_edge.contract import atomic_write_text
 from lwdpo_edge.data.schema import DataError, ListwiseRecord
 
 USER_OBJECTIVE = "user"
-DEFAULT_FEEDBACK_FILE = Path("~/.local/share/lwdpo-edge/feedback.jsonl")  # beside the app's chats/ folder
 SOURCE = "chat-feedback"
+MIN_JUDGEMENTS = 20  # fewer and `lwdpo-edge train --feedback` refuses (a few dozen lists train a slider in minutes)
 
 
 class FeedbackError(ValueError):
@@ -119,3 +120,28 @@ class FeedbackLog:
     @staticmethod
     def _count(text: str) -> int:
         return sum(1 for line in text.splitlines() if line.strip())
+
+
+def run_folder_of(model_path: str | Path | None) -> Path | None:
+    """The run folder a model came from: the folder itself (a soup run loaded directly) or, for an
+    export, RUN in RUN/export/NAME.gguf (or RUN/export/NAME.onnx-int4/); None when there is none."""
+    if not model_path:
+        return None
+    path = Path(model_path)
+    for candidate in (path, path.parent, path.parent.parent):
+        if (candidate / "lwdpo.json").is_file() and any((candidate / d).is_dir() for d in ("adapters", "adapter")):
+            return candidate
+    return None
+
+
+def train_command(feedback_file: Path, model_path: str | Path | None) -> str:
+    """The commands that turn the judgements into a `user` slider (shown under the counter)."""
+    run = run_folder_of(model_path) or "RUN"
+    return f"lwdpo-edge train --output {run} --feedback {feedback_file}\nlwdpo-edge export {run}   # or: lwdpo-edge chat {run}"
+
+
+def counter_markdown(count: int, feedback_file: Path, model_path: str | Path | None) -> str:
+    """How many judgements there are, and what to run with them."""
+    need = f" ({MIN_JUDGEMENTS - count} more before training)" if count < MIN_JUDGEMENTS else ""
+    return (f"**{count}** judgement{'s' if count != 1 else ''} in `{feedback_file}`{need}. "
+            f"Train your `user` slider on them (offline, minutes):\n\n```\n{train_command(feedback_file, model_path)}\n```")

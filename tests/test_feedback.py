@@ -8,7 +8,7 @@ import threading
 import pytest
 from typer.testing import CliRunner
 
-from chat_fake import FakeSoupModel
+from feedback_fake import SeededSoup
 from lwdpo_edge.apps.alternatives import SEEDS, SPREAD, Candidate, alternative_lambdas, generate_alternatives, last_exchange
 from lwdpo_edge.apps.feedback import (FeedbackError, FeedbackLog, check_ranks, judgement_record, ranks_from_best)
 from lwdpo_edge.data.loaders import load_records
@@ -17,15 +17,6 @@ from lwdpo_edge.data.validate import validate_path
 PROMPT = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"},
           {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Name a fruit."}]
 LAM = {"helpfulness": 0.5, "conciseness": 0.3, "readability": 0.2}
-
-
-class SeededSoup(FakeSoupModel):
-    """Answers differ by seed (the real runtime samples with it)."""
-
-    def chat(self, messages, lam=None, *, stream=False, seed=None, **settings):
-        self.mixes.append((self.validate_lambda(lam or self.default_lambda), settings.get("strength")))
-        self.settings.append({"seed": seed, **settings})
-        return f"answer {seed} at {self.validate_lambda(lam)}"
 
 
 def record(ranks=(2, 1, 3), judgement="order"):
