@@ -165,6 +165,10 @@ def test_a_soup_export_gets_a_modelfile_with_its_default_mix_as_one_adapter(soup
     assert modelfile["ADAPTER"] == [f"./{result.output.stem}.default-mix.lora.gguf"]
     assert all((tmp_path / name).is_file() for name in [modelfile["FROM"], *modelfile["ADAPTER"]])
     assert "Ollama\n# applies one ADAPTER at a fixed scale" in modelfile_path.read_text()
+    from lwdpo_edge import load_model
+
+    with load_model(result.output, threads=1) as steerable:
+        assert_ollama_prompt_equals_runtime(modelfile, steerable, user(2))
     # the mix file at scale 1 in llama.cpp == the HF soup at the default lambda (strength 1.5)
     runtime = LlamaCppRuntime(result.output, n_threads=1)
     adapters = LoraSet(runtime.llm, [tmp_path / modelfile["ADAPTER"][0]])
@@ -241,3 +245,13 @@ def test_the_chat_app_keeps_a_merged_preset_at_its_lambda_whatever_the_sliders_s
     with load_model(vertex_presets[0].output, threads=1) as merged:
         assert slider_lambda(merged, [0.0, 1.0]) == (VERTICES["helpfulness"], MERGED_NOTE)
         assert isinstance(merged.chat(user(0), slider_lambda(merged, [0.2, 0.9])[0], max_tokens=4), str)  # no LambdaError
+
+
+def test_the_cli_refuses_an_unknown_preset_before_loading_anything(soup_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from lwdpo_edge.cli import app
+
+    done = CliRunner().invoke(app, ["export", str(soup_run), "--preset", "kindness", "--output", str(tmp_path)])
+    assert done.exit_code == 2 and "--preset 'kindness': unknown preset" in " ".join(done.output.split())
+    assert list(tmp_path.iterdir()) == []
