@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from lwdpo_edge.apps.feedback import MIN_JUDGEMENTS
 from lwdpo_edge.soup import DEFAULT_STRENGTH as SOUP_STRENGTH_DEFAULT
 from lwdpo_edge.soup import MAX_STRENGTH
 
@@ -38,6 +39,15 @@ class LambdaDPOConfig(TrainingArguments):
         "Skip (and count) malformed data rows instead of stopping at the first one."))
     resume: bool = field(default=False, metadata=_help(
         "Continue from the last checkpoint in OUTPUT/checkpoints (same data, same seed)."))
+    feedback: str | None = field(default=None, metadata=_help(
+        "A feedback file of the chat app's Alternatives panel (your judgements, objective 'user'). With it, --output "
+        "names an existing soup run, and a 'user' objective is added to it: one more adapter trained on these "
+        "judgements alone (the run's base model and LoRA shape; its other adapters are kept), so the app, export and "
+        "serve get a 'user' slider. --data and --objectives do not apply; run again with more judgements to retrain it."))
+    feedback_min: int = field(default=MIN_JUDGEMENTS, metadata=_help(
+        "--feedback refuses a file with fewer valid judgements than this (bad lines are listed and skipped)."))
+    feedback_epochs: float = field(default=4.0, metadata=_help(
+        "--feedback: epochs over the judgements when --max-steps is -1 (a few dozen lists: one epoch is too few steps)."))
     config: str | None = field(default=None, metadata=_help(
         "A YAML file of these options; flags given on the command line override it."))
 

@@ -188,6 +188,10 @@ SUMMARY_FIELDS = {
 
 def run_training(config: LambdaDPOConfig) -> Path:
     """Train and write the run folder; returns it."""
+    if config.feedback:  # one more adapter, `user`, for an existing soup run (train/user_objective.py)
+        from lwdpo_edge.train.user_objective import add_user_objective
+
+        return add_user_objective(config)
     if config.conditioning == "soup":  # one adapter per objective: its own small loop
         from lwdpo_edge.train.soup import run_soup_training
 
