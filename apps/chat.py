@@ -130,8 +130,10 @@ def _lambda_panel(model):
     """Sliders, live simplex values, preset buttons. -> (sliders, simplex markdown, preset buttons)."""
     default = default_lambda(model)
     gr.Markdown("### λ: what the answer should favour")
-    sliders = [gr.Slider(0.0, 1.0, value=default[name], step=0.01, label=name, elem_id=f"lambda-{name}",
-                         info="raw weight; normalised onto the simplex below") for name in model.objectives]
+    steerable = getattr(model, "steerable", True)  # a merged preset: lambda fixed at export, shown not set
+    sliders = [gr.Slider(0.0, 1.0, value=default[name], step=0.01, label=name, elem_id=f"lambda-{name}", interactive=steerable,
+                         info="raw weight; normalised onto the simplex below" if steerable else "fixed at export (merged preset)")
+               for name in model.objectives]
     simplex = gr.Markdown(simplex_markdown(default), elem_id="simplex")
     buttons = {}
     if sliders:
