@@ -19,7 +19,7 @@ from lwdpo_edge.soup import MAX_STRENGTH
 
 SAMPLERS = ("dirichlet", "uniform", "fixed", "performance")
 SCORE_NORMALIZATIONS = ("zscore", "rank", "none")
-CONDITIONINGS = ("header", "soup")
+CONDITIONINGS = ("header", "soup", "mixture")
 
 
 def _help(text: str, **metadata) -> dict:
@@ -88,7 +88,10 @@ class LambdaDPOConfig(TrainingArguments):
         "How lambda steers the model. header: one adapter, lambda sampled per example and written into the prompt. "
         "soup: one adapter per objective, each trained at its vertex lambda with no header, mixed at inference "
         "with weights lambda (the --lambda-scheduler options then do not apply). soup is the default: on the default "
-        "135M model it steers within minutes on a CPU; the header has not yet (docs/results.md, 'Steering').",
+        "135M model it steers within minutes on a CPU; the header has not yet (docs/results.md, 'Steering'). "
+        "mixture: the soup's adapters trained together, all active in every step, mixed by a lambda drawn per "
+        "step by --lambda-scheduler (dirichlet or performance) with the lambda-weighted listwise loss; saved as a "
+        "soup run at strength 1 (train/mixture.py). --max-steps then counts all steps, not steps per adapter.",
         choices=CONDITIONINGS))
     soup_strength: float = field(default=SOUP_STRENGTH_DEFAULT, metadata=_help(
         "soup only: the steering strength stored as the model's default (apps and `serve` may override it per "
@@ -176,6 +179,8 @@ class LambdaDPOConfig(TrainingArguments):
             raise ValueError(f"--soup-strength must be in [0, {MAX_STRENGTH:g}], got {self.soup_strength}")
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"--conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
+        if self.conditioning == "mixture" and self.lambdas_per_prompt > 1:
+            raise ValueError("--conditioning mixture sets one adapter mix per step: --lambdas-per-prompt must be 1")
         if self.conditioning == "soup" and (self.lambda_scheduler == "performance" or self.lambdas_per_prompt > 1):
             raise ValueError("--conditioning soup trains each adapter at its own vertex lambda: "
                              "--lambda-scheduler performance and --lambdas-per-prompt > 1 do not apply")

@@ -192,6 +192,10 @@ def run_training(config: LambdaDPOConfig) -> Path:
         from lwdpo_edge.train.user_objective import add_user_objective
 
         return add_user_objective(config)
+    if config.conditioning == "mixture":  # the soup's adapters trained together under a drawn mix
+        from lwdpo_edge.train.mixture import run_mixture_training
+
+        return run_mixture_training(config)
     if config.conditioning == "soup":  # one adapter per objective: its own small loop
         from lwdpo_edge.train.soup import run_soup_training
 

@@ -204,20 +204,21 @@ class LambdaDPOTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
     # ------------------------------------------------------------------ performance scheduler
-    @torch.no_grad()
     def anchor_losses(self) -> list[float]:
         """Held-out listwise loss of the current policy at each scheduler anchor (its update input)."""
+        return [self.anchor_losses_at(name, lam) for name, lam in self.lambda_sampler.anchors]
+
+    @torch.no_grad()
+    def anchor_losses_at(self, name: str, lam: dict[str, float]) -> float:
+        """Held-out listwise loss at one anchor (the reference log-probs are computed once per anchor)."""
         model = self.accelerator.unwrap_model(self.model)
-        losses = []
-        for name, lam in self.lambda_sampler.anchors:
-            batch = self.encode(self.scheduler_lists, [lam] * len(self.scheduler_lists))
-            if name not in self._scheduler_reference:
-                self._scheduler_reference[name] = self.reference_logps(model, batch)
-            loss, _ = lambda_dpo_loss(self.candidate_logps(model, batch), self._scheduler_reference[name],
-                                      batch.scores, batch.lam, beta=self.args.beta, tau=self.args.tau,
-                                      mask=batch.candidate_mask)
-            losses.append(loss.item())
-        return losses
+        batch = self.encode(self.scheduler_lists, [lam] * len(self.scheduler_lists))
+        if name not in self._scheduler_reference:
+            self._scheduler_reference[name] = self.reference_logps(model, batch)
+        loss, _ = lambda_dpo_loss(self.candidate_logps(model, batch), self._scheduler_reference[name],
+                                  batch.scores, batch.lam, beta=self.args.beta, tau=self.args.tau,
+                                  mask=batch.candidate_mask)
+        return loss.item()
 
     def update_lambda_scheduler(self) -> None:
         losses = self.anchor_losses()

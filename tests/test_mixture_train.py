@@ -1,0 +1,143 @@
+"""`--conditioning mixture` (train/mixture.py): the soup's adapters trained together under a drawn mix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lwdpo_edge.contract import read_run_manifest
+from train_helpers import OBJECTIVES, read_metrics, tiny_config, write_dataset
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return write_dataset(tmp_path / "lists.jsonl")
+
+
+def weights(run, name):
+    return load_file(run / "adapters" / name / "adapter_model.safetensors")
+
+
+def changed(before, after) -> bool:
+    return any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_mixture_run_trains_every_adapter_and_is_a_soup_run_at_strength_1(tiny_llama_dir, dataset, tmp_path):
+    from lwdpo_edge.soup import load_soup
+    from lwdpo_edge.train.recipe import run_training
+
+    run = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "mix", max_steps=6, save_steps=100,
+                                   conditioning="mixture", lambda_vertex_prob=0.5))
+    manifest = read_run_manifest(run)
+    assert manifest["conditioning"] == "soup" and manifest["soup_strength"] == 1.0
+    assert manifest["training"]["mode"] == "mixture" and manifest["training"]["steps"] == 6
+    assert manifest["adapters"] == {n: f"adapters/{n}" for n in OBJECTIVES}
+    trained = {n: weights(run, n) for n in OBJECTIVES}
+    lora_b = [k for k in trained[OBJECTIVES[0]] if "lora_B" in k]
+    assert all(trained[n][k].abs().sum() > 0 for n in OBJECTIVES for k in lora_b)  # B starts at 0: both trained
+    assert changed(trained[OBJECTIVES[0]], trained[OBJECTIVES[1]])
+    assert [row["step"] for row in read_metrics(run)] == [1, 2, 3, 4, 5, 6]  # one run, not one per adapter
+    model, _, _ = load_soup(run)  # the inference side reads it as it reads a soup
+    assert model.soup_mixer.default_strength == 1.0
+
+
+def test_at_a_vertex_only_that_objectives_adapter_learns(tiny_llama_dir, dataset, tmp_path):
+    """c(lambda) = lambda: at lambda = e_1 the other adapter's scale is 0, so its gradient is 0 (no weight decay)."""
+    from lwdpo_edge.train.mixture import mixture_policy
+    from lwdpo_edge.train.recipe import run_training
+
+    config = tiny_config(tiny_llama_dir, dataset, tmp_path / "vertex", max_steps=3, save_steps=100, conditioning="mixture",
+                         lambda_scheduler="fixed", fixed_lambda=f"{OBJECTIVES[0]}=1")
+    torch.manual_seed(0)
+    from transformers import set_seed
+
+    set_seed(config.seed)
+    initial = mixture_policy(tiny_llama_dir, config, OBJECTIVES)
+    start = {n: {k: v.detach().clone() for k, v in initial.state_dict().items() if f".{n}." in k} for n in OBJECTIVES}
+    run = run_training(config)
+    after = {n: weights(run, n) for n in OBJECTIVES}
+    untouched = {k.replace(f".{OBJECTIVES[1]}.", "."): v for k, v in start[OBJECTIVES[1]].items()}
+    assert not changed({k: untouched[k] for k in after[OBJECTIVES[1]]}, after[OBJECTIVES[1]])
+    learned = {k.replace(f".{OBJECTIVES[0]}.", "."): v for k, v in start[OBJECTIVES[0]].items()}
+    assert changed({k: learned[k] for k in after[OBJECTIVES[0]]}, after[OBJECTIVES[0]])
+
+
+def test_the_training_mix_is_the_inference_mix(tiny_llama_dir, dataset, tmp_path):
+    """Logits under TrainingMix at lambda == lwdpo_edge.soup's mix of the saved run at lambda (fp32, 1e-5)."""
+    from lwdpo_edge.soup import load_soup
+    from lwdpo_edge.train.mixture import TrainingMix
+    from lwdpo_edge.train.recipe import run_training
+
+    run = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "mix", max_steps=4, save_steps=100,
+                                   conditioning="mixture"))
+    soup, _, _ = load_soup(run)
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    names = list(OBJECTIVES)
+    trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), run / "adapters" / names[0],
+                                        adapter_name=names[0], is_trainable=True)
+    trained.load_adapter(run / "adapters" / names[1], adapter_name=names[1], is_trainable=True)
+    mix = TrainingMix(trained, names)
+    ids = torch.tensor([[1, 5, 9, 200, 31, 7, 64]])
+    for lam in ({names[0]: 1.0, names[1]: 0.0}, {names[0]: 0.3, names[1]: 0.7}):
+        mix.set_lambda(lam)
+        soup.soup_mixer.set_lambda(lam)
+        with torch.no_grad():
+            torch.testing.assert_close(trained(ids).logits, soup(ids).logits, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        assert (trained(ids).logits - soup(ids).logits).abs().max() < 1e-5
+        soup.soup_mixer.set_lambda({names[0]: 1.0})
+        assert (trained(ids).logits - soup(ids).logits).abs().max() > 1e-3  # another lambda is another model
+
+
+def test_mixture_resumes_to_the_same_adapters(tiny_llama_dir, dataset, tmp_path, monkeypatch):
+    from lwdpo_edge.train import recipe
+    from lwdpo_edge.train.callbacks import RichProgressCallback
+
+    straight = recipe.run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "straight", max_steps=4,
+                                               save_steps=2, conditioning="mixture"))
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_step_3(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise Crash()
+
+    config = tiny_config(tiny_llama_dir, dataset, tmp_path / "resumed", max_steps=4, save_steps=2, conditioning="mixture")
+    with monkeypatch.context() as patch:
+        patch.setattr(RichProgressCallback, "on_step_end", crash_at_step_3)
+        with pytest.raises(Crash):
+            recipe.run_training(config)
+    recipe.run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "resumed", max_steps=4, save_steps=2,
+                                    conditioning="mixture", resume=True))
+    for name in OBJECTIVES:
+        resumed, expected = weights(tmp_path / "resumed", name), weights(straight, name)
+        for key, tensor in expected.items():
+            torch.testing.assert_close(resumed[key], tensor, rtol=1e-4, atol=1e-6)
+
+
+def test_the_performance_scheduler_drives_a_mixture_run(tiny_llama_dir, tmp_path, monkeypatch):
+    from lwdpo_edge.train.lambda_sampling import simplex_anchors
+    from lwdpo_edge.train.mixture import TrainingMix
+    from lwdpo_edge.train.recipe import run_training
+
+    mixes = []
+    original = TrainingMix.set_lambda
+    monkeypatch.setattr(TrainingMix, "set_lambda", lambda self, lam: (mixes.append(dict(lam)), original(self, lam))[1])
+    data = write_dataset(tmp_path / "lists.jsonl", n_prompts=10)
+    run = run_training(tiny_config(tiny_llama_dir, data, tmp_path / "perf", max_steps=4, save_steps=100,
+                                   conditioning="mixture", lambda_scheduler="performance", scheduler_every=2,
+                                   scheduler_lists=2))
+    rows = read_metrics(run)
+    assert len([k for k in rows[1] if k.startswith("scheduler/loss/")]) == 3  # two vertices and their midpoint
+    anchors = [lam for _, lam in simplex_anchors(OBJECTIVES)]
+    # steps 1-2 draw, then every anchor is measured under its own mix, then steps 3-4 draw, then again
+    assert mixes[2:5] == anchors and mixes[7:10] == anchors and len(mixes) == 10
