@@ -115,18 +115,26 @@ def export_run(run_dir: Path, fmt: str = "gguf", quant: str | None = None, preci
     start = time.perf_counter()
     with Stages(console, show_progress) as stage, workdir(final) as work, staging(final, is_dir=fmt != "gguf") as staged:
         merged_dir, expected, stop = _merge(run_dir, base_dir, manifest, contract, fmt, variant, staged, work, verify, threads, stage)
-        template = (merged_dir / "chat_template.jinja").read_text(encoding="utf-8")
-        _build(fmt, variant, merged_dir, staged, work, stage)
-        if verify:
-            with stage("verify in " + {"gguf": "llama.cpp", "onnx": "onnxruntime-genai", "hf": "transformers"}[fmt]):
-                result.report = _verify(fmt, variant, staged, expected, stop, threads)
-            if not result.report.passed:
-                raise VerificationFailed(result.report, keep_failed(staged, final))
-        publish(staged, final)
-        if fmt == "gguf":
-            result.extra_files.append(_modelfile(final, contract, template))
+        build_verify_publish(result, merged_dir, contract, staged, work, expected, stop, threads, stage)
     result.stage_seconds, result.seconds = stage.seconds, time.perf_counter() - start
     return result
+
+
+def build_verify_publish(result: ExportResult, merged_dir: Path, contract: ExportContract, staged: Path, work: Path,
+                         expected, stop, threads: int, stage) -> None:
+    """The merged folder -> the format (build), checked in its runtime against `expected` (None: not
+    verified), renamed to result.output (publish), plus the Modelfile beside a GGUF."""
+    fmt, variant, final = result.format, result.variant, result.output
+    template = (merged_dir / "chat_template.jinja").read_text(encoding="utf-8")
+    _build(fmt, variant, merged_dir, staged, work, stage)
+    if expected is not None:
+        with stage("verify in " + {"gguf": "llama.cpp", "onnx": "onnxruntime-genai", "hf": "transformers"}[fmt]):
+            result.report = _verify(fmt, variant, staged, expected, stop, threads)
+        if not result.report.passed:
+            raise VerificationFailed(result.report, keep_failed(staged, final))
+    publish(staged, final)
+    if fmt == "gguf":
+        result.extra_files.append(_modelfile(final, contract, template))
 
 
 def _merge(run_dir, base_dir, manifest, contract, fmt, variant, staged, work, verify, threads, stage):

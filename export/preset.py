@@ -98,8 +98,8 @@ def export_presets(run_dir: Path, fmt: str, variant: str, presets: list[tuple[st
 def export_merged_soup(run_dir: Path, fmt: str, variant: str, final: Path, lam: dict[str, float], verify: bool = True,
                        threads: int = 1, console=None, show_progress: bool = True):
     """A soup run's mix at `lam` folded into one model and exported as `fmt` to `final`, verified."""
-    from lwdpo_edge.export.atomic import keep_failed, publish, staging, workdir
-    from lwdpo_edge.export.pipeline import ExportResult, VerificationFailed, _build, _modelfile, _verify
+    from lwdpo_edge.export.atomic import staging, workdir
+    from lwdpo_edge.export.pipeline import ExportResult, build_verify_publish
     from lwdpo_edge.export.progress import Stages
 
     manifest = _soup_manifest(run_dir)
@@ -108,16 +108,7 @@ def export_merged_soup(run_dir: Path, fmt: str, variant: str, final: Path, lam: 
     with Stages(console, show_progress) as stage, workdir(final) as work, staging(final, is_dir=fmt != "gguf") as staged:
         merged_dir, contract, expected, stop = _merge_mix(run_dir, manifest, fmt, variant, lam, staged, work, verify,
                                                           threads, stage)
-        template = (merged_dir / "chat_template.jinja").read_text(encoding="utf-8")
-        _build(fmt, variant, merged_dir, staged, work, stage)
-        if verify:
-            with stage("verify against the unmerged mix"):
-                result.report = _verify(fmt, variant, staged, expected, stop, threads)
-            if not result.report.passed:
-                raise VerificationFailed(result.report, keep_failed(staged, final))
-        publish(staged, final)
-        if fmt == "gguf":
-            result.extra_files.append(_modelfile(final, contract, template))
+        build_verify_publish(result, merged_dir, contract, staged, work, expected, stop, threads, stage)
     result.stage_seconds, result.seconds = stage.seconds, time.perf_counter() - start
     return result
 

@@ -35,11 +35,10 @@ from lwdpo_edge.models import load_policy, load_tokenizer, resolve_model
 from lwdpo_edge.soup import lora_layers, soup_scales
 from lwdpo_edge.train.callbacks import MetricsJsonlCallback, RichProgressCallback
 from lwdpo_edge.train.config import LambdaDPOConfig
-from lwdpo_edge.train.lambda_sampling import build_sampler
 from lwdpo_edge.train.recipe import (SUMMARY_FIELDS, ListDataset, TrainSetupError, check_run_folder, checkpoint_args,
-                                     load_training_data, lora_settings, open_reference_cache, reference_cache_summary,
-                                     split_scheduler_lists)
-from lwdpo_edge.train.trainer import LambdaDPOTrainer, load_scheduler_state
+                                     lambda_sampling_setup, load_training_data, lora_settings, open_reference_cache,
+                                     reference_cache_summary)
+from lwdpo_edge.train.trainer import LambdaDPOTrainer
 
 MIXTURE_STRENGTH = 1.0  # c(lambda) = lambda: the rule the adapters are trained under, stored as the run's strength
 
@@ -112,11 +111,7 @@ def run_mixture_training(config: LambdaDPOConfig) -> Path:
     records, heldout, objectives = load_training_data(config)
     if len(objectives) < 2:
         raise TrainSetupError(f"--conditioning mixture needs at least 2 objectives, the data has {objectives}")
-    records, measured_lists = split_scheduler_lists(config, records, heldout)
-    sampler = build_sampler(config.lambda_scheduler, objectives, config.lambda_alpha, config.lambda_vertex_prob,
-                            config.fixed_lambda, every=config.scheduler_every)
-    if resume_from is not None:
-        load_scheduler_state(sampler, resume_from)
+    records, measured_lists, sampler = lambda_sampling_setup(config, records, heldout, objectives, resume_from)
     model_dir = resolve_model(config.model)
     set_seed(config.seed)
     model = mixture_policy(model_dir, config, objectives)

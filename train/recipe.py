@@ -122,6 +122,16 @@ def open_reference_cache(config: LambdaDPOConfig, model_dir: Path, model) -> Ref
     return ReferenceCache.open(Path(config.output_dir) / REFERENCE_CACHE_FILE, identity)
 
 
+def lambda_sampling_setup(config: LambdaDPOConfig, records, heldout, objectives, resume_from):
+    """(training lists, lists the performance scheduler measures, the lambda sampler with its state restored)."""
+    records, measured_lists = split_scheduler_lists(config, records, heldout)
+    sampler = build_sampler(config.lambda_scheduler, objectives, config.lambda_alpha, config.lambda_vertex_prob,
+                            config.fixed_lambda, every=config.scheduler_every)
+    if resume_from is not None:
+        load_scheduler_state(sampler, resume_from)
+    return records, measured_lists, sampler
+
+
 def setup(config: LambdaDPOConfig):
     """(trainer, config as trained, objectives, base model folder, checkpoint to resume or None, training lists)."""
     if config.threads:
@@ -129,11 +139,7 @@ def setup(config: LambdaDPOConfig):
     resume_from = check_run_folder(config)
     records, heldout, objectives = load_training_data(config)
     config = fit_to_objectives(config, objectives)
-    records, measured_lists = split_scheduler_lists(config, records, heldout)
-    sampler = build_sampler(config.lambda_scheduler, objectives, config.lambda_alpha, config.lambda_vertex_prob,
-                            config.fixed_lambda, every=config.scheduler_every)
-    if resume_from is not None:
-        load_scheduler_state(sampler, resume_from)
+    records, measured_lists, sampler = lambda_sampling_setup(config, records, heldout, objectives, resume_from)
     model_dir = resolve_model(config.model)
     tokenizer = load_tokenizer(model_dir)
     set_seed(config.seed)  # LoRA's random init happens before the Trainer seeds anything
