@@ -12,8 +12,6 @@ that repeat a 4-word sequence 3+ times. A quick look, not the judged eval (that 
 """
 import argparse
 import json
-import re
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +19,10 @@ import torch
 from scipy.stats import spearmanr
 
 from lwdpo_edge.evaluate.backends import TransformersBackend
-from lwdpo_edge.raters import count_words, default_raters, score_answers
+from lwdpo_edge.raters import count_words, default_raters, repeats_itself, score_answers
 from lwdpo_edge.soup import load_soup
 
 DATA = Path(__file__).resolve().parent.parent / "lwdpo_edge" / "defaults" / "default_data.jsonl"
-
-
-def repeats_itself(answer: str) -> bool:
-    words = re.findall(r"\w+", answer.lower())
-    grams = Counter(tuple(words[i:i + 4]) for i in range(len(words) - 3))
-    return bool(grams) and max(grams.values()) >= 3
 
 
 def answers_at(model, backend, prompts, points, strength):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -52,6 +53,14 @@ _SENTENCE_SPLIT_RE = re.compile(r"[.!?]+(?=\s|$)|\n+")
 
 def count_words(text: str) -> int:
     return len(_WORD_RE.findall(text))
+
+
+def repeats_itself(text: str, n: int = 4, times: int = 3) -> bool:
+    """The answer repeats one n-word sequence `times` times or more: the sign of a greedy loop
+    ("1. **1.1.1.1: ..."), counted per grid point by eval and the soup strength bench."""
+    words = [w.lower() for w in _WORD_RE.findall(text)]
+    grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return bool(grams) and max(grams.values()) >= times
 
 
 def count_sentences(text: str) -> int:

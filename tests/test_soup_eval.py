@@ -138,3 +138,35 @@ def test_generate_command_takes_a_steering_strength(soup_run, smollm2_tokenizer)
     assert expected in result.output
     bad = CliRunner().invoke(app, [*args, "--soup-strength", "-1"])
     assert bad.exit_code != 0 and "steering strength" in " ".join(bad.output.split())
+
+
+def test_dense_eval_reports_interior_ranking_loops_and_the_pareto_front(soup_run, heldout, tmp_path):
+    """--grid dense: ranked and generated at 5 points (K = 2); every per-point number is recomputable
+    from the report's own rows, so the wiring (which answers, which reference) is what is tested."""
+    import numpy as np
+
+    from lwdpo_edge.evaluate.pareto import hypervolume
+    from lwdpo_edge.raters import ConcisenessRater, repeats_itself
+
+    out = tmp_path / "eval"
+    run_evaluation(EvalConfig(run_dir=soup_run, data=str(heldout), n_prompts=2, max_new_tokens=6, output=out,
+                              batch_size=4, threads=1, grid="dense"), raters={"conciseness": ConcisenessRater()})
+    report = json.loads((out / "report.json").read_text())
+    names = ["helpfulness", "conciseness", "uniform", "helpfulness-lean", "conciseness-lean"]
+    assert report["ranking"]["points"] == names == [p["name"] for p in report["controllability"]["grid"]]
+    assert set(report["ranking"]["lambda_weighted"]["policy"]) == set(names)
+    weighted = report["ranking"]["lambda_weighted"]["policy"]
+    # At a vertex the weighted score is that objective's z-score: the same order, the same lists.
+    assert weighted["conciseness"]["top1"] == report["ranking"]["policy"]["conciseness"]["conciseness"]["top1"]
+    assert weighted["conciseness"]["n_lists"] == 3
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    control = report["controllability"]
+    for point in control["policy"]["points"]:
+        answers = [r["answer"] for r in rows if r["model"] == "policy" and r["point"] == point["name"]]
+        assert point["repeating"] == pytest.approx(np.mean([repeats_itself(a) for a in answers]))
+    pareto = control["pareto"]
+    base_mean = np.mean([p["mean_scores"]["conciseness"] for p in control["base"]["points"]])
+    assert pareto["reference"] == {"conciseness": pytest.approx(base_mean)}
+    run_points = np.array([[p["mean_scores"]["conciseness"]] for p in control["policy"]["points"]])
+    assert pareto["hypervolume"] == pytest.approx(hypervolume(run_points, np.array([base_mean])))
+    assert "Hypervolume" in (out / "summary.md").read_text() and "tradeoff.png" not in report["plots"]  # one rated objective: no pair

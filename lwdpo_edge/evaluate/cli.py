@@ -19,7 +19,7 @@ def evaluate(
     max_new_tokens: Annotated[int, typer.Option(help="Longest greedy answer in tokens.")] = 96,
     output: Annotated[Optional[Path], typer.Option(help="Report folder (default RUN_DIR/eval); replaced atomically, an earlier report stays until the new one is complete.")] = None,
     baseline: Annotated[bool, typer.Option(help="Also generate with the adapter disabled (the untrained base under the same headers). --no-baseline halves the generation time.")] = True,
-    grid: Annotated[str, typer.Option(help="Lambda points for generation: 'full' (vertices, edge midpoints, centre) or 'vertices' (vertices and centre).")] = "full",
+    grid: Annotated[str, typer.Option(help="Lambda points for generation and held-out ranking: 'full' (vertices, edge midpoints, centre), 'vertices' (vertices and centre) or 'dense' (full plus one interior point leaning to each objective, 0.6 / 0.2 / 0.2: 10 points for 3 objectives).")] = "full",
     batch_size: Annotated[int, typer.Option(help="(prompt, lambda) answers generated together in one left-padded batch.")] = 16,
     max_lists: Annotated[Optional[int], typer.Option(help="Rank only the first N held-out lists (default: all).")] = None,
     soup_strength: Annotated[Optional[float], typer.Option(help="Soup runs only: steering strength of the adapter mix (1 = the plain lambda-weighted soup). Default: the run's own (lwdpo.json soup_strength).")] = None,

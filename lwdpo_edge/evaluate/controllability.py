@@ -10,6 +10,9 @@ greedily under each point's header; the built-in raters score every answer. Per 
     monotone                 those means never go down from the low vertex (lambda_k = 0) to the
                              high vertex (lambda_k = 1), and end higher than they start
 
+Per grid point: the mean score of each objective, the mean words and the share of answers that
+repeat a 4-word sequence 3+ times (`raters.repeats_itself`).
+
 Only objectives with a built-in rater can be measured on fresh text; others are listed as unrated.
 """
 
@@ -26,7 +29,7 @@ from lwdpo_edge.conditioning import conditioned_messages
 from lwdpo_edge.evaluate.grid import LambdaPoint
 from lwdpo_edge.evaluate.heldout import user_question
 from lwdpo_edge.evaluate.metrics import spearman
-from lwdpo_edge.raters import count_words, score_answers
+from lwdpo_edge.raters import count_words, repeats_itself, score_answers
 
 
 @dataclass
@@ -123,6 +126,8 @@ def point_summary(generations: Sequence[Generation], point: LambdaPoint, rated: 
         "name": point.name, "kind": point.kind, "lambda": dict(point.lam), "n": len(mine),
         "mean_scores": {name: float(np.mean([g.scores[name] for g in mine])) for name in rated} if mine else {},
         "mean_words": float(np.mean([g.words for g in mine])) if mine else None,
+        # share of answers caught in a loop (one 4-word sequence 3+ times): no point may degrade into loops
+        "repeating": float(np.mean([repeats_itself(g.answer) for g in mine])) if mine else None,
     }
 
 

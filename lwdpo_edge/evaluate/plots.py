@@ -2,7 +2,8 @@
 
     controllability.png  mean score_k against lambda_k, trained run vs base: the monotonicity view
     tradeoff.png         per pair of objectives, mean scores at each grid point: the trade-off /
-                         Pareto view (a run that steers spreads its points apart along the edge)
+                         Pareto view (a run that steers spreads its points apart along the edge);
+                         points on the K-dim Pareto front filled, the base model's mean point starred
     ranking.png          top-1 accuracy at each objective's vertex: run, base log-prob, chance
 
 Each function reads only the report dict and returns the file it wrote (or None when there is
@@ -57,24 +58,35 @@ def plot_controllability(report: dict, path: Path) -> Path | None:
 
 
 def plot_tradeoff(report: dict, path: Path) -> Path | None:
+    """Per pair of objectives: the mean scores of every grid point. The run's points on its K-dim
+    Pareto front are filled, dominated ones hollow; the star is the base model's mean point (the
+    hypervolume's reference)."""
     control = report.get("controllability") or {}
     pairs = list(combinations(control.get("rated", []), 2))
     if not pairs:
         return None
+    pareto = control.get("pareto") or {}
+    front = set(pareto.get("front", []))
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(pairs), figsize=(4.4 * len(pairs), 4), squeeze=False)
     for ax, (a, b) in zip(axes[0], pairs):
         for model, label, color, marker in MODELS:
             points = [p for p in (control.get(model) or {}).get("points", []) if p["mean_scores"]]
-            ax.scatter([p["mean_scores"][a] for p in points], [p["mean_scores"][b] for p in points],
-                       color=color, marker=marker, label=label, alpha=0.8)
+            on = [model != "policy" or not front or p["name"] in front for p in points]
+            ax.scatter([p["mean_scores"][a] for p in points], [p["mean_scores"][b] for p in points], marker=marker,
+                       facecolors=[color if o else "none" for o in on], edgecolors=color, label=label, alpha=0.8)
             if model == "policy":
                 for p in points:
                     ax.annotate(p["name"], (p["mean_scores"][a], p["mean_scores"][b]), fontsize=6,
                                 xytext=(3, 3), textcoords="offset points")
+        if pareto.get("reference"):
+            ax.scatter([pareto["reference"][a]], [pareto["reference"][b]], marker="*", s=140, color="black",
+                       label="base mean (reference)")
         ax.set_xlabel(f"mean {a}")
         ax.set_ylabel(f"mean {b}")
         ax.legend(fontsize=8)
+    if pareto.get("hypervolume") is not None:
+        fig.suptitle(f"filled: on the Pareto front; hypervolume vs base {pareto['hypervolume']:.4g}", fontsize=9)
     return _save(fig, path)
 
 

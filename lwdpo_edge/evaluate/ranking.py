@@ -7,6 +7,9 @@ and scored twice by one model: adapter on (policy) and adapter off (reference = 
     r_i = beta * (log pi_theta(y_i | x, lambda) - log pi_ref(y_i | x, lambda))     (N,) per list
 
 and r is compared with each objective's scores: tie-aware top-1 accuracy, Kendall tau-b, NDCG.
+At every point r is also compared with the lambda-weighted score of the list, sum_k lambda_k * z_k
+(each objective z-scored within the list, as training's targets): at a mix such as the centre or an
+edge midpoint no single objective says which answer is best, the weighted sum does.
 
 Baselines. The base model's implicit reward is 0 for every candidate by definition, which is
 exactly chance under tie-aware metrics; so two baselines are reported instead:
@@ -28,6 +31,7 @@ from lwdpo_edge.evaluate.grid import LambdaPoint
 from lwdpo_edge.evaluate.metrics import (chance_ndcg, chance_top1, kendall_tau, mean_or_none, ndcg, rankable,
                                          top1_accuracy)
 from lwdpo_edge.logprobs import sequence_logps
+from lwdpo_edge.objective import normalize_scores
 from lwdpo_edge.train.batching import ListwiseBatch, encode_listwise
 
 
@@ -40,6 +44,7 @@ class RankingSettings:
     length_normalize: bool = False
     max_prompt_tokens: int = 256
     max_response_tokens: int = 160
+    score_normalization: str = "zscore"  # how the lambda-weighted score puts objectives on one scale
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "RankingSettings":
@@ -51,6 +56,7 @@ class RankingSettings:
             length_normalize=bool(config.get("length_normalize", defaults.length_normalize)),
             max_prompt_tokens=int(config.get("max_prompt_tokens", defaults.max_prompt_tokens)),
             max_response_tokens=int(config.get("max_response_tokens", defaults.max_response_tokens)),
+            score_normalization=str(config.get("score_normalization", defaults.score_normalization)),
         )
 
 
@@ -159,3 +165,36 @@ def ranking_report(scored: dict[str, list[ListLogps]], objectives: Sequence[str]
                  for point, lists in scored.items()}
         for ranker, values_of in rankers.items()
     }
+
+
+def lambda_weighted_scores(item: ListLogps, lam: Sequence[float], normalization: str) -> np.ndarray:
+    """sum_k lambda_k * s_k over the list's normalised scores, a missing score counted as 0 (the list
+    average under z-scores), as `lambda_best_index` picks the target's best.  (K, N) -> (N,)"""
+    normalised = normalize_scores(torch.from_numpy(np.asarray(item.scores, dtype=np.float64)), normalization).numpy()
+    return (np.asarray(lam, dtype=np.float64)[:, None] * np.nan_to_num(normalised, nan=0.0)).sum(axis=0)
+
+
+def weighted_metrics(lists: Sequence[ListLogps], lam: Sequence[float], normalization: str,
+                     values_of: Callable[[ListLogps], np.ndarray] | None) -> dict:
+    """Top-1 / Kendall tau / NDCG against the lambda-weighted score (values_of=None: chance)."""
+    rows = []
+    for item in lists:
+        target = lambda_weighted_scores(item, lam, normalization)
+        if not rankable(target):
+            continue
+        if values_of is None:
+            rows.append((chance_top1(target), 0.0, chance_ndcg(target)))
+        else:
+            v = values_of(item)
+            rows.append((top1_accuracy(v, target), kendall_tau(v, target), ndcg(v, target)))
+    top1, tau, gain = zip(*rows) if rows else ((), (), ())
+    return {"top1": mean_or_none(top1), "kendall_tau": mean_or_none(tau), "ndcg": mean_or_none(gain), "n_lists": len(rows)}
+
+
+def weighted_ranking_report(scored: dict[str, list[ListLogps]], points: Sequence[LambdaPoint], objectives: Sequence[str],
+                            beta: float, normalization: str = "zscore") -> dict:
+    """{"policy" | "base_logprob" | "chance": {point: metrics against the point's lambda-weighted score}}."""
+    rankers = {"policy": lambda item: policy_rewards(item, beta), "base_logprob": lambda item: item.reference, "chance": None}
+    lams = {p.name: [p.lam[name] for name in objectives] for p in points}
+    return {ranker: {point: weighted_metrics(lists, lams[point], normalization, values_of) for point, lists in scored.items()}
+            for ranker, values_of in rankers.items()}

@@ -112,7 +112,7 @@ def ranking_section(report: dict) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for point, per_objective in ranking["policy"].items():
-        for name, m in per_objective.items():
+        for name, m in per_objective.items():  # one row per (point, objective)
             base, chance = ranking["base_logprob"][point][name], ranking["chance"][point][name]
             lines.append(f"| {point} | {name} | {_num(m['top1'], 2)} / {_num(base['top1'], 2)} / {_num(chance['top1'], 2)} | "
                          f"{_num(m['kendall_tau'], 2)} / {_num(base['kendall_tau'], 2)} | "
@@ -137,15 +137,41 @@ def controllability_section(report: dict) -> list[str]:
                      f"{' -> '.join(_num(x['mean'], 2) for x in p['levels'])} | "
                      f"{' -> '.join(_num(x['mean'], 2) for x in b.get('levels', []))} |")
     base_points = {p["name"]: p for p in base["points"]}
-    lines += ["", "| lambda point | " + " | ".join(control["rated"]) + " | words run / base |",
-              "|---|" + "---|" * (len(control["rated"]) + 1)]
+    lines += ["", "| lambda point | " + " | ".join(control["rated"]) + " | words run / base | repeating run / base |",
+              "|---|" + "---|" * (len(control["rated"]) + 2)]
     for point in policy["points"]:
         other = base_points.get(point["name"], {"mean_scores": {}, "mean_words": None})
         cells = [f"{_num(point['mean_scores'].get(n), 2)} ({_num(other['mean_scores'].get(n), 2)})" for n in control["rated"]]
-        lines.append(f"| {point['name']} | " + " | ".join(cells) + f" | {_num(point['mean_words'], 1)} / {_num(other['mean_words'], 1)} |")
+        lines.append(f"| {point['name']} | " + " | ".join(cells) + f" | {_num(point['mean_words'], 1)} / {_num(other['mean_words'], 1)} | "
+                     f"{_num(point.get('repeating'), 2)} / {_num(other.get('repeating'), 2)} |")
+    lines += pareto_lines(control.get("pareto"))
     if control.get("unrated"):
         lines += ["", f"No built-in rater, not measured on generations: {', '.join(control['unrated'])}."]
-    return lines + ["", "Cells: trained run (base model)."]
+    return lines + ["", "Cells: trained run (base model). Repeating: share of answers that repeat a 4-word sequence 3+ times."]
+
+
+def pareto_lines(pareto: dict | None) -> list[str]:
+    if not pareto:
+        return []
+    reference = ", ".join(f"{name} {value:.3f}" for name, value in pareto["reference"].items())
+    return ["", f"Pareto front of the run's grid means: {', '.join(pareto['front'])}. Hypervolume against the base "
+            f"model's mean point ({reference}): **{pareto['hypervolume']:.4g}** "
+            f"({pareto['points_above_reference']} of the points beat the base on every objective)."]
+
+
+def weighted_ranking_section(report: dict) -> list[str]:
+    weighted = (report.get("ranking") or {}).get("lambda_weighted")
+    if not weighted:
+        return []
+    lines = ["### Against the lambda-weighted score (sum_k lambda_k z_k within each list)", "",
+             "| lambda | top-1 run / base / chance | Kendall tau run / base | NDCG run / base / chance | lists |",
+             "|---|---|---|---|---|"]
+    for point, m in weighted["policy"].items():
+        base, chance = weighted["base_logprob"][point], weighted["chance"][point]
+        lines.append(f"| {point} | {_num(m['top1'], 2)} / {_num(base['top1'], 2)} / {_num(chance['top1'], 2)} | "
+                     f"{_num(m['kendall_tau'], 2)} / {_num(base['kendall_tau'], 2)} | "
+                     f"{_num(m['ndcg'], 2)} / {_num(base['ndcg'], 2)} / {_num(chance['ndcg'], 2)} | {m['n_lists']} |")
+    return lines + [""]
 
 
 def _timing_line(timing: dict) -> str:
@@ -170,5 +196,5 @@ def summary_markdown(report: dict) -> str:
         f"- wall time: {_timing_line(report['timing'])}", "",
     ]
     plots = [f"![{name}]({name})" for name in report.get("plots", [])]
-    body = verdict_section(report) + ranking_section(report) + controllability_section(report)
+    body = verdict_section(report) + ranking_section(report) + weighted_ranking_section(report) + controllability_section(report)
     return "\n".join(head + body + [""] + plots) + "\n"

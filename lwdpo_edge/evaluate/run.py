@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lwdpo_edge.contract import ADAPTER_DIR, RunFolderError, read_run_manifest, soup_adapter_dirs
-from lwdpo_edge.evaluate.grid import lambda_grid, ranking_points
+from lwdpo_edge.evaluate.grid import GRID_KINDS, lambda_grid, ranking_points
 from lwdpo_edge.evaluate.heldout import load_heldout_lists, load_prompt_file, prompts_from_lists, user_question
 from lwdpo_edge.evaluate.report import check_output_folder, write_report
 from lwdpo_edge.lambdas import LambdaError
@@ -29,7 +29,7 @@ from lwdpo_edge.soup import strength_for
 
 EVAL_VERSION = 1
 CONDITIONINGS = ("header", "none", "soup")  # what lwdpo.json may say and this eval can reproduce
-GRIDS = ("full", "vertices")
+GRIDS = GRID_KINDS
 
 
 class EvalError(ValueError):
@@ -126,9 +126,9 @@ def _advancer(progress, task) -> Callable[[int], None]:
 
 def rank_heldout(model, tokenizer, inputs: Inputs, settings, config: EvalConfig, progress) -> dict:
     """Ranking metrics of the run, the base model's log-prob and chance, per ranking point."""
-    from lwdpo_edge.evaluate.ranking import ranking_report, score_lists
+    from lwdpo_edge.evaluate.ranking import ranking_report, score_lists, weighted_ranking_report
 
-    points = ranking_points(inputs.objectives)
+    points = ranking_points(inputs.objectives, config.grid)
     task = progress.add_task("ranking held-out lists", total=len(points) * len(inputs.lists))
     mixer = getattr(model, "soup_mixer", None)
     if mixer is None:
@@ -140,7 +140,9 @@ def rank_heldout(model, tokenizer, inputs: Inputs, settings, config: EvalConfig,
             mixer.set_lambda(point.lam, config.soup_strength)
             scored |= score_lists(model, tokenizer, inputs.lists, [point], inputs.objectives, settings,
                                   config.lists_per_batch, _advancer(progress, task))
-    return ranking_report(scored, inputs.objectives, settings.beta)
+    return {**ranking_report(scored, inputs.objectives, settings.beta),
+            "lambda_weighted": weighted_ranking_report(scored, points, inputs.objectives, settings.beta,
+                                                       settings.score_normalization)}
 
 
 def generate_grid(backend, inputs: Inputs, points, conditioned: bool, config: EvalConfig, progress, label: str):
@@ -234,6 +236,7 @@ def auto_threads(default: int) -> int:
 def evaluate_loaded(config: EvalConfig, inputs: Inputs, started: float) -> Path:
     from lwdpo_edge.evaluate.controllability import controllability_report
     from lwdpo_edge.evaluate.criteria import judge
+    from lwdpo_edge.evaluate.pareto import pareto_report
     from lwdpo_edge.evaluate.ranking import RankingSettings
     from lwdpo_edge.generate import load_run
 
@@ -250,6 +253,8 @@ def evaluate_loaded(config: EvalConfig, inputs: Inputs, started: float) -> Path:
             generations = generate_all(model, tokenizer, inputs, points, settings.condition_on_lambda, config,
                                        progress, timing)
     control = {name: controllability_report(gens, points, rated) for name, gens in generations.items()}
+    if "base" in control:  # the trade-off front of the run against the base model's mean point
+        control["pareto"] = pareto_report(control["policy"]["points"], control["base"]["points"], rated)
     ceiling = imitation_ceiling(inputs, points) if rated else None
     criteria = judge(generations.get("policy", []), generations.get("base", []), points, rated, ranking,
                      len(inputs.prompts), ceiling) if rated else None
@@ -294,7 +299,7 @@ def build_report(config: EvalConfig, inputs: Inputs, settings, points, ranking, 
         "settings": {"grid": config.grid, "max_new_tokens": config.max_new_tokens, "batch_size": config.batch_size,
                      "baseline": config.baseline, "backend": "transformers", "greedy": True, "threads": config.threads,
                      "soup_strength": config.soup_strength},
-        "ranking": {"points": [p.name for p in ranking_points(inputs.objectives)], **ranking},
+        "ranking": {"points": [p.name for p in ranking_points(inputs.objectives, config.grid)], **ranking},
         "controllability": {
             "grid": [{"name": p.name, "kind": p.kind, "lambda": p.lam} for p in points],
             "rated": rated, "unrated": [n for n in inputs.objectives if n not in rated],
