@@ -97,6 +97,39 @@ def test_the_training_mix_is_the_inference_mix(tiny_llama_dir, dataset, tmp_path
         assert (trained(ids).logits - soup(ids).logits).abs().max() > 1e-3  # another lambda is another model
 
 
+def test_a_mixture_trained_with_contrast_is_saved_at_that_strength(tiny_llama_dir, dataset, tmp_path, monkeypatch):
+    """--mixture-strength 2: every training forward mixes 1/K + 2 (lambda - 1/K), negative at a vertex's
+    other adapter, and the run is saved at strength 2, so inference applies the rule it was trained under."""
+    from lwdpo_edge.soup import load_soup, soup_scales
+    from lwdpo_edge.train.mixture import TrainingMix
+    from lwdpo_edge.train.recipe import run_training
+
+    seen = []
+    original = TrainingMix.set_lambda
+
+    def record(self, lam):
+        original(self, lam)
+        seen.append([self.layers[0].scaling[n] / (self.layers[0].lora_alpha[n] / self.layers[0].r[n]) for n in OBJECTIVES])
+
+    monkeypatch.setattr(TrainingMix, "set_lambda", record)
+    run = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "contrast", max_steps=3, save_steps=100,
+                                   conditioning="mixture", mixture_strength=2.0, lambda_scheduler="fixed",
+                                   fixed_lambda=f"{OBJECTIVES[0]}=1"))
+    assert seen and all(scales == pytest.approx([1.5, -0.5]) for scales in seen)  # K = 2: 1/2 + 2 * (1 - 1/2), 1/2 - 1
+    manifest = read_run_manifest(run)
+    assert manifest["soup_strength"] == 2.0 == manifest["training"]["config"]["mixture_strength"]
+    model, _, _ = load_soup(run)
+    assert model.soup_mixer.default_strength == 2.0
+    assert soup_scales({OBJECTIVES[0]: 1.0, OBJECTIVES[1]: 0.0}, OBJECTIVES, model.soup_mixer.default_strength) == seen[0]
+
+
+def test_mixture_strength_must_be_positive():
+    from lwdpo_edge.train.config import LambdaDPOConfig
+
+    with pytest.raises(ValueError, match="--mixture-strength"):
+        LambdaDPOConfig(output_dir="/tmp/never", conditioning="mixture", mixture_strength=0.0)
+
+
 def test_mixture_resumes_to_the_same_adapters(tiny_llama_dir, dataset, tmp_path, monkeypatch):
     from lwdpo_edge.train import recipe
     from lwdpo_edge.train.callbacks import RichProgressCallback

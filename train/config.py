@@ -91,13 +91,18 @@ class LambdaDPOConfig(TrainingArguments):
         "135M model it steers within minutes on a CPU; the header has not yet (docs/results.md, 'Steering'). "
         "mixture: the soup's adapters trained together, all active in every step, mixed by a lambda drawn per "
         "step by --lambda-scheduler (dirichlet or performance) with the lambda-weighted listwise loss; saved as a "
-        "soup run at strength 1 (train/mixture.py). --max-steps then counts all steps, not steps per adapter.",
+        "soup run at the trained --mixture-strength (train/mixture.py). --max-steps then counts all steps, not steps per adapter.",
         choices=CONDITIONINGS))
     soup_strength: float = field(default=SOUP_STRENGTH_DEFAULT, metadata=_help(
         "soup only: the steering strength stored as the model's default (apps and `serve` may override it per "
         "request). Adapter coefficients are 1/K + strength * (lambda_k - 1/K): 1 is the plain lambda-weighted "
         "soup, larger values amplify what sets the objectives apart (the centre mix is the same at every "
         "strength). Measured choice, docs/results.md 'Steering'."))
+    mixture_strength: float = field(default=1.0, metadata=_help(
+        "mixture only: the strength s of the mixing rule the adapters are trained under, c(lambda) = 1/K + "
+        "s * (lambda_k - 1/K), stored as the run's soup strength so that inference applies exactly the trained "
+        "rule, never an extrapolation. 1: c = lambda. s > 1 trains contrast: at a vertex the other objectives' "
+        "adapters enter with negative weight, as the soup's hand-set 2.5 does after the fact."))
     lambda_scheduler: str = field(default="dirichlet", metadata=_help(
         f"How lambda is drawn per example: {', '.join(SAMPLERS)} (uniform = uniform on the simplex; "
         "performance = the online scheduler that moves sampling mass to where held-out loss is high or falling).",
@@ -177,6 +182,8 @@ class LambdaDPOConfig(TrainingArguments):
             raise ValueError(f"--lambdas-per-prompt must be >= 1, got {self.lambdas_per_prompt}")
         if not 0.0 <= self.soup_strength <= MAX_STRENGTH:
             raise ValueError(f"--soup-strength must be in [0, {MAX_STRENGTH:g}], got {self.soup_strength}")
+        if not 0.0 < self.mixture_strength <= MAX_STRENGTH:
+            raise ValueError(f"--mixture-strength must be in (0, {MAX_STRENGTH:g}], got {self.mixture_strength}")
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"--conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
         if self.conditioning == "mixture" and self.lambdas_per_prompt > 1:

@@ -5,7 +5,7 @@
 The model a user gets is the one the lambda-weighted loss trained. Every forward runs all K LoRA
 adapters, mixed exactly as lwdpo_edge.soup mixes them at inference,
 
-    W x + sum_k c_k(lambda) * s_k * B_k A_k x,     c(lambda) = soup_scales(lambda, strength=1) = lambda,
+    W x + sum_k c_k(lambda) * s_k * B_k A_k x,     c(lambda) = soup_scales(lambda, strength) = 1/K + strength * (lambda - 1/K),
 
 and each micro-batch draws ONE lambda from the run's scheduler (dirichlet with vertex draws, or the
 performance scheduler), sets the mix to c(lambda), and takes the lambda-weighted listwise loss (plus
@@ -15,7 +15,7 @@ gain lambda needs is learned by the adapters at strength 1 instead of set by han
 soup's 2.5). Against the soup, at the same budget: soup trains K runs of S steps, each at one
 vertex; the mixture trains K x S steps, each at a drawn lambda.
 
-The run folder is a soup run (lwdpo.json conditioning "soup", adapters/<objective>/, soup_strength 1,
+The run folder is a soup run (lwdpo.json conditioning "soup", adapters/<objective>/, soup_strength = the trained strength,
 training.mode "mixture"): eval, generate, export, the runtime, app and serve take it unchanged.
 """
 
@@ -40,20 +40,17 @@ from lwdpo_edge.train.recipe import (SUMMARY_FIELDS, ListDataset, TrainSetupErro
                                      reference_cache_summary)
 from lwdpo_edge.train.trainer import LambdaDPOTrainer
 
-MIXTURE_STRENGTH = 1.0  # c(lambda) = lambda: the rule the adapters are trained under, stored as the run's strength
-
-
 class TrainingMix:
     """Keeps every objective's adapter active and trainable, and sets their scales to c(lambda)."""
 
-    def __init__(self, model, objectives):
-        self.model, self.objectives = model, list(objectives)
+    def __init__(self, model, objectives, strength: float = 1.0):
+        self.model, self.objectives, self.strength = model, list(objectives), strength
         model.base_model.set_adapter(self.objectives)  # all active; inference_mode False: all trainable
         self.layers = lora_layers(model)
         self.lam: dict[str, float] | None = None
 
     def set_lambda(self, lam: dict[str, float]) -> None:
-        scales = soup_scales(lam, self.objectives, MIXTURE_STRENGTH)
+        scales = soup_scales(lam, self.objectives, self.strength)
         for layer in self.layers:
             for name, scale in zip(self.objectives, scales):
                 layer.set_scale(name, scale)  # scaling_k = c_k * alpha_k / r_k, read by the next forward
@@ -118,7 +115,7 @@ def run_mixture_training(config: LambdaDPOConfig) -> Path:
     args = dataclasses.replace(checkpoint_args(config), condition_on_lambda=False)  # the mix, not a header
     trainer = MixtureTrainer(
         model=model, args=args, train_dataset=ListDataset(records), processing_class=load_tokenizer(model_dir),
-        objectives=objectives, lambda_sampler=sampler, scheduler_lists=measured_lists, mix=TrainingMix(model, objectives),
+        objectives=objectives, lambda_sampler=sampler, scheduler_lists=measured_lists, mix=TrainingMix(model, objectives, config.mixture_strength),
         reference_cache=open_reference_cache(config, model_dir, model),
         callbacks=[RichProgressCallback(objectives), MetricsJsonlCallback(Path(config.output_dir) / METRICS_FILE)],
     )
@@ -132,7 +129,7 @@ def run_mixture_training(config: LambdaDPOConfig) -> Path:
 
 
 def save_mixture(trainer, config: LambdaDPOConfig, objectives, model_dir: Path, n_records: int, seconds: float) -> None:
-    """RUN/adapters/<objective>/ and a soup lwdpo.json (strength 1, training.mode 'mixture')."""
+    """RUN/adapters/<objective>/ and a soup lwdpo.json (the trained strength, training.mode 'mixture')."""
     run_dir = Path(config.output_dir)
     trainer.save_reference_cache()
     if not trainer.is_world_process_zero():
@@ -142,7 +139,7 @@ def save_mixture(trainer, config: LambdaDPOConfig, objectives, model_dir: Path, 
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k in SUMMARY_FIELDS}
     write_run_manifest(
         run_dir, objectives, base_model={"spec": config.model, "path": str(model_dir)}, conditioning="soup",
-        adapters={name: f"{ADAPTERS_DIR}/{name}" for name in objectives}, soup_strength=MIXTURE_STRENGTH,
+        adapters={name: f"{ADAPTERS_DIR}/{name}" for name in objectives}, soup_strength=config.mixture_strength,
         training={"mode": "mixture", "steps": trainer.state.global_step, "records": n_records,
                   "seconds": round(seconds, 1),
                   "final_metrics": {k: v for k, v in last.items() if k == "loss" or "/" in k},
