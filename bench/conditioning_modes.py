@@ -63,16 +63,16 @@ def shared_reference(reports: list[dict]) -> np.ndarray:
 
 def row(report: dict, reference: np.ndarray | None = None) -> dict:
     control, weighted = report["controllability"], report["ranking"]["lambda_weighted"]
-    base_loops = max(p["repeating"] for p in control["base"]["points"])
+    worst = max(control["policy"]["points"], key=lambda p: p["repeating"])
     return {
         "spearman": {name: control["policy"]["objectives"][name]["spearman"] for name in control["rated"]},
         "weighted_top1": {name: weighted["policy"][name]["top1"] for name in interior_points(report)},
         "hypervolume": (control.get("pareto") or {}).get("hypervolume"),
         "front": (control.get("pareto") or {}).get("front"),
         "hypervolume_shared": None if reference is None else hypervolume(mean_points(report), reference),
-        "worst_loops": max(p["repeating"] for p in control["policy"]["points"]),
-        "worst_loop_point": max(control["policy"]["points"], key=lambda p: p["repeating"])["name"],
-        "base_loops": base_loops,
+        "worst_loops": worst["repeating"],
+        "worst_loop_point": worst["name"],
+        "base_loops": max(p["repeating"] for p in control["base"]["points"]),
         "strength": report["settings"].get("soup_strength"),
         "training_seconds": report["training_seconds"],
     }

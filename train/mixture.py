@@ -40,6 +40,7 @@ from lwdpo_edge.train.recipe import (SUMMARY_FIELDS, ListDataset, TrainSetupErro
                                      reference_cache_summary)
 from lwdpo_edge.train.trainer import LambdaDPOTrainer
 
+
 class TrainingMix:
     """Keeps every objective's adapter active and trainable, and sets their scales to c(lambda)."""
 

@@ -132,18 +132,17 @@ def policy_rewards(item: ListLogps, beta: float) -> np.ndarray:
     return beta * (item.policy - item.reference)
 
 
-def objective_metrics(lists: Sequence[ListLogps], k: int, values_of: Callable[[ListLogps], np.ndarray] | None) -> dict:
-    """Mean top-1 / Kendall tau / NDCG over the lists that can rank objective k.
-
-    values_of=None gives the chance level of a random order.
-    """
+def target_metrics(lists: Sequence[ListLogps], target_of: Callable[[ListLogps], np.ndarray],
+                   values_of: Callable[[ListLogps], np.ndarray] | None) -> dict:
+    """Mean top-1 / Kendall tau / NDCG of values_of(item) against target_of(item) (N,) over the lists
+    whose target can rank; values_of=None gives the chance level of a random order."""
     rows = []  # (top1, tau, ndcg) per rankable list
     for item in lists:
-        scores = item.scores[k]
-        if not rankable(scores):
+        target = target_of(item)
+        if not rankable(target):
             continue
-        present = np.isfinite(scores)  # candidates without a score for k are left out, as in the loss
-        s = scores[present]
+        present = np.isfinite(target)  # candidates without a score are left out, as in the loss
+        s = target[present]
         if values_of is None:
             rows.append((chance_top1(s), 0.0, chance_ndcg(s)))
         else:
@@ -153,17 +152,22 @@ def objective_metrics(lists: Sequence[ListLogps], k: int, values_of: Callable[[L
     return {"top1": mean_or_none(top1), "kendall_tau": mean_or_none(tau), "ndcg": mean_or_none(gain), "n_lists": len(rows)}
 
 
+def objective_metrics(lists: Sequence[ListLogps], k: int, values_of: Callable[[ListLogps], np.ndarray] | None) -> dict:
+    """Metrics against objective k's own scores."""
+    return target_metrics(lists, lambda item: item.scores[k], values_of)
+
+
+def rankers(beta: float) -> dict:
+    """What orders a list: the policy's implicit reward, the base model's log-prob, or chance (None)."""
+    return {"policy": lambda item: policy_rewards(item, beta), "base_logprob": lambda item: item.reference, "chance": None}
+
+
 def ranking_report(scored: dict[str, list[ListLogps]], objectives: Sequence[str], beta: float) -> dict:
     """{"policy" | "base_logprob" | "chance": {point: {objective: metrics}}}."""
-    rankers = {
-        "policy": lambda item: policy_rewards(item, beta),
-        "base_logprob": lambda item: item.reference,
-        "chance": None,
-    }
     return {
         ranker: {point: {name: objective_metrics(lists, k, values_of) for k, name in enumerate(objectives)}
                  for point, lists in scored.items()}
-        for ranker, values_of in rankers.items()
+        for ranker, values_of in rankers(beta).items()
     }
 
 
@@ -174,27 +178,11 @@ def lambda_weighted_scores(item: ListLogps, lam: Sequence[float], normalization:
     return (np.asarray(lam, dtype=np.float64)[:, None] * np.nan_to_num(normalised, nan=0.0)).sum(axis=0)
 
 
-def weighted_metrics(lists: Sequence[ListLogps], lam: Sequence[float], normalization: str,
-                     values_of: Callable[[ListLogps], np.ndarray] | None) -> dict:
-    """Top-1 / Kendall tau / NDCG against the lambda-weighted score (values_of=None: chance)."""
-    rows = []
-    for item in lists:
-        target = lambda_weighted_scores(item, lam, normalization)
-        if not rankable(target):
-            continue
-        if values_of is None:
-            rows.append((chance_top1(target), 0.0, chance_ndcg(target)))
-        else:
-            v = values_of(item)
-            rows.append((top1_accuracy(v, target), kendall_tau(v, target), ndcg(v, target)))
-    top1, tau, gain = zip(*rows) if rows else ((), (), ())
-    return {"top1": mean_or_none(top1), "kendall_tau": mean_or_none(tau), "ndcg": mean_or_none(gain), "n_lists": len(rows)}
-
-
 def weighted_ranking_report(scored: dict[str, list[ListLogps]], points: Sequence[LambdaPoint], objectives: Sequence[str],
                             beta: float, normalization: str = "zscore") -> dict:
     """{"policy" | "base_logprob" | "chance": {point: metrics against the point's lambda-weighted score}}."""
-    rankers = {"policy": lambda item: policy_rewards(item, beta), "base_logprob": lambda item: item.reference, "chance": None}
     lams = {p.name: [p.lam[name] for name in objectives] for p in points}
-    return {ranker: {point: weighted_metrics(lists, lams[point], normalization, values_of) for point, lists in scored.items()}
-            for ranker, values_of in rankers.items()}
+    return {ranker: {point: target_metrics(lists, lambda item, lam=lams[point]: lambda_weighted_scores(item, lam, normalization),
+                                           values_of)
+                     for point, lists in scored.items()}
+            for ranker, values_of in rankers(beta).items()}

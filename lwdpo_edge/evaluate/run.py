@@ -299,7 +299,7 @@ def build_report(config: EvalConfig, inputs: Inputs, settings, points, ranking, 
         "settings": {"grid": config.grid, "max_new_tokens": config.max_new_tokens, "batch_size": config.batch_size,
                      "baseline": config.baseline, "backend": "transformers", "greedy": True, "threads": config.threads,
                      "soup_strength": config.soup_strength},
-        "ranking": {"points": [p.name for p in ranking_points(inputs.objectives, config.grid)], **ranking},
+        "ranking": {"points": [p.name for p in points], **ranking},  # ranked on the generation grid
         "controllability": {
             "grid": [{"name": p.name, "kind": p.kind, "lambda": p.lam} for p in points],
             "rated": rated, "unrated": [n for n in inputs.objectives if n not in rated],
