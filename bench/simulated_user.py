@@ -21,7 +21,9 @@ lists of 4 had one, so 50 judgements would have needed ~250 prompts; digits: 40%
      (time from 'feedback file ready' to 'new slider in the app' = 4 + 5);
   6. rule rate of greedy answers to the held-out prompts (split 'heldout', never judged) at user = 1
      (its vertex), user = 0 (the other objectives uniform) and the base model (adapters off), each with
-     its binomial standard error sqrt(p (1 - p) / n), through lwdpo_edge.soup (transformers, batched).
+     its binomial standard error sqrt(p (1 - p) / n), through lwdpo_edge.soup (transformers, batched);
+     and, since all three settings answer the same prompts, the paired difference per prompt (user = 1
+     minus the other: +1, 0 or -1) with its standard error, which is what the slow test judges.
 
 Writes RUN/simulated_user.json and prints a markdown table.
 """
@@ -152,6 +154,27 @@ def rule_rates(run: Path, questions: list[str], max_new: int, batch: int) -> dic
     return rates
 
 
+def paired_difference(hits: list[bool], other_hits: list[bool]) -> dict:
+    """Mean of d_i = hits_i - other_hits_i over the same prompts, with s.e. = sd(d) / sqrt(n).
+
+    Pairing removes the between-prompt variance both settings share (a prompt about a year gets a digit
+    either way), so this s.e. is smaller than sqrt(se_a^2 + se_b^2) whenever the two agree on most prompts.
+    """
+    if len(hits) != len(other_hits) or len(hits) < 2:
+        raise ValueError(f"paired difference needs the same >= 2 prompts, got {len(hits)} and {len(other_hits)}")
+    d = [int(a) - int(b) for a, b in zip(hits, other_hits)]  # (n,) in {-1, 0, +1}
+    n, mean = len(d), sum(d) / len(d)
+    var = sum((x - mean) ** 2 for x in d) / (n - 1)
+    return {"diff": round(mean, 3), "se": round(math.sqrt(var / n), 3), "n": n,
+            "gained": d.count(1), "lost": d.count(-1)}
+
+
+def paired_report(rates: dict) -> dict:
+    """user = 1 against each other setting, paired by prompt."""
+    at_one = rates["user = 1"]["hits"]
+    return {f"user = 1 vs {label}": paired_difference(at_one, r["hits"]) for label, r in rates.items() if label != "user = 1"}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, default=ROOT / "runs/simuser", help="soup run to add 'user' to (made if missing)")
@@ -187,6 +210,7 @@ def main(argv=None) -> dict:
     result["app_slider_seconds"] = round(app_slider_seconds(newest_gguf(run), 1), 1)
     result["feedback_to_slider_seconds"] = round(result["train_seconds"] + result["export_seconds"] + result["app_slider_seconds"], 1)
     result["rates"] = rule_rates(run, prompts("heldout"), args.eval_tokens, batch=8)
+    result["paired"] = paired_report(result["rates"])
     (run / "simulated_user.json").write_text(json.dumps(result, indent=2) + "\n")
     print(report(result))
     return result
@@ -195,6 +219,9 @@ def main(argv=None) -> dict:
 def report(result: dict) -> str:
     rows = ["| setting | rule rate | s.e. | n | mean words |", "|---|---:|---:|---:|---:|"]
     rows += [f"| {label} | {r['rate']:.3f} | {r['se']:.3f} | {r['n']} | {r['mean_words']} |" for label, r in result["rates"].items()]
+    rows += ["", "| paired by prompt | difference | s.e. | gained | lost |", "|---|---:|---:|---:|---:|"]
+    rows += [f"| {label} | {p['diff']:+.3f} | {p['se']:.3f} | {p['gained']} | {p['lost']} |"
+             for label, p in result.get("paired", paired_report(result["rates"])).items()]
     c = result.get("collect", {})
     rows.append(f"\njudgements {c.get('judgements')} ({c.get('prompts_asked')} prompts asked, {c.get('skipped_no_preference')} "
                 f"without a preference, {c.get('seconds')} s); train {result['train_seconds']} s, export "

@@ -5,11 +5,15 @@ A simulated user with a rule the project's raters do not know (prefers answers t
 adds the `user` adapter; on held-out prompts, greedy answers at user = 1 must follow the rule more often
 than at user = 0 and than the base model, by a margin the untrained model cannot show (the base model
 against itself differs by 0) and by more than twice the standard error of the difference.
+
+The difference is paired by prompt (all three settings answer the same 58 held-out prompts), its s.e.
+sd(d) / sqrt(n). Two earlier runs on two CPUs of this kind gave unpaired margins over user = 0 of 0.33
+and 0.155 (the judged alternatives are sampled, so another CPU trains another adapter); the effect-size
+floor is 0.10 (6 of 58 prompts), the significance rule is what separates an effect from noise.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -17,11 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-MARGIN = 0.15
-
-
-def diff_se(a: dict, b: dict) -> float:
-    return math.sqrt(a["se"] ** 2 + b["se"] ** 2)
+MARGIN = 0.10
 
 
 @pytest.mark.slow
@@ -30,10 +30,11 @@ def test_a_simulated_user_gets_a_slider_that_follows_their_rule(tmp_path):
 
     result = simulated_user.main(["--run", str(tmp_path / "run"), "--judgements", "50", "--threads", "2"])
     assert 40 <= result["collect"]["judgements"] <= 60
-    rates = result["rates"]
-    at_one, at_zero, base = rates["user = 1"], rates["user = 0"], rates["base model"]
-    for other in (at_zero, base):
-        assert at_one["rate"] - other["rate"] >= MARGIN, rates
-        assert at_one["rate"] - other["rate"] > 2 * diff_se(at_one, other), rates
+    rates = {label: {k: v for k, v in r.items() if k in ("rate", "se")} for label, r in result["rates"].items()}
+    for other in ("user = 0", "base model"):
+        paired = result["paired"][f"user = 1 vs {other}"]
+        assert paired["n"] == len(simulated_user.prompts("heldout"))
+        assert paired["diff"] >= MARGIN, (paired, rates)
+        assert paired["diff"] > 2 * paired["se"], (paired, rates)
     # the run's other objectives and the new slider are all in the contract the app reads
     assert (tmp_path / "run" / "adapters" / "user" / "adapter_config.json").is_file()
