@@ -313,7 +313,9 @@ def arm_result(arm: Arm, bench: dict, report: dict) -> dict:
     return {
         "arm": arm.key, "name": arm.name, "conditioning": report["run"]["conditioning"], "steps": steps,
         "top1": at_vertex("policy", "top1"), "kendall_tau": at_vertex("policy", "kendall_tau"),
-        "ndcg": at_vertex("policy", "ndcg"), "base_logprob_top1": at_vertex("base_logprob", "top1"),
+        "ndcg": at_vertex("policy", "ndcg"), "top1_se": at_vertex("policy", "top1_se"),
+        "kendall_tau_se": at_vertex("policy", "kendall_tau_se"), "ndcg_se": at_vertex("policy", "ndcg_se"),
+        "base_logprob_top1": at_vertex("base_logprob", "top1"),
         "chance_top1": at_vertex("chance", "top1"), "n_lists": report["data"]["n_lists"],
         "spearman": {o: control.get(o, {}).get("spearman") for o in objectives},
         "spearman_within_prompt": {o: control.get(o, {}).get("spearman_within_prompt") for o in objectives},

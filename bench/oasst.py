@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/oasst.py --steps 170 --threads 2                      # the run
     .venv/bin/python bench/oasst.py --steps 2 --eval-lists 4 --threads 1         # smoke
+    .venv/bin/python bench/oasst.py --budget-seconds 900 --threads 1             # equal wall-clock
 
 Data: an OpenAssistant message-tree file (default /work/shared/data/oasst/en_100_tree.jsonl),
 read with the project's OASST loader: every prompter turn with >= 2 ranked assistant replies is
@@ -16,7 +17,15 @@ Arms, from bench/compare.py and the same --config recipe, same steps, seed, batc
   listwise  lambda-DPO on the whole ranked list (compare.py arm c; with one objective the lambda
             header is constant, so this measures listwise vs pairwise, not steering)
 Scored by run_evaluation on the held-out lists: top-1, Kendall tau-b and NDCG of the implicit
-reward against the human ranking. There is no rater for human_preference, so no generation.
+reward against the human ranking, each with its standard error over the lists. There is no rater
+for human_preference, so no generation.
+
+Equal wall-clock (--budget-seconds S) instead of equal steps: each arm first trains
+--calibration-steps steps (WORK_DIR/calibration-<k>steps/) to measure its own seconds per step,
+then trains floor(S / that) steps from scratch (WORK_DIR/budget-<S>s/), so the learning-rate
+schedule runs to its end in both arms. A deadline that stopped training mid-schedule would leave
+the arms at different learning rates. The table gives each arm's steps and the training seconds
+it really took, so the budget's hit is visible.
 """
 
 from __future__ import annotations
@@ -94,29 +103,76 @@ def write_split(args) -> tuple[Path, int]:
     return save_records(records, Path(args.work_dir) / name), dropped
 
 
-def compare_args(args, split: Path) -> argparse.Namespace:
+def compare_args(args, split: Path, *, steps: int | None, runs_dir: Path, eval_lists: int | None,
+                 resume: bool) -> argparse.Namespace:
     """bench/compare.py's options for these two arms on the split file."""
     flags = [f"--data={split}", f"--objectives={OBJECTIVE}", *(args.train_flag or [])]
     return compare.build_parser().parse_args([
-        "--config", str(args.config), "--runs-dir", str(Path(args.work_dir) / "runs"), "--out", str(args.out),
-        "--eval-prompts", "1", *(["--steps", str(args.steps)] if args.steps is not None else []),
+        "--config", str(args.config), "--runs-dir", str(runs_dir), "--out", str(args.out),
+        "--eval-prompts", "1", *(["--steps", str(steps)] if steps is not None else []),
         *(["--seed", str(args.seed)] if args.seed is not None else []),
         *(["--threads", str(args.threads)] if args.threads is not None else []),
-        *(["--eval-lists", str(args.eval_lists)] if args.eval_lists is not None else []),
-        *(["--resume"] if args.resume else []), *[f"--train-flag={flag}" for flag in flags],
+        *(["--eval-lists", str(eval_lists)] if eval_lists is not None else []),
+        *(["--resume"] if resume else []), *[f"--train-flag={flag}" for flag in flags],
     ])
 
 
-def markdown_table(results: list[dict]) -> str:
+def steps_for_budget(budget_seconds: float, seconds_per_step: float) -> int:
+    """Optimizer steps that fit the training budget at an arm's measured pace (at least one)."""
+    if budget_seconds <= 0 or seconds_per_step <= 0:
+        raise ValueError(f"budget {budget_seconds} s at {seconds_per_step} s/step: both must be > 0")
+    return max(1, int(budget_seconds // seconds_per_step))
+
+
+def calibrate(args, split: Path, names: list[str]) -> dict[str, float]:
+    """Seconds per optimizer step of each arm, from a short run of its own (reused when unchanged:
+    the run folders' settings are checked by compare.py, so a changed recipe retrains)."""
+    inner = compare_args(args, split, steps=args.calibration_steps, eval_lists=1, resume=True,
+                         runs_dir=Path(args.work_dir) / f"calibration-{args.calibration_steps}steps")
+    arms = [ARMS[n] for n in names]
+    compare.run_arms(inner, arms, skip_scheduler_lists=False)
+    return {n: r["s_per_step"] for n, r in zip(names, compare.collect(inner, arms))}
+
+
+def run_equal_steps(args, split: Path, names: list[str]) -> list[tuple[str, dict]]:
+    inner = compare_args(args, split, steps=args.steps, runs_dir=Path(args.work_dir) / "runs",
+                         eval_lists=args.eval_lists, resume=args.resume)
+    compare.run_arms(inner, [ARMS[n] for n in names], skip_scheduler_lists=False)
+    return list(zip(names, compare.collect(inner, [ARMS[n] for n in names])))
+
+
+def run_equal_budget(args, split: Path, names: list[str]) -> list[tuple[str, dict]]:
+    """Each arm trained for as many steps as fit --budget-seconds at its calibrated pace."""
+    pace = calibrate(args, split, names)
+    runs_dir = Path(args.work_dir) / f"budget-{args.budget_seconds:g}s"
+    results = []
+    for name in names:
+        steps = steps_for_budget(args.budget_seconds, pace[name])
+        inner = compare_args(args, split, steps=steps, runs_dir=runs_dir, eval_lists=args.eval_lists,
+                             resume=args.resume)
+        compare.run_arms(inner, [ARMS[name]], skip_scheduler_lists=False)
+        [result] = compare.collect(inner, [ARMS[name]])
+        results.append((name, {**result, "calibrated_s_per_step": pace[name]}))
+    return results
+
+
+def with_se(value, se) -> str:
+    """"0.45 ± 0.08"; the bare value where no standard error could be measured (one list)."""
     fmt = compare._fmt
-    lines = ["| arm | top-1 | Kendall τ | NDCG | s/step | s/prompt | peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|"]
+    return fmt(value) if se is None or value is None else f"{fmt(value)} ± {fmt(se)}"
+
+
+def markdown_table(results: list[tuple[str, dict]]) -> str:
+    fmt = compare._fmt
+    lines = ["| arm | steps | train s | top-1 | Kendall τ | NDCG | s/step | peak RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results:
-        lines.append(f"| {name} | {fmt(r['top1'][OBJECTIVE])} | {fmt(r['kendall_tau'][OBJECTIVE])} | "
-                     f"{fmt(r['ndcg'][OBJECTIVE])} | {fmt(r['s_per_step'], 1)} | {fmt(r['s_per_prompt'], 2)} | "
-                     f"{fmt(r['peak_rss_mb'], 0)} |")
+        cells = [with_se(r[m][OBJECTIVE], (r.get(f"{m}_se") or {}).get(OBJECTIVE)) for m in ("top1", "kendall_tau", "ndcg")]
+        lines.append(f"| {name} | {r['steps']} | {fmt(r['train_seconds'], 0)} | {' | '.join(cells)} | "
+                     f"{fmt(r['s_per_step'], 1)} | {fmt(r['peak_rss_mb'], 0)} |")
     first = results[0][1]
-    lines.append(f"| base model log-prob | {fmt(first['base_logprob_top1'][OBJECTIVE])} | | | | | |")
-    lines.append(f"| chance | {fmt(first['chance_top1'][OBJECTIVE])} | 0.00 | | | | |")
+    lines.append(f"| base model log-prob | | | {fmt(first['base_logprob_top1'][OBJECTIVE])} | | | | |")
+    lines.append(f"| chance | | | {fmt(first['chance_top1'][OBJECTIVE])} | 0.00 | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -126,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=compare.DEFAULT_CONFIG, help="Training recipe YAML both arms start from.")
     p.add_argument("--arms", default="pairwise,listwise", help="Comma-separated arms: pairwise, listwise.")
     p.add_argument("--steps", type=int, help="Optimizer steps per arm (default: the config's max_steps).")
+    p.add_argument("--budget-seconds", type=float,
+                   help="Equal wall-clock instead of equal steps: each arm trains as many steps as fit this many "
+                        "training seconds at its own calibrated pace (excludes loading and evaluation).")
+    p.add_argument("--calibration-steps", type=int, default=4,
+                   help="Steps of the short run that measures each arm's seconds per step (with --budget-seconds).")
     p.add_argument("--seed", type=int, help="Training seed for both arms (default: the config's).")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice).")
     p.add_argument("--train-flag", action="append", metavar="FLAG=VALUE",
@@ -153,9 +214,9 @@ def main(argv: list[str] | None = None) -> None:
             raise compare.CompareError(f"--arms {args.arms!r}: choose from {','.join(ARMS)}")
         split, dropped = write_split(args)
         console.print(f"{dropped} training lists dropped for both arms: their prompt alone fills TRL's token cap")
-        inner = compare_args(args, split)
-        compare.run_arms(inner, [ARMS[n] for n in names], skip_scheduler_lists=False)
-        results = list(zip(names, compare.collect(inner, [ARMS[n] for n in names])))
+        if args.budget_seconds is not None and args.steps is not None:
+            raise compare.CompareError("--steps and --budget-seconds: choose one (equal steps or equal wall-clock)")
+        results = (run_equal_budget if args.budget_seconds is not None else run_equal_steps)(args, split, names)
     except (compare.CompareError, ValueError) as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         raise SystemExit(2) from None
@@ -169,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     out.write_text(json.dumps({"command": command, "machine": machine_line(args.threads), "data": str(args.data),
                                "split": {"heldout_trees": args.heldout_trees, "seed": args.split_seed,
                                          "dropped_overlong_training_lists": dropped},
+                               "budget_seconds": args.budget_seconds,
+                               "calibration_steps": args.calibration_steps if args.budget_seconds else None,
                                "arms": dict(results)}, indent=2) + "\n")
     console.print(f"written: {out}")
 

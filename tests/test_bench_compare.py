@@ -184,3 +184,48 @@ def test_oasst_drops_training_lists_whose_prompt_fills_trls_cap_for_both_arms(ti
     assert lengths[0] < 96 <= lengths[1]
     kept, dropped = oasst.drop_overlong_training_lists([short, long_train, long_heldout], config)
     assert [id(r) for r in kept] == [id(short), id(long_heldout)] and dropped == 1  # held-out lists: evaluated alike
+
+
+# ----------------------------------------------------------------------------- OASST at equal wall-clock
+
+
+def test_oasst_budget_gives_each_arm_the_steps_its_own_pace_fits():
+    oasst = _load("oasst")
+    assert oasst.steps_for_budget(900, 7.1) == 126  # 126 x 7.1 = 894.6 <= 900 < 127 x 7.1
+    assert oasst.steps_for_budget(900, 5.9) == 152
+    assert oasst.steps_for_budget(10, 60.0) == 1  # a budget under one step still trains one
+    with pytest.raises(ValueError, match="must be > 0"):
+        oasst.steps_for_budget(900, 0.0)
+
+
+def test_oasst_budget_run_trains_each_arm_at_its_calibrated_steps(monkeypatch, tmp_path):
+    """Calibration's s/step -> floor(budget / pace) steps per arm, each arm in the budget folder."""
+    oasst = _load("oasst")
+    trained = []
+
+    def fake_run_arms(inner, arms, skip_scheduler_lists=True):
+        trained.append((Path(inner.runs_dir).name, [a.key for a in arms], inner.steps, inner.eval_lists))
+
+    def fake_collect(inner, arms):
+        pace = {"a": 7.1, "c": 5.9}
+        return [{"s_per_step": pace[a.key], "steps": inner.steps} for a in arms]
+
+    monkeypatch.setattr(oasst.compare, "run_arms", fake_run_arms)
+    monkeypatch.setattr(oasst.compare, "collect", fake_collect)
+    args = oasst.build_parser().parse_args(["--budget-seconds", "900", "--work-dir", str(tmp_path), "--eval-lists", "30"])
+    results = dict(oasst.run_equal_budget(args, tmp_path / "split.jsonl", ["pairwise", "listwise"]))
+    assert trained == [("calibration-4steps", ["a", "c"], 4, 1),
+                       ("budget-900s", ["a"], 126, 30), ("budget-900s", ["c"], 152, 30)]
+    assert results["pairwise"]["steps"] == 126 and results["listwise"]["calibrated_s_per_step"] == 5.9
+
+
+def test_oasst_table_shows_each_mean_with_its_standard_error():
+    oasst = _load("oasst")
+    objective = oasst.OBJECTIVE
+    row = {"top1": {objective: 0.45}, "top1_se": {objective: 0.081}, "kendall_tau": {objective: 0.07},
+           "kendall_tau_se": {objective: None}, "ndcg": {objective: 0.84}, "ndcg_se": {objective: 0.02},
+           "steps": 126, "train_seconds": 899.6, "s_per_step": 7.14, "peak_rss_mb": 3501.0,
+           "base_logprob_top1": {objective: 0.18}, "chance_top1": {objective: 0.32}}
+    table = oasst.markdown_table([("pairwise", row)])
+    assert "| pairwise | 126 | 900 | 0.45 ± 0.08 | 0.07 | 0.84 ± 0.02 | 7.1 | 3501 |" in table
+    assert "| chance | | | 0.32 | 0.00 | | | |" in table

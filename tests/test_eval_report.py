@@ -37,6 +37,18 @@ def test_ranking_report_knows_the_answer():
     assert report["chance"]["uniform"]["conciseness"]["top1"] == 0.25
 
 
+def test_ranking_report_gives_the_standard_error_of_each_mean():
+    """Top-1 right on 2 of 4 lists: per-list values 1, 1, 0, 0 -> se = sd(ddof=1) / 2 = 0.2887."""
+    right = _list([-7, -8], [-8, -8], [[1, 0], [0, 1]])   # helpfulness ranked right, conciseness wrong
+    wrong = _list([-8, -7], [-8, -8], [[1, 0], [0, 1]])
+    report = ranking_report({"uniform": [right, right, wrong, wrong]}, OBJ, beta=0.1)
+    cell = report["policy"]["uniform"]["helpfulness"]
+    assert cell["top1"] == 0.5 and cell["top1_se"] == pytest.approx(np.std([1, 1, 0, 0], ddof=1) / 2)
+    assert cell["kendall_tau_se"] == pytest.approx(np.std([1, 1, -1, -1], ddof=1) / 2)
+    one = ranking_report({"uniform": [right]}, OBJ, beta=0.1)["policy"]["uniform"]["helpfulness"]
+    assert one["top1_se"] is None  # one list: no spread to measure
+
+
 def _steered_generations(prompts: int, steer: bool):
     out = []
     for p in range(prompts):

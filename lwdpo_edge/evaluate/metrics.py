@@ -86,3 +86,10 @@ def spearman(x, y) -> float | None:
 def mean_or_none(values) -> float | None:
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
+
+
+def standard_error_or_none(values) -> float | None:
+    """sd / sqrt(n) of a per-list metric (sample sd, ddof=1): the noise of its mean over lists.
+    None with fewer than 2 values, where no spread can be measured."""
+    values = [v for v in values if v is not None]
+    return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) >= 2 else None

@@ -29,7 +29,7 @@ import torch
 
 from lwdpo_edge.evaluate.grid import LambdaPoint
 from lwdpo_edge.evaluate.metrics import (chance_ndcg, chance_top1, kendall_tau, mean_or_none, ndcg, rankable,
-                                         top1_accuracy)
+                                         standard_error_or_none, top1_accuracy)
 from lwdpo_edge.logprobs import sequence_logps
 from lwdpo_edge.objective import normalize_scores
 from lwdpo_edge.train.batching import ListwiseBatch, encode_listwise
@@ -149,7 +149,10 @@ def target_metrics(lists: Sequence[ListLogps], target_of: Callable[[ListLogps], 
             v = values_of(item)[present]
             rows.append((top1_accuracy(v, s), kendall_tau(v, s), ndcg(v, s)))
     top1, tau, gain = zip(*rows) if rows else ((), (), ())
-    return {"top1": mean_or_none(top1), "kendall_tau": mean_or_none(tau), "ndcg": mean_or_none(gain), "n_lists": len(rows)}
+    # *_se: standard error of each mean over the lists, so two runs' gap can be read against noise
+    return {"top1": mean_or_none(top1), "kendall_tau": mean_or_none(tau), "ndcg": mean_or_none(gain), "n_lists": len(rows),
+            "top1_se": standard_error_or_none(top1), "kendall_tau_se": standard_error_or_none(tau),
+            "ndcg_se": standard_error_or_none(gain)}
 
 
 def objective_metrics(lists: Sequence[ListLogps], k: int, values_of: Callable[[ListLogps], np.ndarray] | None) -> dict:
