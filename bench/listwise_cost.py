@@ -256,11 +256,15 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
     print(f"machine: {machine_line(args.threads)}")
-    default_plan = ([("parity", False), ("lwdpo", False), ("lwdpo", True), ("lwdpo-old", False), ("lwdpo-old", True),
-                     ("lwdpo-nocache", False), ("trl-one-pair", False), ("trl-all-pairs", False), ("trl-best-vs-rest", False)]
-                    if args.shape == "default" else [("lwdpo", False), ("lwdpo", True), ("trl-one-pair", False)])
+    every_arm = [("parity", False), ("lwdpo", False), ("lwdpo", True), ("lwdpo-old", False), ("lwdpo-old", True),
+                 ("lwdpo-nocache", False), ("trl-one-pair", False), ("trl-all-pairs", False), ("trl-best-vs-rest", False)]
+    # The 1B shape runs the memory arms by default (the pair arms cost minutes each there); --arms picks any.
+    default_plan = every_arm if args.shape == "default" else [("lwdpo", False), ("lwdpo", True), ("trl-one-pair", False)]
     wanted = set(args.arms.split(",")) if args.arms else None
-    plan = [(a, q) for a, q in default_plan if wanted is None or a in wanted]
+    if wanted and wanted - {arm for arm, _ in every_arm}:
+        parser.error(f"--arms: unknown {sorted(wanted - {arm for arm, _ in every_arm})}; "
+                     f"choose from {', '.join(dict.fromkeys(arm for arm, _ in every_arm))}")
+    plan = default_plan if wanted is None else [(a, q) for a, q in every_arm if a in wanted]
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         data = bench_lists(args.prompts, Path(tmp))
