@@ -261,9 +261,9 @@ def main() -> None:
     # The 1B shape runs the memory arms by default (the pair arms cost minutes each there); --arms picks any.
     default_plan = every_arm if args.shape == "default" else [("lwdpo", False), ("lwdpo", True), ("trl-one-pair", False)]
     wanted = set(args.arms.split(",")) if args.arms else None
-    if wanted and wanted - {arm for arm, _ in every_arm}:
-        parser.error(f"--arms: unknown {sorted(wanted - {arm for arm, _ in every_arm})}; "
-                     f"choose from {', '.join(dict.fromkeys(arm for arm, _ in every_arm))}")
+    known = list(dict.fromkeys(arm for arm, _ in every_arm))
+    if wanted and wanted - set(known):
+        parser.error(f"--arms: unknown {sorted(wanted - set(known))}; choose from {', '.join(known)}")
     plan = default_plan if wanted is None else [(a, q) for a, q in every_arm if a in wanted]
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:

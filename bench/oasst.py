@@ -137,8 +137,9 @@ def calibrate(args, split: Path, names: list[str]) -> dict[str, float]:
 def run_equal_steps(args, split: Path, names: list[str]) -> list[tuple[str, dict]]:
     inner = compare_args(args, split, steps=args.steps, runs_dir=Path(args.work_dir) / "runs",
                          eval_lists=args.eval_lists, resume=args.resume)
-    compare.run_arms(inner, [ARMS[n] for n in names], skip_scheduler_lists=False)
-    return list(zip(names, compare.collect(inner, [ARMS[n] for n in names])))
+    arms = [ARMS[n] for n in names]
+    compare.run_arms(inner, arms, skip_scheduler_lists=False)
+    return list(zip(names, compare.collect(inner, arms)))
 
 
 def run_equal_budget(args, split: Path, names: list[str]) -> list[tuple[str, dict]]:
@@ -212,10 +213,10 @@ def main(argv: list[str] | None = None) -> None:
         names = [n.strip() for n in args.arms.split(",") if n.strip()]
         if not names or any(n not in ARMS for n in names):
             raise compare.CompareError(f"--arms {args.arms!r}: choose from {','.join(ARMS)}")
-        split, dropped = write_split(args)
-        console.print(f"{dropped} training lists dropped for both arms: their prompt alone fills TRL's token cap")
         if args.budget_seconds is not None and args.steps is not None:
             raise compare.CompareError("--steps and --budget-seconds: choose one (equal steps or equal wall-clock)")
+        split, dropped = write_split(args)
+        console.print(f"{dropped} training lists dropped for both arms: their prompt alone fills TRL's token cap")
         results = (run_equal_budget if args.budget_seconds is not None else run_equal_steps)(args, split, names)
     except (compare.CompareError, ValueError) as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
                                "split": {"heldout_trees": args.heldout_trees, "seed": args.split_seed,
                                          "dropped_overlong_training_lists": dropped},
                                "budget_seconds": args.budget_seconds,
-                               "calibration_steps": args.calibration_steps if args.budget_seconds else None,
+                               "calibration_steps": args.calibration_steps if args.budget_seconds is not None else None,
                                "arms": dict(results)}, indent=2) + "\n")
     console.print(f"written: {out}")
 

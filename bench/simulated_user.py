@@ -162,10 +162,10 @@ def paired_difference(hits: list[bool], other_hits: list[bool]) -> dict:
     """
     if len(hits) != len(other_hits) or len(hits) < 2:
         raise ValueError(f"paired difference needs the same >= 2 prompts, got {len(hits)} and {len(other_hits)}")
+    from lwdpo_edge.evaluate.metrics import standard_error_or_none
+
     d = [int(a) - int(b) for a, b in zip(hits, other_hits)]  # (n,) in {-1, 0, +1}
-    n, mean = len(d), sum(d) / len(d)
-    var = sum((x - mean) ** 2 for x in d) / (n - 1)
-    return {"diff": round(mean, 3), "se": round(math.sqrt(var / n), 3), "n": n,
+    return {"diff": round(sum(d) / len(d), 3), "se": round(standard_error_or_none(d), 3), "n": len(d),
             "gained": d.count(1), "lost": d.count(-1)}
 
 
