@@ -174,3 +174,49 @@ def test_the_performance_scheduler_drives_a_mixture_run(tiny_llama_dir, tmp_path
     anchors = [lam for _, lam in simplex_anchors(OBJECTIVES)]
     # steps 1-2 draw, then every anchor is measured under its own mix, then steps 3-4 draw, then again
     assert mixes[2:5] == anchors and mixes[7:10] == anchors and len(mixes) == 10
+
+
+def lora_distance(run, reference_run) -> float:
+    """Sum over objectives and tensors of |run - reference| (the adapters' L1 distance)."""
+    return sum((weights(run, n)[k] - weights(reference_run, n)[k]).abs().sum().item()
+               for n in OBJECTIVES for k in weights(reference_run, n))
+
+
+def test_mixture_init_starts_every_adapter_from_the_soups(tiny_llama_dir, dataset, tmp_path):
+    from lwdpo_edge.models import resolve_model
+    from lwdpo_edge.train.mixture import load_initial_adapters, mixture_policy
+    from lwdpo_edge.train.recipe import run_training
+
+    soup = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "soup", max_steps=2, save_steps=100, conditioning="soup"))
+    config = tiny_config(tiny_llama_dir, dataset, tmp_path / "mix", max_steps=2, save_steps=100,
+                         conditioning="mixture", mixture_init=str(soup))
+    model = mixture_policy(resolve_model(config.model), config, OBJECTIVES)
+    load_initial_adapters(model, soup, resolve_model(config.model), OBJECTIVES)
+    state = model.state_dict()
+    for name in OBJECTIVES:
+        for key, tensor in weights(soup, name).items():  # saved keys drop the adapter name
+            mine = key.replace(".weight", f".{name}.weight")
+            assert torch.equal(state[mine], tensor), mine
+
+    from_soup = run_training(config)
+    fresh = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "fresh", max_steps=2, save_steps=100,
+                                     conditioning="mixture"))
+    # Two steps move the soup's adapters a little; a fresh mixture starts at B = 0, far from them.
+    assert 0 < lora_distance(from_soup, soup) < 0.5 * lora_distance(fresh, soup)
+    assert read_run_manifest(from_soup)["training"]["config"]["mixture_init"] == str(soup)
+
+
+def test_mixture_init_refuses_a_run_that_does_not_fit(tiny_llama_dir, dataset, tmp_path):
+    from lwdpo_edge.train.recipe import TrainSetupError, run_training
+
+    header = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "header", max_steps=1, save_steps=100))
+    with pytest.raises(TrainSetupError, match="a soup run is needed"):
+        run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "a", max_steps=1, conditioning="mixture",
+                                 mixture_init=str(header)))
+    rank_8 = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "r8", max_steps=1, save_steps=100,
+                                      conditioning="soup", lora_r=8))
+    with pytest.raises(TrainSetupError, match="does not fit this run's LoRA layers"):
+        run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "b", max_steps=1, conditioning="mixture",
+                                 mixture_init=str(rank_8)))
+    with pytest.raises(ValueError, match="--mixture-init .* needs --conditioning mixture"):
+        tiny_config(tiny_llama_dir, dataset, tmp_path / "c", mixture_init=str(rank_8))

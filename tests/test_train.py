@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -168,6 +169,17 @@ def test_cli_parses_yaml_then_flags(tmp_path):
     bad.write_text("qlorra: true\n")
     with pytest.raises(SystemExit, match="qlorra"):
         parse_train_args(["--config", str(bad)])
+
+
+@pytest.mark.parametrize("config_file", sorted(p.name for p in (Path(__file__).parents[1] / "train" / "configs").glob("*.yaml")))
+def test_every_shipped_config_parses_and_starts_with_its_command(config_file, tmp_path):
+    from lwdpo_edge.train.cli_args import parse_train_args
+
+    path = Path(__file__).parents[1] / "train" / "configs" / config_file
+    first_line = path.read_text().splitlines()[0]
+    assert first_line.startswith("# ") and f"--config train/configs/{config_file}" in first_line, "the first line says how to run it"
+    config = parse_train_args(["--config", str(path), "--output", str(tmp_path / "o")])
+    assert config.output_dir == str(tmp_path / "o") and config.max_steps > 0
 
 
 def test_train_help_explains_every_option():

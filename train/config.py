@@ -103,6 +103,11 @@ class LambdaDPOConfig(TrainingArguments):
         "s * (lambda_k - 1/K), stored as the run's soup strength so that inference applies exactly the trained "
         "rule, never an extrapolation. 1: c = lambda. s > 1 trains contrast: at a vertex the other objectives' "
         "adapters enter with negative weight, as the soup's hand-set 2.5 does after the fact."))
+    mixture_init: str | None = field(default=None, metadata=_help(
+        "mixture only: a soup run folder (e.g. runs/demo) whose per-objective adapters, each trained alone at its "
+        "vertex, start the joint training instead of fresh LoRA weights. Joint training then fine-tunes the mix "
+        "over the whole simplex (interior points, the gain) from adapters that already steer. Same base model, "
+        "objectives and LoRA rank as this run."))
     lambda_scheduler: str = field(default="dirichlet", metadata=_help(
         f"How lambda is drawn per example: {', '.join(SAMPLERS)} (uniform = uniform on the simplex; "
         "performance = the online scheduler that moves sampling mass to where held-out loss is high or falling).",
@@ -186,6 +191,8 @@ class LambdaDPOConfig(TrainingArguments):
             raise ValueError(f"--mixture-strength must be in (0, {MAX_STRENGTH:g}], got {self.mixture_strength}")
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"--conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
+        if self.mixture_init and self.conditioning != "mixture":
+            raise ValueError("--mixture-init starts a mixture run from a soup run's adapters: it needs --conditioning mixture")
         if self.conditioning == "mixture" and self.lambdas_per_prompt > 1:
             raise ValueError("--conditioning mixture sets one adapter mix per step: --lambdas-per-prompt must be 1")
         if self.conditioning == "soup" and (self.lambda_scheduler == "performance" or self.lambdas_per_prompt > 1):

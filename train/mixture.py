@@ -101,6 +101,40 @@ def mixture_policy(model_dir: Path, config: LambdaDPOConfig, objectives):
     return model
 
 
+def load_initial_adapters(model, soup_run: Path, model_dir: Path, objectives) -> None:
+    """Start each objective's adapter from `soup_run`'s (trained alone at its vertex) instead of fresh weights.
+
+    Why: the soup's vertices steer while the jointly trained mixture learns mostly the length axis that
+    helpfulness and conciseness share (docs/results.md, issue 13); starting from the soup, joint training
+    only has to fit the interior of the simplex and the trained gain. Refuses a run of another base,
+    objectives or LoRA shape, naming what differs."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from lwdpo_edge.contract import read_run_manifest, soup_adapter_dirs
+
+    soup_run = Path(soup_run)
+    manifest = read_run_manifest(soup_run)
+    if manifest.get("conditioning") != "soup":
+        raise TrainSetupError(f"--mixture-init {soup_run}: a soup run is needed, this one's conditioning is {manifest.get('conditioning')!r}")
+    if list(manifest["objectives"]) != list(objectives):
+        raise TrainSetupError(f"--mixture-init {soup_run}: its objectives {manifest['objectives']} differ from this run's {list(objectives)}")
+    if Path(manifest["base_model"]["path"]).resolve() != Path(model_dir).resolve():
+        raise TrainSetupError(f"--mixture-init {soup_run}: base model {manifest['base_model']['path']} is not this run's {model_dir}")
+    for name, folder in soup_adapter_dirs(soup_run, manifest).items():
+        state = load_file(folder / "adapter_model.safetensors")
+        try:
+            result = set_peft_model_state_dict(model, state, adapter_name=name)
+        except RuntimeError as error:  # torch: size mismatch (another --lora-r)
+            raise TrainSetupError(f"--mixture-init {soup_run}: adapter {name!r} does not fit this run's LoRA layers: "
+                                  f"{str(error).splitlines()[-1].strip()}") from None
+        mine = {k for k in model.state_dict() if f".{name}." in k and "lora_" in k}
+        loaded = [k for k in mine if k not in set(result.missing_keys)]
+        if result.unexpected_keys or len(loaded) != len(state):
+            raise TrainSetupError(f"--mixture-init {soup_run}: adapter {name!r} does not fit this run's LoRA layers "
+                                  f"({len(state)} tensors, {len(loaded)} matched; check --lora-r and --lora-target-modules)")
+
+
 def run_mixture_training(config: LambdaDPOConfig) -> Path:
     """Setup, train, save (module docstring); returns the run folder."""
     if config.threads:
@@ -113,6 +147,8 @@ def run_mixture_training(config: LambdaDPOConfig) -> Path:
     model_dir = resolve_model(config.model)
     set_seed(config.seed)
     model = mixture_policy(model_dir, config, objectives)
+    if config.mixture_init and resume_from is None:  # a resumed run reloads its own checkpoint instead
+        load_initial_adapters(model, Path(config.mixture_init), model_dir, objectives)
     args = dataclasses.replace(checkpoint_args(config), condition_on_lambda=False)  # the mix, not a header
     trainer = MixtureTrainer(
         model=model, args=args, train_dataset=ListDataset(records), processing_class=load_tokenizer(model_dir),
