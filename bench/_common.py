@@ -1,6 +1,6 @@
 """Pieces the training benchmarks share: the pairwise baseline's pairs, peak RSS, the machine line.
 
-    from _common import mean_z, pair_indices, trl_rows
+    from _common import bench_dpo_config, mean_z, pair_indices, trl_rows
 
 The pairwise baseline ranks a list's candidates by the mean, over objectives, of each candidate's
 z-score within the list: the same per-objective normalisation as `--score-normalization zscore`
@@ -66,6 +66,19 @@ def trl_rows(records, mode: str, objectives=None, prompt_of=lambda record: recor
                          "chosen": [{"role": "assistant", "content": record.responses[better].text}],
                          "rejected": [{"role": "assistant", "content": record.responses[worse].text}]})
     return rows
+
+
+def bench_dpo_config(output_dir, max_length: int, per_step: int, steps: int):
+    """TRL's DPOConfig for a cost arm: fp32, like the lambda-DPO arm it is timed against.
+
+    TRL 1.x defaults to bf16=True (even on a CPU). Under that default the TRL arm ran in bf16
+    autocast: on a CPU without AVX512-BF16 one 1B-class step took over an hour (emulated bf16), and on
+    one with it TRL computed in another precision than the arm beside it. Both are wrong for a ratio."""
+    from trl import DPOConfig
+
+    return DPOConfig(output_dir=str(output_dir), per_device_train_batch_size=per_step, max_steps=steps, beta=0.1,
+                     learning_rate=1e-4, report_to="none", use_cpu=True, save_strategy="no", max_length=max_length,
+                     disable_tqdm=True, logging_steps=1000, seed=0, bf16=False, fp16=False)
 
 
 def peak_rss_mb() -> float:

@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine_line, peak_rss_mb, trl_rows
+from _common import bench_dpo_config, machine_line, peak_rss_mb, trl_rows
 
 LWDPO_ARMS = {"lwdpo": {}, "lwdpo-nocache": {"cache_reference_logps": False},
               "lwdpo-old": {"shared_prompt": False, "chunked_logps": False, "cache_reference_logps": False}}
@@ -101,7 +101,7 @@ def lwdpo_child(arm: str, model: str, data: Path, prompts: int, qlora: bool, thr
 def trl_child(arm: str, model: str, data: Path, qlora: bool, threads: int, out: Path) -> dict:
     from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     from lwdpo_edge.data import load_records
     from lwdpo_edge.models import LoraSettings, load_policy, load_tokenizer, resolve_model
@@ -116,9 +116,7 @@ def trl_child(arm: str, model: str, data: Path, qlora: bool, threads: int, out: 
         def on_step_end(self, args, state, control, **kwargs):
             stamps.append(time.perf_counter())
 
-    args = DPOConfig(output_dir=str(out / "trl"), per_device_train_batch_size=per_step, max_steps=len(rows) // per_step,
-                     beta=0.1, learning_rate=1e-4, report_to="none", use_cpu=True, save_strategy="no",
-                     max_length=512, disable_tqdm=True, logging_steps=1000, seed=0)
+    args = bench_dpo_config(out / "trl", max_length=512, per_step=per_step, steps=len(rows) // per_step)
     trainer = DPOTrainer(model=load_policy(model_dir, qlora=qlora, lora=LoraSettings()), args=args,
                          train_dataset=Dataset.from_list(rows), processing_class=load_tokenizer(model_dir),
                          callbacks=[Stamp()])

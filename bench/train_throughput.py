@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import peak_rss_mb, trl_rows
+from _common import bench_dpo_config, peak_rss_mb, trl_rows
 
 MODES = ("lwdpo", "trl-all-pairs", "trl-best-vs-rest")
 
@@ -53,14 +53,12 @@ def child(mode: str, prompts: int, qlora: bool, threads: int, out: Path) -> dict
         seconds, steps = summary["train_runtime"], prompts
     else:
         from datasets import Dataset
-        from trl import DPOConfig, DPOTrainer
+        from trl import DPOTrainer
 
         model_dir = resolve_model("default")
         model = load_policy(model_dir, qlora=qlora, lora=LoraSettings())
         rows = trl_rows(records, "all-pairs" if mode == "trl-all-pairs" else "best-vs-rest")
-        args = DPOConfig(output_dir=str(out / "trl"), per_device_train_batch_size=2, max_steps=len(rows) // 2,
-                         beta=0.1, learning_rate=1e-4, report_to="none", use_cpu=True, save_strategy="no",
-                         max_length=256, disable_tqdm=True, logging_steps=1000, seed=0)
+        args = bench_dpo_config(out / "trl", max_length=256, per_step=2, steps=len(rows) // 2)
         trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                              processing_class=load_tokenizer(model_dir))
         seconds, steps = trainer.train().metrics["train_runtime"], len(rows) // 2

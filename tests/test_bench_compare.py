@@ -229,3 +229,12 @@ def test_oasst_table_shows_each_mean_with_its_standard_error():
     table = oasst.markdown_table([("pairwise", row)])
     assert "| pairwise | 126 | 900 | 0.45 ± 0.08 | 0.07 | 0.84 ± 0.02 | 7.1 | 3501 |" in table
     assert "| chance | | | 0.32 | 0.00 | | | |" in table
+
+
+def test_trl_cost_arms_run_in_fp32_like_the_arm_they_are_timed_against():
+    """TRL 1.x defaults to bf16=True even on a CPU; the cost benches must not inherit it."""
+    from trl import DPOConfig
+
+    assert DPOConfig(output_dir="/tmp/never", use_cpu=True).bf16  # the default this guards against
+    args = common.bench_dpo_config("/tmp/never", max_length=512, per_step=2, steps=6)
+    assert (args.bf16, args.fp16, args.per_device_train_batch_size, args.max_steps) == (False, False, 2, 6)
