@@ -80,13 +80,18 @@ class MixtureTrainer(LambdaDPOTrainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         # The HF Trainer reloads one adapter; a checkpoint holds one sub-folder per objective.
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
         model = self.accelerator.unwrap_model(model or self.model)
         for name in self.objectives:
-            state = load_file(Path(resume_from_checkpoint) / name / "adapter_model.safetensors")
-            set_peft_model_state_dict(model, state, adapter_name=name)
+            load_adapter_folder(model, name, Path(resume_from_checkpoint) / name)
+
+
+def load_adapter_folder(model, name: str, folder: Path):
+    """(saved tensors, peft's load result): `folder`'s adapter_model.safetensors into adapter `name`."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state = load_file(Path(folder) / "adapter_model.safetensors")
+    return state, set_peft_model_state_dict(model, state, adapter_name=name)
 
 
 def mixture_policy(model_dir: Path, config: LambdaDPOConfig, objectives):
@@ -108,9 +113,6 @@ def load_initial_adapters(model, soup_run: Path, model_dir: Path, objectives) ->
     helpfulness and conciseness share (docs/results.md, issue 13); starting from the soup, joint training
     only has to fit the interior of the simplex and the trained gain. Refuses a run of another base,
     objectives or LoRA shape, naming what differs."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
     from lwdpo_edge.contract import read_run_manifest, soup_adapter_dirs
 
     soup_run = Path(soup_run)
@@ -121,15 +123,15 @@ def load_initial_adapters(model, soup_run: Path, model_dir: Path, objectives) ->
         raise TrainSetupError(f"--mixture-init {soup_run}: its objectives {manifest['objectives']} differ from this run's {list(objectives)}")
     if Path(manifest["base_model"]["path"]).resolve() != Path(model_dir).resolve():
         raise TrainSetupError(f"--mixture-init {soup_run}: base model {manifest['base_model']['path']} is not this run's {model_dir}")
+    lora_keys = [k for k in model.state_dict() if "lora_" in k]
     for name, folder in soup_adapter_dirs(soup_run, manifest).items():
-        state = load_file(folder / "adapter_model.safetensors")
         try:
-            result = set_peft_model_state_dict(model, state, adapter_name=name)
+            state, result = load_adapter_folder(model, name, folder)
         except RuntimeError as error:  # torch: size mismatch (another --lora-r)
             raise TrainSetupError(f"--mixture-init {soup_run}: adapter {name!r} does not fit this run's LoRA layers: "
                                   f"{str(error).splitlines()[-1].strip()}") from None
-        mine = {k for k in model.state_dict() if f".{name}." in k and "lora_" in k}
-        loaded = [k for k in mine if k not in set(result.missing_keys)]
+        missing = set(result.missing_keys)
+        loaded = [k for k in lora_keys if f".{name}." in k and k not in missing]
         if result.unexpected_keys or len(loaded) != len(state):
             raise TrainSetupError(f"--mixture-init {soup_run}: adapter {name!r} does not fit this run's LoRA layers "
                                   f"({len(state)} tensors, {len(loaded)} matched; check --lora-r and --lora-target-modules)")
