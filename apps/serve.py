@@ -69,7 +69,7 @@ def create_app(model, limits: Limits = Limits(), model_id: str | None = None, ap
         applied = applied_lambda(model, messages, lam)  # validates lambda and messages: 400 before any work
         strength = steering_strength(model, req.strength())
         settings = dict(temperature=req.temperature, top_p=req.top_p, max_tokens=req.token_budget(limits), seed=req.seed,
-                        strength=req.strength())
+                        strength=req.strength(), repetition_penalty=req.repetition_penalty)
         cid = completion_id()
         usage = Usage()
         if not req.stream:

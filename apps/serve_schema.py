@@ -1,7 +1,8 @@
 """The OpenAI chat-completions wire format the server speaks: request model, limits, responses, errors.
 
 Only what a chat client needs: `messages`, `max_tokens` / `max_completion_tokens`, `temperature`,
-`top_p`, `seed`, `stream` (+ `stream_options.include_usage`), and one extension field:
+`top_p`, `seed`, `stream` (+ `stream_options.include_usage`), `repetition_penalty` (as vLLM names it;
+default lwdpo_edge/decoding.py's, the same as eval and the app), and one extension field:
 
     "lwdpo": {"lambda": {"conciseness": 0.7, "helpfulness": 0.3}}     (or a list in objective order)
     "lwdpo": {"lambda": ..., "strength": 2.5}                         (adapter-soup models: steering strength)
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lwdpo_edge.decoding import MAX_REPETITION_PENALTY, REPETITION_PENALTY
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class ChatRequest(BaseModel):
     max_completion_tokens: Optional[int] = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)  # OpenAI's default
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    # vLLM's name and rule scope; the default is the runtime's (lwdpo_edge/decoding.py), 1 = off
+    repetition_penalty: float = Field(REPETITION_PENALTY, ge=1.0, le=MAX_REPETITION_PENALTY)
     seed: Optional[int] = Field(None, ge=0, lt=2**32)
     n: int = 1
     stream: bool = False

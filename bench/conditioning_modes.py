@@ -11,7 +11,8 @@ mode: Spearman(lambda_k, score_k) per objective, the lambda-weighted held-out to
 off the vertices (edge midpoints, centre, interior), the Pareto hypervolume against the base model's
 mean point (0 when no point beats the base on every objective) and against one reference shared
 by all modes (the componentwise worst mean of every mode's and the base's points, so the volumes
-compare), the worst per-point loop rate against the base model's, and the training cost. The
+compare), the worst per-point loop rate against the base model's (under the eval's repetition penalty,
+printed: compare modes judged with the same one), and the training cost. The
 issue's bars are checked for the mode named by --new against the one named by --old.
 """
 
@@ -34,6 +35,7 @@ def load(folder: Path) -> dict:
     manifest = json.loads((Path(report["run"]["dir"]) / "lwdpo.json").read_text())
     report["training_seconds"] = training_seconds(manifest["training"])
     report["training_mode"] = manifest["training"].get("mode", manifest.get("conditioning"))
+    report["run_strength"] = manifest.get("soup_strength")  # what the eval mixed at when it was not told
     return report
 
 
@@ -73,7 +75,8 @@ def row(report: dict, reference: np.ndarray | None = None) -> dict:
         "worst_loops": worst["repeating"],
         "worst_loop_point": worst["name"],
         "base_loops": max(p["repeating"] for p in control["base"]["points"]),
-        "strength": report["settings"].get("soup_strength"),
+        "strength": report["settings"].get("soup_strength") or report.get("run_strength"),
+        "repetition_penalty": report["settings"].get("repetition_penalty", 1.0),  # evals before it: plain greedy
         "training_seconds": report["training_seconds"],
     }
 
@@ -86,7 +89,8 @@ def table(rows: dict[str, dict]) -> list[str]:
     first = next(iter(rows.values()))
     objectives, points = list(first["spearman"]), list(first["weighted_top1"])
     lines = ["| criterion | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
-    lines.append("| strength (soup mixes) | " + " | ".join(fmt(r["strength"], 1) for r in rows.values()) + " |")
+    lines.append("| strength (soup mixes) | " + " | ".join(fmt(r["strength"], 2) for r in rows.values()) + " |")
+    lines.append("| repetition penalty (eval) | " + " | ".join(fmt(r["repetition_penalty"], 1) for r in rows.values()) + " |")
     for name in objectives:
         lines.append(f"| Spearman {name} | " + " | ".join(fmt(r["spearman"][name]) for r in rows.values()) + " |")
     for name in points:

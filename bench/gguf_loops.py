@@ -4,7 +4,7 @@
     .venv/bin/python bench/gguf_loops.py runs/m13/export/NAME.q8_0.gguf [--prompts 30] [--grid dense] \
         [--eval runs/m13/mixture/eval-dense]
 
-Greedy answers (96 tokens, as `lwdpo-edge eval`) of llama.cpp to the first N held-out prompts of the
+Greedy answers (96 tokens and the repetition penalty, as `lwdpo-edge eval`) of llama.cpp to the first N held-out prompts of the
 default data at every point of the eval grid, through the runtime (`load_model`: the soup's LoRA
 scales per request, as the app and server apply them). Prints per point the share of answers that
 repeat a 4-word sequence 3+ times (`raters.repeats_itself`, the eval's count) and, given --eval, the
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lwdpo_edge import load_model
+from lwdpo_edge.decoding import REPETITION_PENALTY
 from lwdpo_edge.evaluate.grid import lambda_grid
 from lwdpo_edge.evaluate.heldout import load_heldout_lists, prompts_from_lists
 from lwdpo_edge.raters import repeats_itself
@@ -29,6 +30,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=30)
     parser.add_argument("--grid", default="dense")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repetition-penalty", type=float, default=REPETITION_PENALTY,
+                        help="lwdpo_edge/decoding.py's rule (default: the runtime's); 1 = plain greedy")
     parser.add_argument("--eval", type=Path, help="an eval folder of the same run: its transformers rates beside")
     args = parser.parse_args()
     model = load_model(args.gguf, threads=args.threads)
@@ -36,10 +39,11 @@ def main() -> None:
     report = json.loads((args.eval / "report.json").read_text()) if args.eval else None
     hf = {p["name"]: p["repeating"] for p in report["controllability"]["policy"]["points"]} if report else {}
     started, rates = time.perf_counter(), {}
-    print(f"{args.gguf.name}: {len(prompts)} prompts, greedy, 96 tokens")
+    print(f"{args.gguf.name}: {len(prompts)} prompts, greedy, 96 tokens, repetition penalty {args.repetition_penalty:g}")
     print(f"{'point':28s} {'gguf':>6s} {'transformers':>12s}")
     for point in lambda_grid(model.objectives, args.grid):
-        answers = [model.chat(messages, lam=point.lam, max_tokens=96) for messages in prompts]
+        answers = [model.chat(messages, lam=point.lam, max_tokens=96, repetition_penalty=args.repetition_penalty)
+                   for messages in prompts]
         rates[point.name] = float(np.mean([repeats_itself(a) for a in answers]))
         other = f"{hf[point.name]:.2f}" if point.name in hf else "n/a"
         print(f"{point.name:28s} {rates[point.name]:6.2f} {other:>12s}", flush=True)

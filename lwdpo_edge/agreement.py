@@ -117,7 +117,7 @@ def backend_agreement(reference, candidate, messages, lam=None, *, max_tokens: i
     """Two loaded models (lwdpo_edge.load_model) compared on one conversation: the reference's greedy
     answer is the fixed continuation; both score it teacher-forced (ChatModel.next_token_logits).
     `mix` passes `strength=` to soup models."""
-    answer = reference.chat(messages, lam, max_tokens=max_tokens, **mix)
+    answer = reference.chat(messages, lam, max_tokens=max_tokens, repetition_penalty=1.0, **mix)  # plain argmax path
     continuation = reference.encode(answer)
     return compare_logits(reference.next_token_logits(messages, continuation, lam, **mix),
                           candidate.next_token_logits(messages, continuation, lam, **mix), min_margin)

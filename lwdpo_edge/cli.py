@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import lwdpo_edge  # noqa: F401  (sets offline / no-telemetry environment first)
+from lwdpo_edge.decoding import REPETITION_PENALTY
 
 app = typer.Typer(
     help="Train small LMs with multi-preference lambda-weighted listwise DPO and steer them with lambda.",
@@ -88,9 +89,11 @@ def generate(
     lam: Annotated[list[str], typer.Option("--lambda", help="A lambda such as 'conciseness=1'; repeat to compare several.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 128,
     soup_strength: Annotated[Optional[float], typer.Option(help="Soup runs only: steering strength of the adapter mix (default: the run's own).")] = None,
+    repetition_penalty: Annotated[float, typer.Option(help="Penalty on tokens repeated within the last 64 generated ones (lwdpo_edge/decoding.py: the default of eval, the runtime, app and server); 1 = plain greedy.")] = REPETITION_PENALTY,
 ):
     """Greedy answers of a trained run to one prompt, once per --lambda (default: the run's default lambda)."""
     from lwdpo_edge.contract import RunFolderError
+    from lwdpo_edge.decoding import check_repetition_penalty
     from lwdpo_edge.generate import generate_answer, load_run
     from lwdpo_edge.lambdas import LambdaError, format_lambda_header, parse_lambda_arg
 
@@ -102,11 +105,12 @@ def generate(
         from lwdpo_edge.soup import strength_for
 
         strength_for(manifest.get("conditioning", "header"), soup_strength)  # LambdaError for a header run
-    except (LambdaError, RunFolderError) as err:
+        check_repetition_penalty(repetition_penalty)
+    except (LambdaError, RunFolderError, ValueError) as err:
         fail(str(err))
     for header, lam_value in zip(headers, lambdas):
         answer = generate_answer(model, tokenizer, [{"role": "user", "content": prompt}], lam_value, objectives,
-                                 max_new_tokens, soup_strength)
+                                 max_new_tokens, soup_strength, repetition_penalty)
         console.print(f"[bold cyan]{escape(header)}[/]", highlight=False)  # '[lambda]' is not rich markup
         console.print(escape(answer), highlight=False)
         console.print(f"[dim]({len(answer.split())} words)[/]\n")

@@ -13,6 +13,7 @@ import torch
 
 from lwdpo_edge.conditioning import conditioned_messages, prompt_text
 from lwdpo_edge.contract import ADAPTER_DIR, read_run_manifest
+from lwdpo_edge.decoding import REPETITION_PENALTY, transformers_processors
 
 
 def load_run(run_dir: Path):
@@ -44,16 +45,17 @@ def generate_answer(
     objectives: Sequence[str],
     max_new_tokens: int = 128,
     strength: float | None = None,
+    repetition_penalty: float = REPETITION_PENALTY,
 ) -> str:
     """Greedy answer to `messages` with the lambda header (lam=None: no header). On a soup run
     lambda (at `strength`, None = the run's default) sets the adapter mix instead, and the prompt
-    carries no header."""
+    carries no header. `repetition_penalty`: lwdpo_edge/decoding.py's rule (1 = plain greedy)."""
     mixer = getattr(model, "soup_mixer", None)
     if mixer is not None and lam is not None:
         mixer.set_lambda(lam, strength)
         lam = None
     text = prompt_text(tokenizer, conditioned_messages(messages, lam, objectives))
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
-    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                            pad_token_id=tokenizer.pad_token_id)
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                            logits_processor=transformers_processors(repetition_penalty, inputs["input_ids"].shape[1]))
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()

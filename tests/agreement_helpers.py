@@ -21,7 +21,7 @@ TORCH_PATH_TOLERANCE = 1e-3
 
 def answer_margins(model, messages, lam=None, max_tokens: int = 24, **mix) -> tuple[str, list[float]]:
     """(greedy answer, the model's top-2 margin at each of its tokens and at the token after it)."""
-    answer = model.chat(messages, lam, max_tokens=max_tokens, **mix)
+    answer = model.chat(messages, lam, max_tokens=max_tokens, repetition_penalty=1.0, **mix)  # the argmax path the margins describe
     logits = model.next_token_logits(messages, model.encode(answer), lam, **mix)
     return answer, [float(m) for m in top2_margin(logits)]
 
@@ -50,3 +50,27 @@ def greedy_margins(model, tokenizer, messages, max_new_tokens: int):
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, output_scores=True,
                              return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)
     return top2_margin(torch.cat(out.scores).numpy())
+
+
+def assert_applies_repetition_rule(model, messages, lam=None, penalty: float = 1.8, max_tokens: int = 24, **mix) -> int:
+    """The model's greedy answer under `penalty` follows lwdpo_edge/decoding.py's rule: each token is the
+    argmax of penalize_recent(teacher-forced logits, the tokens before it), checked at every step where
+    the penalised top-2 margin is >= MIN_MARGIN; and the penalty changes the answer (it acts at all).
+    Returns the number of steps checked."""
+    import numpy as np
+
+    from lwdpo_edge.decoding import penalize_recent
+
+    plain = model.chat(messages, lam, max_tokens=max_tokens, repetition_penalty=1.0, **mix)
+    penalised = model.chat(messages, lam, max_tokens=max_tokens, repetition_penalty=penalty, **mix)
+    assert penalised != plain, f"repetition_penalty={penalty} did not change {plain!r}"
+    ids = model.encode(penalised)
+    logits = model.next_token_logits(messages, ids, lam, **mix)  # (len(ids) + 1, V), no penalty
+    checked = 0
+    for step, token in enumerate(ids):
+        rule = penalize_recent(np.asarray(logits[step]), ids[:step], penalty)
+        if float(top2_margin(rule[None])[0]) >= MIN_MARGIN:
+            assert int(rule.argmax()) == token, f"step {step} of {penalised!r}: not the penalised argmax"
+            checked += 1
+    assert checked >= 3, f"only {checked} confident steps in {penalised!r}"
+    return checked

@@ -177,6 +177,9 @@ def test_eval_writes_the_report_with_baselines(tiny_run, heldout, loaded, tmp_pa
     assert folder == out
     report = json.loads((out / "report.json").read_text())
     assert report["data"]["n_lists"] == 3 and report["prompts"]["n"] == 2
+    from lwdpo_edge.decoding import REPETITION_PENALTY
+
+    assert report["settings"]["repetition_penalty"] == REPETITION_PENALTY  # the runtime's, from lwdpo_edge/decoding.py
     assert report["ranking"]["points"] == ["helpfulness", "conciseness", "uniform"]
     assert report["ranking"]["policy"]["uniform"]["conciseness"]["n_lists"] == 3
     control = report["controllability"]
@@ -242,6 +245,8 @@ def test_soup_strength_is_refused_for_a_header_run_and_checked_for_range(fake_ru
     from lwdpo_edge.evaluate.run import EvalError
 
     _fails_cleanly(EvalConfig(run_dir=fake_run, data=str(heldout), soup_strength=2.0), EvalError, "adapter-soup runs only")
+    _fails_cleanly(EvalConfig(run_dir=fake_run, data=str(heldout), repetition_penalty=0.5), EvalError,
+                   "--repetition-penalty: repetition_penalty = 0.5")
 
 
 def test_run_folder_without_adapter_or_with_unknown_conditioning(fake_run, heldout):

@@ -107,8 +107,8 @@ def test_a_mixture_trained_with_contrast_is_saved_at_that_strength(tiny_llama_di
     seen = []
     original = TrainingMix.set_lambda
 
-    def record(self, lam):
-        original(self, lam)
+    def record(self, lam, train_strength=True):
+        original(self, lam, train_strength)
         seen.append([self.layers[0].scaling[n] / (self.layers[0].lora_alpha[n] / self.layers[0].r[n]) for n in OBJECTIVES])
 
     monkeypatch.setattr(TrainingMix, "set_lambda", record)
@@ -121,6 +121,95 @@ def test_a_mixture_trained_with_contrast_is_saved_at_that_strength(tiny_llama_di
     model, _, _ = load_soup(run)
     assert model.soup_mixer.default_strength == 2.0
     assert soup_scales({OBJECTIVES[0]: 1.0, OBJECTIVES[1]: 0.0}, OBJECTIVES, model.soup_mixer.default_strength) == seen[0]
+
+
+def test_the_learned_strengths_gradient_is_the_losss_slope_in_log_strength(tiny_llama_dir, dataset, tmp_path):
+    """--mixture-learn-strength: autograd's d loss / d log(s) through every LoRA layer's scaling equals the
+    central difference of the loss in log(s) (fp32), at a vertex where s sets the contrast."""
+    import math
+
+    from lwdpo_edge.train.mixture import TrainingMix, mixture_policy
+
+    config = tiny_config(tiny_llama_dir, dataset, tmp_path / "grad", conditioning="mixture")
+    model = mixture_policy(tiny_llama_dir, config, OBJECTIVES)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # B starts at 0, where s has no effect: give every adapter a delta
+            torch.nn.init.normal_(param, std=0.05)
+    mix = TrainingMix(model, OBJECTIVES, strength=1.5, learn_strength=True)
+    ids = torch.tensor([[1, 5, 9, 200, 31, 7, 64]])
+    vertex = {OBJECTIVES[0]: 1.0, OBJECTIVES[1]: 0.0}
+
+    def loss_at(log_strength: float) -> torch.Tensor:
+        with torch.no_grad():
+            mix.log_strength.fill_(log_strength)
+        mix.set_lambda(vertex)
+        return model(ids, labels=ids).loss
+
+    loss_at(math.log(1.5)).backward()
+    eps = 1e-3
+    with torch.no_grad():
+        slope = (loss_at(math.log(1.5) + eps) - loss_at(math.log(1.5) - eps)) / (2 * eps)
+    assert abs(slope.item()) > 1e-4  # the strength matters here, so the check below can fail
+    assert mix.log_strength.grad.item() == pytest.approx(slope.item(), rel=2e-2)
+
+
+def test_a_learned_strength_is_trained_logged_and_saved_as_the_runs_strength(tiny_llama_dir, dataset, tmp_path):
+    from lwdpo_edge.soup import load_soup
+    from lwdpo_edge.train.recipe import run_training
+
+    run = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "learned", max_steps=4, save_steps=100,
+                                   conditioning="mixture", mixture_learn_strength=True, mixture_strength_lr=0.1,
+                                   lambda_vertex_prob=0.5))
+    strengths = [row["mixture/strength"] for row in read_metrics(run)]
+    # B starts at 0, so step 1 has no delta for s to scale (s stays 1); then s moves every step.
+    assert len(strengths) == 4 and strengths[0] == 1.0 and len(set(strengths[1:])) == 3 and strengths[-1] != 1.0
+    manifest = read_run_manifest(run)
+    assert manifest["soup_strength"] == pytest.approx(strengths[-1])  # the value reached, not the start
+    assert manifest["training"]["config"]["mixture_learn_strength"] is True
+    model, _, _ = load_soup(run)
+    assert model.soup_mixer.default_strength == pytest.approx(strengths[-1])
+
+
+def test_a_learned_strength_is_left_alone_by_the_sft_warm_up(tiny_llama_dir, dataset, tmp_path):
+    from lwdpo_edge.train.recipe import run_training
+
+    run = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "warm", max_steps=4, save_steps=100,
+                                   conditioning="mixture", mixture_learn_strength=True, sft_warmup_steps=2,
+                                   lambda_vertex_prob=0.5))
+    strengths = [row["mixture/strength"] for row in read_metrics(run)]
+    assert strengths[:2] == [1.0, 1.0]  # the warm-up trained B (so s has a delta to scale) but not s
+    assert strengths[2] != 1.0 and strengths[3] != strengths[2]  # the listwise steps train it
+
+
+def test_a_learned_strength_resumes_to_the_same_value(tiny_llama_dir, dataset, tmp_path, monkeypatch):
+    from lwdpo_edge.train import recipe
+    from lwdpo_edge.train.callbacks import RichProgressCallback
+
+    settings = dict(max_steps=4, save_steps=2, conditioning="mixture", mixture_learn_strength=True, mixture_strength_lr=0.1)
+    straight = recipe.run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "straight", **settings))
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_step_3(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise Crash()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RichProgressCallback, "on_step_end", crash_at_step_3)
+        with pytest.raises(Crash):
+            recipe.run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "resumed", **settings))
+    resumed = recipe.run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "resumed", resume=True, **settings))
+    expected = read_run_manifest(straight)["soup_strength"]
+    assert expected != 1.0
+    assert read_run_manifest(resumed)["soup_strength"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_learned_strength_needs_the_mixture():
+    from lwdpo_edge.train.config import LambdaDPOConfig
+
+    with pytest.raises(ValueError, match="--mixture-learn-strength"):
+        LambdaDPOConfig(output_dir="/tmp/never", conditioning="soup", mixture_learn_strength=True)
 
 
 def test_mixture_strength_must_be_positive():
@@ -164,7 +253,7 @@ def test_the_performance_scheduler_drives_a_mixture_run(tiny_llama_dir, tmp_path
 
     mixes = []
     original = TrainingMix.set_lambda
-    monkeypatch.setattr(TrainingMix, "set_lambda", lambda self, lam: (mixes.append(dict(lam)), original(self, lam))[1])
+    monkeypatch.setattr(TrainingMix, "set_lambda", lambda self, lam, **kw: (mixes.append(dict(lam)), original(self, lam, **kw))[1])
     data = write_dataset(tmp_path / "lists.jsonl", n_prompts=10)
     run = run_training(tiny_config(tiny_llama_dir, data, tmp_path / "perf", max_steps=4, save_steps=100,
                                    conditioning="mixture", lambda_scheduler="performance", scheduler_every=2,

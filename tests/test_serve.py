@@ -145,6 +145,7 @@ def test_requests_over_the_limits_or_malformed_are_refused(client):
     assert_error(post(client, messages=[]), 400, "messages")
     assert_error(post(client, messages=[{"role": "robot", "content": "x"}]), 400, "messages.0.role")
     assert_error(post(client, messages=USER, temperature=5), 400, "temperature")
+    assert_error(post(client, messages=USER, repetition_penalty=0.9), 400, "repetition_penalty")
     assert_error(post(client, messages=USER, n=2), 400, "n")
     assert_error(post(client, messages=USER, stop=["\n"]), 400, "stop", "unsupported_parameter")
     assert_error(post(client, messages=USER, model="gpt-4"), 404, "model", "model_not_found")
@@ -152,6 +153,21 @@ def test_requests_over_the_limits_or_malformed_are_refused(client):
     assert_error(client.post("/v1/chat/completions", content=b"[1, 2]"), 400, code="invalid_json")
     long_prompt = [{"role": "user", "content": "word " * 1500}]  # fits the body limit, not the 1024-token context
     assert_error(post(client, messages=long_prompt), 400, "messages", "context_length_exceeded")
+
+
+def test_the_repetition_penalty_is_the_runtimes_default_unless_the_request_sets_one(client, model, monkeypatch):
+    from lwdpo_edge.decoding import REPETITION_PENALTY
+
+    seen, chat = [], model.chat
+
+    def recording_chat(*args, **kwargs):
+        seen.append(kwargs["repetition_penalty"])
+        return chat(*args, **kwargs)
+
+    monkeypatch.setattr(model, "chat", recording_chat)
+    assert post(client, messages=USER).status_code == 200
+    assert post(client, messages=USER, repetition_penalty=1.0, stream=True).status_code == 200
+    assert seen == [REPETITION_PENALTY, 1.0]
 
 
 def test_content_parts_and_developer_role_are_accepted(client):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agreement_helpers import assert_backends_agree, confident_answer
+from agreement_helpers import assert_applies_repetition_rule, assert_backends_agree, confident_answer
 from export_helpers import ANSWERS, SHORT, tiny_soup_run
 from lwdpo_edge.contract import write_run_manifest
 from lwdpo_edge.export.verify import PROBE_PROMPTS
@@ -256,3 +256,14 @@ def test_serve_takes_a_strength_per_request(models):
         assert card["conditioning"] == "soup" and card["soup_strength"] == 1.0
     finally:
         server.stop()
+
+
+# Off the probe prompts, the helpfulness vertex at strength 3 loops on "....": a repetition penalty must act.
+LOOPING = ([{"role": "user", "content": "hello"}], {"helpfulness": 1, "conciseness": 0})
+
+
+@pytest.mark.parametrize("fmt", ("hf", "gguf"))
+def test_the_one_repetition_rule_is_applied(models, fmt):
+    """lwdpo_edge/decoding.py's penalty (the runtime default's rule), checked token by token in each backend."""
+    messages, lam = LOOPING
+    assert_applies_repetition_rule(models[fmt], messages, lam, strength=3.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from agreement_helpers import assert_backends_agree, confident_answer
+from agreement_helpers import assert_applies_repetition_rule, assert_backends_agree, confident_answer
 from export_helpers import ANSWERS, SHORT, tiny_soup_run
 from lwdpo_edge.export.verify import PROBE_PROMPTS
 
@@ -77,3 +77,14 @@ def test_lambda_changes_the_onnx_answer_per_request_and_back(models):
 def test_a_strength_reaches_the_onnx_mix(models):
     lam = {"helpfulness": 0.7, "conciseness": 0.3}
     assert_backends_agree(models["hf"], models["fp32"], user(1), lam, strength=2.0)
+
+
+# Off the probe prompts, the helpfulness vertex at strength 3 loops on "....": a repetition penalty must act.
+LOOPING = ([{"role": "user", "content": "hello"}], {"helpfulness": 1, "conciseness": 0})
+
+
+@pytest.mark.parametrize("fmt", ("hf", "fp32"))
+def test_the_one_repetition_rule_is_applied(models, fmt):
+    """lwdpo_edge/decoding.py's penalty (the runtime default's rule), checked token by token in each backend."""
+    messages, lam = LOOPING
+    assert_applies_repetition_rule(models[fmt], messages, lam, strength=3.0)

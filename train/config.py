@@ -103,6 +103,14 @@ class LambdaDPOConfig(TrainingArguments):
         "s * (lambda_k - 1/K), stored as the run's soup strength so that inference applies exactly the trained "
         "rule, never an extrapolation. 1: c = lambda. s > 1 trains contrast: at a vertex the other objectives' "
         "adapters enter with negative weight, as the soup's hand-set 2.5 does after the fact."))
+    mixture_learn_strength: bool = field(default=False, metadata=_help(
+        "mixture only: train the strength s too, with the adapters, from --mixture-strength as its start "
+        "(s = exp(theta), theta one trained scalar at --mixture-strength-lr, kept in (0, 8]), by the listwise "
+        "steps only (not the SFT warm-up); the value reached is saved as the run's soup strength. The gain "
+        "lambda needs is then learned, not chosen."))
+    mixture_strength_lr: float = field(default=0.1, metadata=_help(
+        "mixture with --mixture-learn-strength: the peak learning rate of log(s) (Adam, no weight decay, the run's "
+        "LR schedule). 0.1: with the demo's 60 listwise steps under a linear decay s can move up to about e^1 = 2.7x."))
     mixture_init: str | None = field(default=None, metadata=_help(
         "mixture only: a soup run folder (e.g. runs/demo) whose per-objective adapters, each trained alone at its "
         "vertex, start the joint training instead of fresh LoRA weights. Joint training then fine-tunes the mix "
@@ -191,6 +199,10 @@ class LambdaDPOConfig(TrainingArguments):
             raise ValueError(f"--mixture-strength must be in (0, {MAX_STRENGTH:g}], got {self.mixture_strength}")
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"--conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
+        if self.mixture_learn_strength and self.conditioning != "mixture":
+            raise ValueError("--mixture-learn-strength trains the mixing rule's strength: it needs --conditioning mixture")
+        if not self.mixture_strength_lr > 0:
+            raise ValueError(f"--mixture-strength-lr must be > 0, got {self.mixture_strength_lr}")
         if self.mixture_init and self.conditioning != "mixture":
             raise ValueError("--mixture-init starts a mixture run from a soup run's adapters: it needs --conditioning mixture")
         if self.conditioning == "mixture" and self.lambdas_per_prompt > 1:

@@ -15,6 +15,10 @@ gain lambda needs is learned by the adapters at strength 1 instead of set by han
 soup's 2.5). Against the soup, at the same budget: soup trains K runs of S steps, each at one
 vertex; the mixture trains K x S steps, each at a drawn lambda.
 
+--mixture-learn-strength trains s too (s = exp(theta), one scalar beside the adapters, updated by the
+listwise steps only), and the value reached is saved as the run's strength: then no gain is set by
+hand, not even the starting 1 after training.
+
 The run folder is a soup run (lwdpo.json conditioning "soup", adapters/<objective>/, soup_strength = the trained strength,
 training.mode "mixture"): eval, generate, export, the runtime, app and serve take it unchanged.
 """
@@ -23,16 +27,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import math
+import os
 import time
 from pathlib import Path
 
 import torch
 from transformers import set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from lwdpo_edge.contract import ADAPTERS_DIR, METRICS_FILE, write_run_manifest
 from lwdpo_edge.models import load_policy, load_tokenizer, resolve_model
-from lwdpo_edge.soup import lora_layers, soup_scales
+from lwdpo_edge.soup import MAX_STRENGTH, lora_layers, soup_scales
 from lwdpo_edge.train.callbacks import MetricsJsonlCallback, RichProgressCallback
 from lwdpo_edge.train.config import LambdaDPOConfig
 from lwdpo_edge.train.recipe import (SUMMARY_FIELDS, ListDataset, TrainSetupError, check_run_folder, checkpoint_args,
@@ -40,34 +48,70 @@ from lwdpo_edge.train.recipe import (SUMMARY_FIELDS, ListDataset, TrainSetupErro
                                      reference_cache_summary)
 from lwdpo_edge.train.trainer import LambdaDPOTrainer
 
+STRENGTH_FILE = "mixture_strength.json"  # in each checkpoint of a run that learns its strength
+
 
 class TrainingMix:
-    """Keeps every objective's adapter active and trainable, and sets their scales to c(lambda)."""
+    """Keeps every objective's adapter active and trainable, and sets their scales to c(lambda).
 
-    def __init__(self, model, objectives, strength: float = 1.0):
-        self.model, self.objectives, self.strength = model, list(objectives), strength
+    learn_strength: the strength s is trained too, as s = exp(log_strength) (one scalar, kept outside the
+    model: MixtureTrainer gives it its own optimizer group, lr --mixture-strength-lr). The scales are then
+    0-dim tensors in the graph, so the loss reaches log_strength through every LoRA layer's scaling."""
+
+    def __init__(self, model, objectives, strength: float = 1.0, learn_strength: bool = False):
+        self.model, self.objectives = model, list(objectives)
         model.base_model.set_adapter(self.objectives)  # all active; inference_mode False: all trainable
         self.layers = lora_layers(model)
         self.lam: dict[str, float] | None = None
+        self.fixed_strength = float(strength)
+        self.log_strength = torch.nn.Parameter(torch.tensor(math.log(strength))) if learn_strength else None
 
-    def set_lambda(self, lam: dict[str, float]) -> None:
-        scales = soup_scales(lam, self.objectives, self.strength)
+    @property
+    def strength(self) -> float:
+        """The strength now: the fixed one, or the learned one as a float."""
+        return self.fixed_strength if self.log_strength is None else float(self._learned_strength().detach())
+
+    def _learned_strength(self) -> torch.Tensor:
+        # Capped in log space at the strength the runtime accepts (soup.MAX_STRENGTH); exp keeps it > 0.
+        return self.log_strength.clamp(max=math.log(MAX_STRENGTH)).exp()
+
+    def set_lambda(self, lam: dict[str, float], train_strength: bool = True) -> None:
+        """Scales c(lambda) for the next forward; train_strength=False: a learned s enters as a constant."""
+        if self.log_strength is None:
+            scales = soup_scales(lam, self.objectives, self.fixed_strength)
+        else:  # soup_scales' rule, with s a tensor: c_k = 1/K + s * (lambda_k - 1/K)
+            centre, strength = 1.0 / len(self.objectives), self._learned_strength()
+            strength = strength if train_strength else strength.detach()
+            scales = [centre + strength * (float(lam[name]) - centre) for name in self.objectives]
         for layer in self.layers:
             for name, scale in zip(self.objectives, scales):
                 layer.set_scale(name, scale)  # scaling_k = c_k * alpha_k / r_k, read by the next forward
         self.lam = dict(lam)
 
+    def load_strength(self, folder: Path) -> None:
+        """A checkpoint's learned strength (written by `save_strength`), when this mix learns one."""
+        if self.log_strength is not None:
+            value = json.loads((Path(folder) / STRENGTH_FILE).read_text())["strength"]
+            with torch.no_grad():
+                self.log_strength.fill_(math.log(value))
+
+    def save_strength(self, folder: Path) -> None:
+        if self.log_strength is not None:
+            (Path(folder) / STRENGTH_FILE).write_text(json.dumps({"strength": self.strength}))
+
 
 class MixtureTrainer(LambdaDPOTrainer):
     """LambdaDPOTrainer whose lambda reaches the model as the adapter mix, one lambda per micro-batch."""
 
-    def __init__(self, *args, mix: TrainingMix, **kwargs):
+    def __init__(self, *args, mix: TrainingMix, mixture_strength_lr: float = 0.1, **kwargs):
         super().__init__(*args, **kwargs)
-        self.mix = mix
+        self.mix, self.mixture_strength_lr = mix, mixture_strength_lr
 
     def build_batch(self, records, packed: bool = True):
         (lam,) = self.lambda_sampler.draw(1, self._next_rng())  # one mix per forward: one lambda per micro-batch
-        self.mix.set_lambda(lam)
+        # The SFT warm-up fits the data's style, not the preferences: measured, it pulled a learned s from
+        # 1 to 0.69 before the first listwise step (docs/results.md). s learns from the listwise loss only.
+        self.mix.set_lambda(lam, train_strength=self.state.global_step >= self.sft_warmup_end())
         return self.encode(records, [lam] * len(records), packed)
 
     def anchor_losses(self) -> list[float]:
@@ -78,11 +122,31 @@ class MixtureTrainer(LambdaDPOTrainer):
             losses.append(super().anchor_losses_at(name, lam))
         return losses
 
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        strength = self.mix.log_strength
+        if strength is not None and not any(strength is p for group in optimizer.param_groups for p in group["params"]):
+            # Its own group: created before the LR scheduler, so it follows the same warm-up and decay.
+            optimizer.add_param_group({"params": [strength], "lr": self.mixture_strength_lr, "weight_decay": 0.0})
+        return optimizer
+
+    def log(self, logs, *args, **kwargs):
+        if "loss" in logs and self.mix.log_strength is not None:
+            logs["mixture/strength"] = self.mix.strength
+        super().log(logs, *args, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        folder = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.is_world_process_zero() and os.path.isdir(folder):
+            self.mix.save_strength(Path(folder))
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         # The HF Trainer reloads one adapter; a checkpoint holds one sub-folder per objective.
         model = self.accelerator.unwrap_model(model or self.model)
         for name in self.objectives:
             load_adapter_folder(model, name, Path(resume_from_checkpoint) / name)
+        self.mix.load_strength(Path(resume_from_checkpoint))
 
 
 def load_adapter_folder(model, name: str, folder: Path):
@@ -154,7 +218,8 @@ def run_mixture_training(config: LambdaDPOConfig) -> Path:
     args = dataclasses.replace(checkpoint_args(config), condition_on_lambda=False)  # the mix, not a header
     trainer = MixtureTrainer(
         model=model, args=args, train_dataset=ListDataset(records), processing_class=load_tokenizer(model_dir),
-        objectives=objectives, lambda_sampler=sampler, scheduler_lists=measured_lists, mix=TrainingMix(model, objectives, config.mixture_strength),
+        objectives=objectives, lambda_sampler=sampler, scheduler_lists=measured_lists, mix=TrainingMix(model, objectives, config.mixture_strength, config.mixture_learn_strength),
+        mixture_strength_lr=config.mixture_strength_lr,
         reference_cache=open_reference_cache(config, model_dir, model),
         callbacks=[RichProgressCallback(objectives), MetricsJsonlCallback(Path(config.output_dir) / METRICS_FILE)],
     )
@@ -178,7 +243,7 @@ def save_mixture(trainer, config: LambdaDPOConfig, objectives, model_dir: Path, 
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k in SUMMARY_FIELDS}
     write_run_manifest(
         run_dir, objectives, base_model={"spec": config.model, "path": str(model_dir)}, conditioning="soup",
-        adapters={name: f"{ADAPTERS_DIR}/{name}" for name in objectives}, soup_strength=config.mixture_strength,
+        adapters={name: f"{ADAPTERS_DIR}/{name}" for name in objectives}, soup_strength=trainer.mix.strength,
         training={"mode": "mixture", "steps": trainer.state.global_step, "records": n_records,
                   "seconds": round(seconds, 1),
                   "final_metrics": {k: v for k, v in last.items() if k == "loss" or "/" in k},

@@ -184,7 +184,7 @@ def reference_cache_summary(cache: ReferenceCache | None) -> dict:
 
 
 SUMMARY_FIELDS = {
-    "model", "data", "objectives", "qlora", "lora_r", "lora_alpha", "beta", "tau", "score_normalization", "sft_weight", "sft_warmup_steps", "header_contrast_weight", "mixture_strength", "mixture_init",
+    "model", "data", "objectives", "qlora", "lora_r", "lora_alpha", "beta", "tau", "score_normalization", "sft_weight", "sft_warmup_steps", "header_contrast_weight", "mixture_strength", "mixture_learn_strength", "mixture_strength_lr", "mixture_init",
     "length_normalize", "chunked_logps", "shared_prompt", "cache_reference_logps",
     "condition_on_lambda", "lambda_scheduler", "scheduler_every", "lambda_alpha", "lambda_vertex_prob", "lambdas_per_prompt",
     "learning_rate", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from lwdpo_edge.conditioning import prompt_text
+from lwdpo_edge.decoding import REPETITION_PENALTY, check_repetition_penalty, transformers_processors
 
 
 @runtime_checkable
@@ -34,15 +35,17 @@ def stop_token_ids(model, tokenizer) -> list[int]:
 
 
 class TransformersBackend:
-    """Greedy decoding with transformers on a (Peft)model; adapter=False runs the base model.
+    """Greedy decoding with transformers on a (Peft)model; adapter=False runs the base model. The
+    repetition penalty (lwdpo_edge/decoding.py, default REPETITION_PENALTY) is the runtime's.
 
     Left padding: every row's prompt ends at the same position, so the new tokens of all rows are
     generated in lock step and read off at output[:, T_prompt:]. Rows that reach end of turn early
     are padded until the longest one stops (or max_new_tokens).
     """
 
-    def __init__(self, model, tokenizer, adapter: bool = True):
+    def __init__(self, model, tokenizer, adapter: bool = True, repetition_penalty: float = REPETITION_PENALTY):
         self.model, self.tokenizer, self.adapter = model, tokenizer, adapter
+        self.repetition_penalty = check_repetition_penalty(repetition_penalty)  # lwdpo_edge/decoding.py
         self.name = "transformers" + ("" if adapter else " (adapter disabled)")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.stop_ids = stop_token_ids(model, tokenizer)
@@ -64,6 +67,7 @@ class TransformersBackend:
             output = self.model.generate(
                 **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_id,
                 eos_token_id=self.stop_ids, temperature=None, top_p=None, top_k=None,
+                logits_processor=transformers_processors(self.repetition_penalty, inputs["input_ids"].shape[1]),
             )  # (B, T_prompt + T_new)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

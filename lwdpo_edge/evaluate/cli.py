@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from lwdpo_edge.decoding import REPETITION_PENALTY
+
 
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `lwdpo-edge train`.")],
@@ -23,6 +25,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="(prompt, lambda) answers generated together in one left-padded batch.")] = 16,
     max_lists: Annotated[Optional[int], typer.Option(help="Rank only the first N held-out lists (default: all).")] = None,
     soup_strength: Annotated[Optional[float], typer.Option(help="Soup runs only: steering strength of the adapter mix (1 = the plain lambda-weighted soup). Default: the run's own (lwdpo.json soup_strength).")] = None,
+    repetition_penalty: Annotated[float, typer.Option(help="Penalty on tokens repeated within the last 64 generated ones (lwdpo_edge/decoding.py; the same default as the runtime, app and server). 1 = plain greedy, how issue 6 judged.")] = REPETITION_PENALTY,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads. Default: all of torch's threads on an idle machine, 1 when the load average shows other work (oversubscribed threads can run 10-50x slower).")] = None,
 ):
     """Ranking accuracy on held-out lists, controllability under a lambda sweep, and the base-model baseline."""
@@ -37,7 +40,7 @@ def evaluate(
 
     config = EvalConfig(run_dir=run_dir, data=data, prompts=prompts, n_prompts=n_prompts, max_new_tokens=max_new_tokens,
                         output=output, baseline=baseline, grid=grid, batch_size=batch_size, max_lists=max_lists,
-                        soup_strength=soup_strength, threads=threads)
+                        soup_strength=soup_strength, repetition_penalty=repetition_penalty, threads=threads)
     try:
         folder = run_evaluation(config)
     except (DataError, RunFolderError, LambdaError, ModelError, EvalError) as err:

@@ -192,7 +192,8 @@ def summary_markdown(report: dict) -> str:
         f"- objectives: {', '.join(report['objectives'])}; conditioning: {run['conditioning']}; "
         f"trained {run.get('steps', 'n/a')} steps",
         f"- held-out data: {report['data']['source']} ({report['data']['n_lists']} lists); "
-        f"generation backend: {report['settings']['backend']}, max {report['settings']['max_new_tokens']} new tokens",
+        f"generation backend: {report['settings']['backend']}, max {report['settings']['max_new_tokens']} new tokens, "
+        f"repetition penalty {report['settings'].get('repetition_penalty', 1.0):g}",
         f"- wall time: {_timing_line(report['timing'])}", "",
     ]
     plots = [f"![{name}]({name})" for name in report.get("plots", [])]

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lwdpo_edge.contract import ADAPTER_DIR, RunFolderError, read_run_manifest, soup_adapter_dirs
+from lwdpo_edge.decoding import REPETITION_PENALTY, check_repetition_penalty
 from lwdpo_edge.evaluate.grid import GRID_KINDS, lambda_grid, ranking_points
 from lwdpo_edge.evaluate.heldout import load_heldout_lists, load_prompt_file, prompts_from_lists, user_question
 from lwdpo_edge.evaluate.report import check_output_folder, write_report
@@ -50,6 +51,7 @@ class EvalConfig:
     lists_per_batch: int = 8  # lists encoded together; their rows then go through the model 8 at a time, by length
     max_lists: int | None = None
     soup_strength: float | None = None  # soup runs: None = the run's default (lwdpo.json soup_strength)
+    repetition_penalty: float = REPETITION_PENALTY  # lwdpo_edge/decoding.py: the runtime's; 1 = plain greedy
     threads: int | None = None  # None: auto_threads()
 
     @property
@@ -87,6 +89,10 @@ def prepare(config: EvalConfig, raters: Mapping | None) -> Inputs:
         raise EvalError("--n-prompts, --max-new-tokens and --batch-size must be at least 1")
     if config.grid not in GRIDS:
         raise EvalError(f"--grid must be one of {GRIDS}, got {config.grid!r}")
+    try:
+        check_repetition_penalty(config.repetition_penalty)
+    except ValueError as err:
+        raise EvalError(f"--repetition-penalty: {err}") from None
     manifest = check_run(config.run_dir)
     try:
         strength_for(manifest.get("conditioning", "header"), config.soup_strength)
@@ -167,7 +173,7 @@ def generate_all(model, tokenizer, inputs: Inputs, points, conditioned: bool, co
     for name in (["base"] if config.baseline else []) + ["policy"]:
         if name == "policy" and mixer is None:
             model.merge_adapter()
-        backend = TransformersBackend(model, tokenizer, adapter=name == "policy")
+        backend = TransformersBackend(model, tokenizer, adapter=name == "policy", repetition_penalty=config.repetition_penalty)
         if name == "policy" and mixer is not None:  # a soup mix changes per point: never merged
             generations[name], timing[f"generation_{name}_s"] = generate_soup_grid(
                 backend, mixer, inputs, points, config, progress)
@@ -298,7 +304,7 @@ def build_report(config: EvalConfig, inputs: Inputs, settings, points, ranking, 
         "prompts": {"source": inputs.prompt_source, "n": len(inputs.prompts)},
         "settings": {"grid": config.grid, "max_new_tokens": config.max_new_tokens, "batch_size": config.batch_size,
                      "baseline": config.baseline, "backend": "transformers", "greedy": True, "threads": config.threads,
-                     "soup_strength": config.soup_strength},
+                     "soup_strength": config.soup_strength, "repetition_penalty": config.repetition_penalty},
         "ranking": {"points": [p.name for p in points], **ranking},  # ranked on the generation grid
         "controllability": {
             "grid": [{"name": p.name, "kind": p.kind, "lambda": p.lam} for p in points],

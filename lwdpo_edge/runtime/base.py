@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lwdpo_edge.conditioning import conditioned_messages
+from lwdpo_edge.decoding import REPETITION_PENALTY, check_repetition_penalty
 from lwdpo_edge.lambdas import HEADER_MARKER, LambdaError, parse_lambda_header, quantize_lambda, split_lambda_header
 from lwdpo_edge.soup import strength_for
 
@@ -46,6 +47,7 @@ class Sampling:
     temperature: float = 0.0  # 0: greedy (argmax)
     top_p: float = 1.0
     seed: int | None = None
+    repetition_penalty: float = REPETITION_PENALTY  # lwdpo_edge/decoding.py: on the last 64 generated tokens
 
 
 @dataclass
@@ -180,15 +182,18 @@ class ChatModel:
         return strength_for(self.conditioning, strength, getattr(self.contract, "soup_strength", None))  # a plain model has no contract
 
     def chat(self, messages, lam=None, *, stream: bool = False, temperature: float = 0.0, top_p: float = 1.0,
-             max_tokens: int = 256, seed: int | None = None, usage: Usage | None = None, strength: float | None = None):
+             max_tokens: int = 256, seed: int | None = None, usage: Usage | None = None, strength: float | None = None,
+             repetition_penalty: float = REPETITION_PENALTY):
         """The assistant's answer: a string, or with stream=True an iterator of text pieces.
 
         strength: soup models only, the steering strength of the adapter mix (None: the model's default).
+        repetition_penalty: lwdpo_edge/decoding.py's rule on the last 64 generated tokens (1 = off), the
+        default shared with eval, the app and the server.
 
         Validation (messages, lambda, sampling, context) happens here, before anything is generated,
         so a stream never starts for a bad request. Closing the stream stops generation.
         """
-        sampling = check_sampling(temperature, top_p, max_tokens, seed)
+        sampling = check_sampling(temperature, top_p, max_tokens, seed, repetition_penalty)
         strength = self.steering_strength(strength)
         final, applied = self.resolve(messages, lam)
         text = self.render(final)
@@ -315,7 +320,7 @@ def check_messages(messages) -> list[dict[str, str]]:
     return checked
 
 
-def check_sampling(temperature, top_p, max_tokens, seed) -> Sampling:
+def check_sampling(temperature, top_p, max_tokens, seed, repetition_penalty=REPETITION_PENALTY) -> Sampling:
     """Sampling settings, or ValueError naming the bad one."""
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise ValueError(f"max_tokens = {max_tokens!r}; expected an integer >= 1")
@@ -325,4 +330,4 @@ def check_sampling(temperature, top_p, max_tokens, seed) -> Sampling:
         raise ValueError(f"top_p = {top_p!r}; expected a number in (0, 1]")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32):
         raise ValueError(f"seed = {seed!r}; expected an integer in [0, 2**32)")
-    return Sampling(float(temperature), float(top_p), seed)
+    return Sampling(float(temperature), float(top_p), seed, check_repetition_penalty(repetition_penalty))

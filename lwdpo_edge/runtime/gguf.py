@@ -20,6 +20,7 @@ import weakref
 import numpy as np
 from pathlib import Path
 
+from lwdpo_edge.decoding import REPETITION_WINDOW
 from lwdpo_edge.runtime.base import ChatModel, ModelLoadError, Sampling
 
 # llama_ftype values (llama.h) of the file types one meets on small models
@@ -48,7 +49,7 @@ class GGUFModel(ChatModel):
         try:
             with quiet_llama_cpp():
                 self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                                 verbose=False)
+                                 last_n_tokens_size=REPETITION_WINDOW, verbose=False)  # the penalty's window
         except ValueError as err:  # llama-cpp-python: "Failed to load model from file"
             raise ModelLoadError(f"{path}: llama.cpp cannot load this GGUF ({err})") from None
         meta = self.llm.metadata
@@ -108,9 +109,10 @@ class GGUFModel(ChatModel):
     def sample(self, prompt_ids, sampling: Sampling, max_new):
         # top_k 0 and min_p 0 switch those samplers off, so temperature / top_p mean what they say;
         # temperature 0 is llama.cpp's greedy sampler. The KV cache of a shared prompt prefix is reused.
+        # llama.cpp's penalties sampler is lwdpo_edge/decoding.py's rule: it sees only sampled tokens.
         self.llm.set_seed(sampling.seed if sampling.seed is not None else random.getrandbits(32))
         return self.llm.generate(prompt_ids, top_k=0, top_p=sampling.top_p, min_p=0.0, temp=sampling.temperature,
-                                 repeat_penalty=1.0)
+                                 repeat_penalty=sampling.repetition_penalty)
 
     def logits_after(self, prompt_ids, continuation):
         # Built without logits_all (it costs n_ctx x V floats), llama.cpp computes the last row of each

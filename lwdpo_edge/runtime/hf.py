@@ -11,6 +11,7 @@ import json
 import random
 from pathlib import Path
 
+from lwdpo_edge.decoding import penalize_recent
 from lwdpo_edge.runtime.base import ChatModel, ModelLoadError, Sampling
 
 
@@ -58,9 +59,11 @@ class HFModel(ChatModel):
 
         seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
         generator = torch.Generator().manual_seed(seed)
-        out = self._forward(prompt_ids, None)
+        out, generated = self._forward(prompt_ids, None), []
         while True:
-            token = pick_token(out.logits[0, -1].float(), sampling, generator)
+            logits = penalize_recent(out.logits[0, -1].float(), generated, sampling.repetition_penalty)
+            token = pick_token(logits, sampling, generator)
+            generated.append(token)
             yield token
             out = self._forward([token], out.past_key_values)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lwdpo_edge.decoding import penalize_recent
 from lwdpo_edge.runtime.base import ChatModel, ModelLoadError, Sampling
 from lwdpo_edge.runtime.hf import sidecar_contract
 
@@ -86,9 +87,15 @@ class OnnxModel(ChatModel):
         params.set_search_options(**options)
         generator = self._generator(params)
         generator.append_tokens(np.asarray(prompt_ids, dtype=np.int32))
+        generated: list[int] = []
         while not generator.is_done():
+            if sampling.repetition_penalty != 1.0 and generated:  # genai's own penalty would count the prompt
+                logits = np.asarray(generator.get_logits(), dtype=np.float32)  # (1, 1, V): one sequence, its last token
+                penalised = penalize_recent(logits.reshape(-1), generated, sampling.repetition_penalty)
+                generator.set_logits(penalised.reshape(logits.shape))
             generator.generate_next_token()
-            yield int(generator.get_next_tokens()[0])
+            generated.append(int(generator.get_next_tokens()[0]))
+            yield generated[-1]
 
     def logits_after(self, prompt_ids, continuation):
         ids = prompt_ids + continuation
