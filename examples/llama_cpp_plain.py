@@ -13,6 +13,10 @@ import argparse
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+# lwdpo-edge's decoding default (its eval, runtime, app and serve use it; llama.cpp's rule, window 64):
+# greedy answers here then equal `lwdpo-edge`'s. 1.0 = plain greedy.
+REPEAT_PENALTY = 1.1
+
 
 def read_contract(path: str, llm: Llama) -> dict:
     """Scalar lwdpo.* keys are in llama-cpp-python's metadata dict; the two arrays need gguf's reader."""
@@ -42,7 +46,8 @@ def main() -> None:
     messages = [{"role": "user", "content": args.prompt}]
 
     # 1. No lambda: the chat template writes the header from lwdpo.lambda_default.
-    reply = llm.create_chat_completion(messages, temperature=0, max_tokens=args.max_tokens)
+    reply = llm.create_chat_completion(messages, temperature=0, max_tokens=args.max_tokens,
+                                       repeat_penalty=REPEAT_PENALTY)
     print("\n[default lambda]", reply["choices"][0]["message"]["content"])
 
     # 2. A chosen lambda: render the file's template with `lwdpo_lambda` (the name in lwdpo.template_variable).
@@ -52,7 +57,8 @@ def main() -> None:
     formatter = Jinja2ChatFormatter(template, eos_token=token_text(llm.token_eos()), bos_token=token_text(llm.token_bos()))
     prompt = formatter(messages=messages, **{contract.get("lwdpo.template_variable", "lwdpo_lambda"): lam}).prompt
     print("\n[prompt]", prompt, sep="\n")
-    reply = llm.create_completion(prompt, temperature=0, max_tokens=args.max_tokens)
+    reply = llm.create_completion(prompt, temperature=0, max_tokens=args.max_tokens,
+                                  repeat_penalty=REPEAT_PENALTY)
     print(f"[lambda {lam}]", reply["choices"][0]["text"])
 
 

@@ -11,6 +11,10 @@ import argparse
 
 from llama_cpp import Llama
 
+# lwdpo-edge's decoding default (its eval, runtime, app and serve use it; llama.cpp's rule, window 64):
+# greedy answers here then equal `lwdpo-edge`'s. 1.0 = plain greedy.
+REPEAT_PENALTY = 1.1
+
 
 def merged_lambda(path: str) -> dict:
     from gguf import GGUFReader  # pip install gguf: the arrays are not in llama-cpp-python's metadata dict
@@ -28,7 +32,8 @@ def main() -> None:
 
     llm = Llama(model_path=args.model, n_ctx=0, n_threads=1, verbose=False)
     print("conditioning:", llm.metadata.get("lwdpo.conditioning"), "| lambda merged:", merged_lambda(args.model))
-    reply = llm.create_chat_completion([{"role": "user", "content": args.prompt}], temperature=0, max_tokens=args.max_tokens)
+    reply = llm.create_chat_completion([{"role": "user", "content": args.prompt}], temperature=0, max_tokens=args.max_tokens,
+                                       repeat_penalty=REPEAT_PENALTY)
     print("[answer]", reply["choices"][0]["message"]["content"])
     llm.close()
 

@@ -18,6 +18,10 @@ from pathlib import Path
 import llama_cpp
 from llama_cpp import Llama
 
+# lwdpo-edge's decoding default (its eval, runtime, app and serve use it; llama.cpp's rule, window 64):
+# greedy answers here then equal `lwdpo-edge`'s. 1.0 = plain greedy.
+REPEAT_PENALTY = 1.1
+
 
 def read_contract(path: str) -> dict:
     """The lwdpo.* keys; arrays need gguf's reader (pip install gguf; llama.cpp's own)."""
@@ -65,7 +69,8 @@ def main() -> None:
     default = dict(zip(contract["objectives"], contract["lambda_default"]))
     for label, lam in (("default lambda", default), (f"lambda {chosen}", chosen)):
         set_scales(llm, handles, scales(lam, contract))
-        reply = llm.create_chat_completion(messages, temperature=0, max_tokens=args.max_tokens)
+        reply = llm.create_chat_completion(messages, temperature=0, max_tokens=args.max_tokens,
+                                           repeat_penalty=REPEAT_PENALTY)
         print(f"[{label}] {reply['choices'][0]['message']['content']}")
     llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
     for handle in handles:
