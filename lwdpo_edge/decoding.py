@@ -73,9 +73,8 @@ class RecentRepetitionPenalty:
     def __call__(self, input_ids, scores):
         import torch
 
-        recent = input_ids[:, max(self.prompt_length, input_ids.shape[1] - self.window):]  # (B, <= window)
-        if recent.shape[1] == 0:
+        generated = input_ids[:, self.prompt_length:]  # (B, T_new): left padding ends every prompt here
+        if generated.shape[1] == 0:
             return scores
-        picked = scores.gather(1, recent)  # a token seen twice is gathered twice and scattered back once
-        penalised = torch.where(picked > 0, picked / self.penalty, picked * self.penalty)
-        return scores.scatter(1, recent, penalised)
+        return torch.stack([penalize_recent(row_scores, row.tolist(), self.penalty, self.window)
+                            for row_scores, row in zip(scores, generated)])  # (B, V), one rule per row

@@ -29,14 +29,12 @@ import copy
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 import torch
 from transformers import set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from lwdpo_edge.contract import ADAPTERS_DIR, METRICS_FILE, write_run_manifest
 from lwdpo_edge.models import load_policy, load_tokenizer, resolve_model
@@ -135,11 +133,9 @@ class MixtureTrainer(LambdaDPOTrainer):
             logs["mixture/strength"] = self.mix.strength
         super().log(logs, *args, **kwargs)
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        folder = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        if self.is_world_process_zero() and os.path.isdir(folder):
-            self.mix.save_strength(Path(folder))
+    def save_checkpoint_state(self, folder: str) -> None:
+        super().save_checkpoint_state(folder)
+        self.mix.save_strength(Path(folder))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         # The HF Trainer reloads one adapter; a checkpoint holds one sub-folder per objective.

@@ -231,9 +231,13 @@ class LambdaDPOTrainer(Trainer):
         super()._save_checkpoint(model, trial)
         folder = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if self.is_world_process_zero() and os.path.isdir(folder):
-            with open(os.path.join(folder, SCHEDULER_STATE_FILE), "w") as f:
-                json.dump(self.lambda_sampler.state_dict(), f)
+            self.save_checkpoint_state(folder)
         self.save_reference_cache()
+
+    def save_checkpoint_state(self, folder: str) -> None:
+        """What a checkpoint holds beside HF's files (rank 0): the lambda sampler's state; subclasses add theirs."""
+        with open(os.path.join(folder, SCHEDULER_STATE_FILE), "w") as f:
+            json.dump(self.lambda_sampler.state_dict(), f)
 
     def save_reference_cache(self) -> None:
         """Write the reference cache file (rank 0; no-op without a file-backed cache)."""
