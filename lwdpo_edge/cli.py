@@ -70,6 +70,41 @@ def data_validate(
     raise typer.Exit(0 if report.ok else 1)
 
 
+@data_app.command("pointwise")
+def data_pointwise(
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT", help=(
+        "CSV/TSV, JSONL (or .json array) files or local HF datasets folders with one answer per row; "
+        "answers to a prompt are grouped across all inputs (e.g. one file per model)."))],
+    output: Annotated[Path, typer.Option(help="Where to write the ranked lists, as native JSONL.")],
+    score: Annotated[list[str], typer.Option(metavar="OBJ=COL[:MAP]", help=(
+        "An objective and the column it is read from. The optional MAP (label=number,...) turns labels into "
+        "numbers, and a label it does not list is null; without one, cells must be numbers. Empty cells are "
+        "null. Repeat for several objectives. Example: safe=label:yes=1,no=0"))],
+    prompt_column: Annotated[str, typer.Option(help=(
+        "The column holding the prompt (text, or chat messages in JSON rows); rows with the same prompt "
+        "form one list."))] = "prompt",
+    response_column: Annotated[str, typer.Option(help="The column holding the answer.")] = "response",
+    keep_column: Annotated[Optional[list[str]], typer.Option(metavar="[KEY=]COLUMN", help=(
+        "Copy a per-prompt column into its list, under KEY if given (e.g. 'type', or 'split', whose "
+        "value 'heldout' keeps a list out of training); a prompt's rows must agree. Repeatable."))] = None,
+    keep_answer_column: Annotated[Optional[list[str]], typer.Option(metavar="[KEY=]COLUMN", help=(
+        "Copy a per-answer column (e.g. 'id', a model name) into each answer, under KEY if given. "
+        "Repeatable."))] = None,
+):
+    """Group pointwise rows (one answer per row, label columns) by prompt into ranked lists."""
+    from lwdpo_edge.data.pointwise import convert_pointwise, pointwise_columns, skipped_lines, summary_line
+    from lwdpo_edge.data.schema import DataError
+
+    try:
+        columns = pointwise_columns(prompt_column, response_column, score, keep_column or [], keep_answer_column or [])
+        result = convert_pointwise(inputs, columns, output)
+    except DataError as err:
+        fail(escape(str(err)))
+    for line in skipped_lines(result):
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(summary_line(result, output), markup=False, highlight=False, soft_wrap=True)
+
+
 @data_app.command(
     "synth",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},

@@ -8,10 +8,12 @@ For each prompt b with candidates i = 1..N and objectives k = 1..K:
     L_b      = sum_k lambda_k * CE(p*_k, q)
     loss     = mean over prompts with at least one active objective
 
-Objective k is *active* for prompt b when at least two valid candidates carry a finite score;
-scores are NaN where missing. Candidates without a score for k are left out of that objective's
-list on both sides (target and policy softmax), so a missing score never reads as "worst".
-lambda is renormalised over the active objectives. With N = 2, K = 1 and tau = 0 this is exactly
+Objective k is *usable* for prompt b when at least two valid candidates carry a finite score and
+those scores are not all equal (`usable_objectives`); scores are NaN where missing. Real data is
+scored on some objectives per list and null on others, so every use of a list (this loss, the SFT
+target, evaluation) goes through that one rule. Candidates without a score for k are left out of
+that objective's list on both sides (target and policy softmax), so a missing score never reads as
+"worst". lambda is renormalised over the usable objectives. With N = 2, K = 1 and tau = 0 this is exactly
 the DPO sigmoid loss -log sigmoid(r_w - r_l) (tests check it numerically).
 
 Pure function: tensors in, tensors out, no I/O.
@@ -59,14 +61,45 @@ def normalize_scores(scores: torch.Tensor, method: str) -> torch.Tensor:
     return out
 
 
-def lambda_best_index(scores: torch.Tensor, lam: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Index of each list's best candidate under its lambda: argmax_i sum_k lam_k * s_{k,i}.
+def usable_objectives(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Which objectives can teach anything on each list: >= 2 real candidates with a finite score, and
+    not all of those scores equal (a list of ties, or one scored answer, has no preference to learn).
 
-    scores (B, K, N) normalised, NaN where missing (counted as 0 = the list average under z-scores);
-    lam (B, K); mask (B, N).  -> (B,)
+    scores (B, K, N), NaN where missing; mask (B, N) True for real candidates.  -> (B, K) bool
     """
-    weighted = (lam[:, :, None] * torch.nan_to_num(scores, nan=0.0)).sum(dim=1)  # (B, N)
-    return weighted.masked_fill(~mask, float("-inf")).argmax(dim=-1)
+    valid = mask[:, None, :] & torch.isfinite(scores)  # (B, K, N)
+    high = scores.masked_fill(~valid, float("-inf")).amax(dim=-1)  # (B, K)
+    low = scores.masked_fill(~valid, float("inf")).amin(dim=-1)
+    return (valid.sum(dim=-1) >= 2) & (high > low)
+
+
+def lambda_weighted_scores(scores: torch.Tensor, lam: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sum_k lambda_k * s_{k,i} over the usable objectives, lambda renormalised over them.
+
+    A candidate missing the score of an objective that carries weight gets NaN (it cannot be judged
+    under this lambda), and a list with no usable weighted objective is all NaN.
+    scores (B, K, N) normalised, NaN where missing; lam (B, K); mask (B, N).  -> (B, N)
+    """
+    weights = lam * usable_objectives(scores, mask)  # (B, K)
+    weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    weighted = (weights[:, :, None] * torch.nan_to_num(scores, nan=0.0)).sum(dim=1)  # (B, N)
+    unjudged = ((weights[:, :, None] > 0) & ~torch.isfinite(scores)).any(dim=1)  # (B, N)
+    no_weight = weights.sum(dim=-1, keepdim=True) == 0  # (B, 1)
+    return weighted.masked_fill(unjudged | ~mask | no_weight, float("nan"))
+
+
+def lambda_best_index(scores: torch.Tensor, lam: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Index of each list's best candidate under its lambda (the conditioned-SFT target), or -1 where
+    the list has none: no usable objective carries weight, or every judged candidate ties.
+
+    scores (B, K, N) normalised, NaN where missing; lam (B, K); mask (B, N).  -> (B,) long
+    """
+    weighted = lambda_weighted_scores(scores, lam, mask)  # (B, N), NaN = not judged
+    judged = torch.isfinite(weighted)
+    high = weighted.masked_fill(~judged, float("-inf")).amax(dim=-1)  # (B,)
+    low = weighted.masked_fill(~judged, float("inf")).amin(dim=-1)
+    best = weighted.masked_fill(~judged, float("-inf")).argmax(dim=-1)  # the first of tied bests
+    return best.masked_fill(~((judged.sum(dim=-1) >= 2) & (high > low)), -1)
 
 
 def lambda_dpo_loss(
@@ -90,7 +123,7 @@ def lambda_dpo_loss(
         mask:            (B, N) bool, True for real candidates (ragged lists are padded); None = all real.
 
     Returns:
-        loss: scalar, mean over prompts that have at least one active objective (0 if none).
+        loss: scalar, mean over prompts with at least one usable objective under lambda (0 if none).
         metrics: detached tensors -- "rewards" (B, N), "objective_ce" (B, K), "active" (B, K),
             "top1_correct" (B, K) (policy's best candidate is among objective k's best), "weights" (B, K).
     """
@@ -100,7 +133,7 @@ def lambda_dpo_loss(
     rewards = beta * (policy_logps - reference_logps)  # (B, N)
 
     valid = mask[:, None, :] & torch.isfinite(scores)  # (B, K, N) candidate i counts for objective k
-    active = valid.sum(dim=-1) >= 2  # (B, K)
+    active = usable_objectives(scores, mask)  # (B, K)
     safe_scores = torch.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
     target = listwise_targets(safe_scores, valid, tau)  # (B, K, N)
 
@@ -151,7 +184,7 @@ def cross_lambda_loss(
     The candidate text is identical across l; only the header differs. So unlike the listwise
     loss, which a header-independent preference can lower, this term only falls when the model's
     log-probs depend on the header (DESIGN.md section 7: the pilot's model learned "prefer short"
-    under every header). Missing scores count as 0 (a z-scored list's average).
+    under every header). Missing scores, and objectives a list cannot rank, count as 0.
 
     Args:
         policy_logps, reference_logps: (P, L, N) log-probs of list p's candidate i under lambda l.
@@ -166,7 +199,8 @@ def cross_lambda_loss(
     if L < 2:
         return policy_logps.sum() * 0.0
     rewards = beta * (policy_logps - reference_logps)  # (P, L, N)
-    wanted = torch.einsum("plk,pkn->pln", lam, torch.nan_to_num(scores, nan=0.0))  # (P, L, N)
+    used = torch.nan_to_num(scores, nan=0.0) * usable_objectives(scores, mask)[:, :, None]  # (P, K, N)
+    wanted = torch.einsum("plk,pkn->pln", lam, used)  # (P, L, N)
     # The listwise target rule (soft, or hard with ties split at tau = 0), taken over headers: (P, N, L)
     target = listwise_targets(wanted.transpose(1, 2), torch.ones_like(wanted, dtype=torch.bool).transpose(1, 2), tau)
     ce = -(target.transpose(1, 2) * torch.log_softmax(rewards, dim=1)).sum(dim=1)  # (P, N)

@@ -8,7 +8,7 @@ import pytest
 
 from lwdpo_edge.evaluate.grid import lambda_grid
 from lwdpo_edge.evaluate.pareto import hypervolume, pareto_mask, pareto_report
-from lwdpo_edge.evaluate.ranking import ListLogps, lambda_weighted_scores, weighted_ranking_report
+from lwdpo_edge.evaluate.ranking import ListLogps, weighted_ranking_report, weighted_target
 from lwdpo_edge.raters import repeats_itself
 
 OBJ3 = ["helpfulness", "conciseness", "readability"]
@@ -67,8 +67,21 @@ def _list(policy, scores):
 def test_lambda_weighted_score_is_the_weighted_sum_of_z_scores():
     item = _list([0, 0, 0], [[0, 1, 2], [2, 0, 1]])  # z-scores: (-1.22, 0, 1.22) and (1.22, -1.22, 0)
     z = np.sqrt(1.5)
-    assert lambda_weighted_scores(item, [0.5, 0.5], "zscore") == pytest.approx([0, -z / 2, z / 2])
-    assert lambda_weighted_scores(item, [1.0, 0.0], "zscore") == pytest.approx([-z, 0, z])
+    assert weighted_target(item, [0.5, 0.5], "zscore") == pytest.approx([0, -z / 2, z / 2])
+    assert weighted_target(item, [1.0, 0.0], "zscore") == pytest.approx([-z, 0, z])
+
+
+def test_lambda_weighted_score_uses_only_the_objectives_a_list_is_scored_on():
+    # Scored on x only (y null everywhere): every lambda that weighs x ranks by x, renormalised;
+    # the y vertex cannot judge the list at all (all NaN, so the list is not counted there).
+    item = _list([0, 0, 0], [[0, 1, 2], [np.nan, np.nan, np.nan]])
+    z = np.sqrt(1.5)
+    assert weighted_target(item, [0.5, 0.5], "none") == pytest.approx([0, 1, 2])
+    assert weighted_target(item, [0.2, 0.8], "zscore") == pytest.approx([-z, 0, z])
+    assert np.isnan(weighted_target(item, [0.0, 1.0], "zscore")).all()
+    # y scored on one answer only, or tied: still not usable, so it never shifts the ranking by x
+    assert weighted_target(_list([0, 0, 0], [[0, 1, 2], [5, np.nan, np.nan]]), [0.5, 0.5], "none") == pytest.approx([0, 1, 2])
+    assert weighted_target(_list([0, 0, 0], [[0, 1, 2], [3, 3, 3]]), [0.5, 0.5], "none") == pytest.approx([0, 1, 2])
 
 
 def test_weighted_ranking_rewards_the_compromise_at_a_midpoint():

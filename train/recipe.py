@@ -20,6 +20,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from lwdpo_edge.contract import ADAPTER_DIR, CHECKPOINTS_DIR, METRICS_FILE, RunFolderError, write_run_manifest
 from lwdpo_edge.data.loaders import load_records
 from lwdpo_edge.data.schema import objectives_of
+from lwdpo_edge.data.usable import lists_per_objective, require_usable_lists, usable_objectives_of
 from lwdpo_edge.models import LoraSettings, load_policy, load_tokenizer, resolve_model
 from lwdpo_edge.train.callbacks import MetricsJsonlCallback, RichProgressCallback
 from lwdpo_edge.train.config import LambdaDPOConfig
@@ -48,14 +49,29 @@ class ListDataset(torch.utils.data.Dataset):
 
 
 def load_training_data(config: LambdaDPOConfig):
-    """(training records, held-out records, objective order). Errors come before any model loads."""
+    """(training records, held-out records, objective order). Errors come before any model loads.
+
+    Lists that can teach no objective (partial labels: fewer than two answers scored, or all tied) are
+    left out, and an objective that no list can teach is refused (lwdpo_edge/data/usable.py)."""
     records = load_records(config.data, objectives=config.objective_list, skip_bad=config.skip_bad_rows)
     train = [r for r in records if r.meta.get("split") != HELDOUT_SPLIT]
     heldout = [r for r in records if r.meta.get("split") == HELDOUT_SPLIT]
     if not train:
         raise TrainSetupError(f"{config.data}: no training records (all {len(records)} are in the held-out split)")
     objectives = config.objective_list or objectives_of(train)
-    return train, heldout, objectives
+    counts = require_usable_lists(train, objectives, str(config.data))
+    kept = [r for r in train if usable_objectives_of(r, objectives)]
+    report_usable_lists(counts, len(train) - len(kept))
+    return kept, heldout, objectives
+
+
+def report_usable_lists(counts: dict[str, int], dropped: int) -> None:
+    """One line: how many lists each objective trains on (a partly labelled data set trains each on fewer)."""
+    from rich.console import Console
+
+    per = ", ".join(f"{name} {n}" for name, n in counts.items())
+    skipped = f"; {dropped} list(s) teach no objective and are left out" if dropped else ""
+    Console(stderr=True).print(f"lists per objective: {per}{skipped}", highlight=False)
 
 
 def split_scheduler_lists(config: LambdaDPOConfig, train: list, heldout: list) -> tuple[list, list]:
@@ -170,6 +186,7 @@ def save(trainer: LambdaDPOTrainer, config: LambdaDPOConfig, objectives, model_d
         training={
             "steps": trainer.state.global_step,
             "records": n_records,
+            "lists_per_objective": lists_per_objective(trainer.train_dataset.records, objectives),
             "seconds": round(seconds, 1),
             "final_metrics": {k: v for k, v in last.items() if k == "loss" or "/" in k},
             "config": {k: v for k, v in asdict(config).items() if k in SUMMARY_FIELDS},

@@ -26,6 +26,7 @@ from transformers import set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from lwdpo_edge.contract import ADAPTERS_DIR, CHECKPOINTS_DIR, RunFolderError, write_run_manifest
+from lwdpo_edge.data.usable import lists_for
 from lwdpo_edge.models import load_policy, load_tokenizer, resolve_model
 from lwdpo_edge.train.callbacks import MetricsJsonlCallback, RichProgressCallback
 from lwdpo_edge.train.config import LambdaDPOConfig
@@ -72,6 +73,7 @@ def train_one(config: LambdaDPOConfig, objective: str, objectives, records, mode
     Every objective's sub-run sees the same header-free sequences under the same base, so they
     share RUN/reference_logps.json: each one opens what the previous ones saved."""
     sub = vertex_config(config, objective)
+    records = lists_for(records, objective, objectives)  # the vertex learns only from lists scored on it
     run_dir = Path(config.output_dir)
     resume_from = last_checkpoint(Path(sub.output_dir)) if config.resume else None
     set_seed(config.seed)  # every adapter starts from the same LoRA init
@@ -92,7 +94,7 @@ def train_one(config: LambdaDPOConfig, objective: str, objectives, records, mode
         trainer.model.save_pretrained(run_dir / ADAPTERS_DIR / objective)
     trainer.accelerator.wait_for_everyone()
     last = next((row for row in reversed(trainer.state.log_history) if "loss" in row), {})
-    return {"steps": trainer.state.global_step, "seconds": round(time.time() - started, 1),
+    return {"steps": trainer.state.global_step, "seconds": round(time.time() - started, 1), "lists": len(records),
             "final_metrics": {k: v for k, v in last.items() if k == "loss" or "/" in k},
             **reference_cache_summary(trainer.reference_cache)}
 

@@ -126,11 +126,14 @@ class LambdaDPOTrainer(Trainer):
         return self.on_candidate_grid(sums, batch)
 
     def conditioned_sft_nll(self, policy_logps: torch.Tensor, batch: PackedListwiseBatch) -> torch.Tensor:
-        """Mean per-token NLL of each list's lambda-best candidate (Rewards-in-Context style SFT)."""
-        best = lambda_best_index(batch.scores, batch.lam, batch.candidate_mask)[:, None]  # (B, 1)
+        """Mean per-token NLL of each list's lambda-best candidate (Rewards-in-Context style SFT), over the
+        lists that have one: a list with no usable objective under its lambda imitates nothing."""
+        best = lambda_best_index(batch.scores, batch.lam, batch.candidate_mask)[:, None]  # (B, 1), -1 = none
         n_tokens = _on_grid(batch.candidate_lengths().float(), batch).clamp_min(1)  # (B, N_max)
         per_token = policy_logps if self.args.length_normalize else policy_logps / n_tokens
-        return -per_token.gather(1, best).mean()
+        chosen = per_token.gather(1, best.clamp_min(0)).squeeze(1)  # (B,)
+        has_target = best.squeeze(1) >= 0
+        return -chosen[has_target].mean() if has_target.any() else chosen.sum() * 0.0
 
     def sft_warmup_end(self) -> int:
         """The first step of the listwise loss: sft_warmup_steps, or that fraction of all steps when < 1."""
@@ -138,16 +141,19 @@ class LambdaDPOTrainer(Trainer):
         return int(warmup * self.state.max_steps) if 0 < warmup < 1 else int(warmup)
 
     def warmup_sft_nll(self, model, batch: ListwiseBatch) -> torch.Tensor:
-        """Per-token NLL of each list's lambda-best candidate, forwarding only those B rows."""
-        best = lambda_best_index(batch.scores, batch.lam, batch.candidate_mask)  # (B,)
+        """Per-token NLL of each list's lambda-best candidate, forwarding only those rows. A batch in which
+        no list has a target under its lambda forwards one row at weight 0 (the step must still have a graph)."""
+        best = lambda_best_index(batch.scores, batch.lam, batch.candidate_mask)  # (B,), -1 = no target
+        has_target = best >= 0
         n_max = batch.candidate_mask.shape[1]
-        wanted = torch.arange(len(best), device=best.device) * n_max + best  # flat grid index per list
-        rows = (batch.candidate_index[:, None] == wanted[None, :]).any(dim=1)  # (M,) the best rows
+        lists = torch.arange(len(best), device=best.device)
+        wanted = (lists * n_max + best.clamp_min(0))[has_target if has_target.any() else lists == 0]
+        rows = (batch.candidate_index[:, None] == wanted[None, :]).any(dim=1)  # (M,) the rows to imitate
         length = int(batch.attention_mask[rows].sum(dim=1).max())  # right-padded: trim to the longest kept row
         logps = sequence_logps(model, batch.input_ids[rows, :length], batch.attention_mask[rows, :length],
                                batch.completion_mask[rows, :length], length_normalize=True,
-                               chunked=self.args.chunked_logps)  # (B,)
-        return -logps.mean()
+                               chunked=self.args.chunked_logps)  # (rows,)
+        return -logps.mean() if has_target.any() else logps.sum() * 0.0
 
     def header_contrast(self, policy_logps, reference_logps, batch: ListwiseBatch) -> torch.Tensor:
         """cross_lambda_loss over each record's lambdas_per_prompt copies (build_batch puts them side by side)."""

@@ -39,7 +39,10 @@ def imitation_generations(lists, points: Sequence[LambdaPoint], objectives: Sequ
         mask = torch.ones(1, raw.shape[1], dtype=torch.bool)
         for point in points:
             lam = torch.tensor([[point.lam[name] for name in objectives]])  # (1, K)
-            best = record.responses[int(lambda_best_index(normalised, lam, mask))]
+            index = int(lambda_best_index(normalised, lam, mask))
+            if index < 0:
+                continue  # no usable objective carries weight at this point, or a tie: nothing to imitate
+            best = record.responses[index]
             gens.append(Generation(index, point.name, dict(point.lam), best.text, count_words(best.text),
                                    {name: float(best.scores[name]) for name in rated}))
     return gens

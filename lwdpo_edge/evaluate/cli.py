@@ -12,6 +12,10 @@ import typer
 
 from lwdpo_edge.decoding import REPETITION_PENALTY
 
+RATER_HELP = ("OBJECTIVE=module.path:callable or OBJECTIVE=path/to/file.py:callable: score OBJECTIVE's answers with "
+              "your own rater instead of the built-in one: a Rater object (lwdpo_edge/raters.py) or a function "
+              "f(prompt, answer) -> float, higher is better. Repeatable, one per objective.")
+
 
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `lwdpo-edge train`.")],
@@ -27,6 +31,7 @@ def evaluate(
     soup_strength: Annotated[Optional[float], typer.Option(help="Soup runs only: steering strength of the adapter mix (1 = the plain lambda-weighted soup). Default: the run's own (lwdpo.json soup_strength).")] = None,
     repetition_penalty: Annotated[float, typer.Option(help="Penalty on tokens repeated within the last 64 generated ones (lwdpo_edge/decoding.py; the same default as the runtime, app and server). 1 = plain greedy, how issue 6 judged.")] = REPETITION_PENALTY,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads. Default: all of torch's threads on an idle machine, 1 when the load average shows other work (oversubscribed threads can run 10-50x slower).")] = None,
+    rater: Annotated[Optional[list[str]], typer.Option("--rater", help=RATER_HELP)] = None,
 ):
     """Ranking accuracy on held-out lists, controllability under a lambda sweep, and the base-model baseline."""
     from rich.console import Console
@@ -36,14 +41,16 @@ def evaluate(
     from lwdpo_edge.lambdas import LambdaError
     from lwdpo_edge.models import ModelError
 
+    from lwdpo_edge.evaluate.rater_plugins import RaterError
     from lwdpo_edge.evaluate.run import EvalConfig, EvalError, run_evaluation
 
     config = EvalConfig(run_dir=run_dir, data=data, prompts=prompts, n_prompts=n_prompts, max_new_tokens=max_new_tokens,
                         output=output, baseline=baseline, grid=grid, batch_size=batch_size, max_lists=max_lists,
-                        soup_strength=soup_strength, repetition_penalty=repetition_penalty, threads=threads)
+                        soup_strength=soup_strength, repetition_penalty=repetition_penalty, threads=threads,
+                        rater_specs=tuple(rater or ()))
     try:
         folder = run_evaluation(config)
-    except (DataError, RunFolderError, LambdaError, ModelError, EvalError) as err:
+    except (DataError, RunFolderError, LambdaError, ModelError, EvalError, RaterError) as err:
         Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
         raise typer.Exit(2) from None
     console = Console()

@@ -13,7 +13,8 @@ greedily under each point's header; the built-in raters score every answer. Per 
 Per grid point: the mean score of each objective, the mean words and the share of answers that
 repeat a 4-word sequence 3+ times (`raters.repeats_itself`).
 
-Only objectives with a built-in rater can be measured on fresh text; others are listed as unrated.
+Only objectives with a rater (built-in, or given with `eval --rater`: rater_plugins.py) can be measured on
+fresh text; others are listed as unrated.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from lwdpo_edge.evaluate.grid import LambdaPoint
 from lwdpo_edge.evaluate.metrics import (chance_ndcg, chance_top1, kendall_tau, mean_or_none, ndcg, rankable,
                                          standard_error_or_none, top1_accuracy)
 from lwdpo_edge.logprobs import sequence_logps
-from lwdpo_edge.objective import normalize_scores
+from lwdpo_edge.objective import lambda_weighted_scores, normalize_scores
 from lwdpo_edge.train.batching import ListwiseBatch, encode_listwise
 
 
@@ -174,18 +174,20 @@ def ranking_report(scored: dict[str, list[ListLogps]], objectives: Sequence[str]
     }
 
 
-def lambda_weighted_scores(item: ListLogps, lam: Sequence[float], normalization: str) -> np.ndarray:
-    """sum_k lambda_k * s_k over the list's normalised scores, a missing score counted as 0 (the list
-    average under z-scores), as `lambda_best_index` picks the target's best.  (K, N) -> (N,)"""
-    normalised = normalize_scores(torch.from_numpy(np.asarray(item.scores, dtype=np.float64)), normalization).numpy()
-    return (np.asarray(lam, dtype=np.float64)[:, None] * np.nan_to_num(normalised, nan=0.0)).sum(axis=0)
+def weighted_target(item: ListLogps, lam: Sequence[float], normalization: str) -> np.ndarray:
+    """The list's lambda-weighted score under the training rule (`lwdpo_edge.objective.lambda_weighted_scores`:
+    usable objectives only, lambda renormalised over them, NaN for a candidate it cannot judge).  (K, N) -> (N,)"""
+    normalised = normalize_scores(torch.from_numpy(np.asarray(item.scores, dtype=np.float64)), normalization)
+    lam_row = torch.tensor([list(lam)], dtype=torch.float64)  # (1, K)
+    mask = torch.ones(1, normalised.shape[1], dtype=torch.bool)
+    return lambda_weighted_scores(normalised[None], lam_row, mask)[0].numpy()
 
 
 def weighted_ranking_report(scored: dict[str, list[ListLogps]], points: Sequence[LambdaPoint], objectives: Sequence[str],
                             beta: float, normalization: str = "zscore") -> dict:
     """{"policy" | "base_logprob" | "chance": {point: metrics against the point's lambda-weighted score}}."""
     lams = {p.name: [p.lam[name] for name in objectives] for p in points}
-    return {ranker: {point: target_metrics(lists, lambda item, lam=lams[point]: lambda_weighted_scores(item, lam, normalization),
+    return {ranker: {point: target_metrics(lists, lambda item, lam=lams[point]: weighted_target(item, lam, normalization),
                                            values_of)
                      for point, lists in scored.items()}
             for ranker, values_of in rankers(beta).items()}

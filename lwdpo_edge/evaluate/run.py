@@ -24,6 +24,7 @@ from lwdpo_edge.contract import ADAPTER_DIR, RunFolderError, read_run_manifest, 
 from lwdpo_edge.decoding import REPETITION_PENALTY, check_repetition_penalty
 from lwdpo_edge.evaluate.grid import GRID_KINDS, lambda_grid, ranking_points
 from lwdpo_edge.evaluate.heldout import load_heldout_lists, load_prompt_file, prompts_from_lists, user_question
+from lwdpo_edge.evaluate.rater_plugins import load_raters, parse_rater_spec
 from lwdpo_edge.evaluate.report import check_output_folder, write_report
 from lwdpo_edge.lambdas import LambdaError
 from lwdpo_edge.soup import strength_for
@@ -53,6 +54,7 @@ class EvalConfig:
     soup_strength: float | None = None  # soup runs: None = the run's default (lwdpo.json soup_strength)
     repetition_penalty: float = REPETITION_PENALTY  # lwdpo_edge/decoding.py: the runtime's; 1 = plain greedy
     threads: int | None = None  # None: auto_threads()
+    rater_specs: tuple[str, ...] = ()  # --rater OBJECTIVE=module:callable, over the built-in raters (rater_plugins.py)
 
     @property
     def output_dir(self) -> Path:
@@ -99,6 +101,7 @@ def prepare(config: EvalConfig, raters: Mapping | None) -> Inputs:
     except LambdaError as err:
         raise EvalError(f"--soup-strength: {err}") from None
     objectives = list(manifest["objectives"])
+    given = load_raters(config.rater_specs, objectives)
     lists = load_heldout_lists(config.data, objectives)[: config.max_lists]
     if config.prompts is not None:
         prompts, source = load_prompt_file(config.prompts), str(config.prompts)
@@ -112,6 +115,7 @@ def prepare(config: EvalConfig, raters: Mapping | None) -> Inputs:
         from lwdpo_edge.raters import default_raters
 
         raters = default_raters()
+    raters = {**raters, **given}
     rated = {name: raters[name] for name in objectives if name in raters}
     return Inputs(manifest, objectives, lists, prompts[: config.n_prompts], source, rated)
 
@@ -304,7 +308,8 @@ def build_report(config: EvalConfig, inputs: Inputs, settings, points, ranking, 
         "prompts": {"source": inputs.prompt_source, "n": len(inputs.prompts)},
         "settings": {"grid": config.grid, "max_new_tokens": config.max_new_tokens, "batch_size": config.batch_size,
                      "baseline": config.baseline, "backend": "transformers", "greedy": True, "threads": config.threads,
-                     "soup_strength": config.soup_strength, "repetition_penalty": config.repetition_penalty},
+                     "soup_strength": config.soup_strength, "repetition_penalty": config.repetition_penalty,
+                     "raters": {s.objective: s.target for s in map(parse_rater_spec, config.rater_specs)}},
         "ranking": {"points": [p.name for p in points], **ranking},  # ranked on the generation grid
         "controllability": {
             "grid": [{"name": p.name, "kind": p.kind, "lambda": p.lam} for p in points],
