@@ -70,9 +70,10 @@ def gguf_decoder(path: Path, threads: int):
     import llama_cpp
 
     from lwdpo_edge.export.gguf import quiet_llama_cpp
+    from lwdpo_edge.llama_load import load_llama
 
     with quiet_llama_cpp():
-        llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
+        llm = load_llama(path, n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
     n_vocab = llm.n_vocab()
 
     def decode(tokens: list[int], n: int) -> float:

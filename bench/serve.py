@@ -123,11 +123,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=6, help="prompts per side (plus one warm-up)")
     args = parser.parse_args()
 
-    from llama_cpp import Llama
+    from lwdpo_edge.llama_load import load_llama
 
     runtime = load_model(args.model, threads=1)  # renders the server's exact prompt text; the "api" column
     path = str(runtime.path)
-    llm = Llama(model_path=path, n_ctx=runtime.n_ctx, n_threads=1, n_threads_batch=1, verbose=False)
+    llm = load_llama(path, n_ctx=runtime.n_ctx, n_threads=1, n_threads_batch=1, verbose=False)
     port = free_port()
     server = start_server(path, port)
     rows = {"direct": [], "api": [], "serve": []}

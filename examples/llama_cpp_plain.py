@@ -10,7 +10,7 @@ lambda given on the command line, passed to the chat template as the `lwdpo_lamb
 
 import argparse
 
-from llama_cpp import Llama
+from no_repack import load_llama  # examples/no_repack.py: avoids a crash on AMX CPUs
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 # lwdpo-edge's decoding default (its eval, runtime, app and serve use it; llama.cpp's rule, window 64):
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=96, help="longest answer in tokens")
     args = parser.parse_args()
 
-    llm = Llama(model_path=args.model, n_ctx=0, n_threads=1, verbose=False)  # n_ctx 0: the trained context
+    llm = load_llama(args.model, n_ctx=0, n_threads=1, verbose=False)  # n_ctx 0: the trained context
     contract = read_contract(args.model, llm)
     print("contract:", contract)
     messages = [{"role": "user", "content": args.prompt}]

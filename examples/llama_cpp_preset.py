@@ -9,7 +9,7 @@ nothing needs to be set to get it: no header, no adapters, the file's own chat t
 
 import argparse
 
-from llama_cpp import Llama
+from no_repack import load_llama  # examples/no_repack.py: avoids a crash on AMX CPUs
 
 # lwdpo-edge's decoding default (its eval, runtime, app and serve use it; llama.cpp's rule, window 64):
 # greedy answers here then equal `lwdpo-edge`'s. 1.0 = plain greedy.
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=96, help="longest answer in tokens")
     args = parser.parse_args()
 
-    llm = Llama(model_path=args.model, n_ctx=0, n_threads=1, verbose=False)
+    llm = load_llama(args.model, n_ctx=0, n_threads=1, verbose=False)
     print("conditioning:", llm.metadata.get("lwdpo.conditioning"), "| lambda merged:", merged_lambda(args.model))
     reply = llm.create_chat_completion([{"role": "user", "content": args.prompt}], temperature=0, max_tokens=args.max_tokens,
                                        repeat_penalty=REPEAT_PENALTY)

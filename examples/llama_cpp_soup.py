@@ -16,7 +16,7 @@ import ctypes
 from pathlib import Path
 
 import llama_cpp
-from llama_cpp import Llama
+from no_repack import load_llama  # examples/no_repack.py: avoids a crash on AMX CPUs
 
 # lwdpo-edge's decoding default (its eval, runtime, app and serve use it; llama.cpp's rule, window 64):
 # greedy answers here then equal `lwdpo-edge`'s. 1.0 = plain greedy.
@@ -61,7 +61,7 @@ def main() -> None:
     contract = read_contract(args.model)
     assert contract["conditioning"] == "soup", f"{args.model} is not a soup export (conditioning {contract['conditioning']})"
     print("contract:", contract)
-    llm = Llama(model_path=args.model, n_ctx=0, n_threads=1, verbose=False)
+    llm = load_llama(args.model, n_ctx=0, n_threads=1, verbose=False)
     handles = [llama_cpp.llama_adapter_lora_init(llm._model.model, str(Path(args.model).parent / name).encode())
                for name in contract["adapters"]]
     messages = [{"role": "user", "content": args.prompt}]

@@ -70,12 +70,11 @@ class LlamaCppRuntime:
     """A GGUF file in llama-cpp-python (CPU; one thread by default: DESIGN.md section 6)."""
 
     def __init__(self, gguf_path: Path, n_threads: int = 1, n_ctx: int = 1024):
-        from llama_cpp import Llama
-
         from lwdpo_edge.export.gguf import quiet_llama_cpp
+        from lwdpo_edge.llama_load import load_llama
 
         with quiet_llama_cpp():
-            self.llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+            self.llm = load_llama(gguf_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                              logits_all=True, verbose=False)
 
     def tokenize(self, text: str) -> list[int]:

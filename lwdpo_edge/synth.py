@@ -223,9 +223,9 @@ def llama_cpp_available() -> bool:
 
 class LlamaCppGenerator:
     def __init__(self, gguf: Path, threads: int, n_ctx: int = 2048):
-        from llama_cpp import Llama
+        from lwdpo_edge.llama_load import load_llama
 
-        self.llm = Llama(str(gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+        self.llm = load_llama(gguf, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
 
     def generate(self, messages, max_new_tokens, temperature, seed):
         out = self.llm.create_chat_completion(

@@ -116,6 +116,8 @@ def test_stream_pieces_join_to_the_full_answer_and_usage_is_counted(models):
         pieces = list(model.chat(USER, stream=True, max_tokens=24, usage=usage_stream))
         assert len(pieces) > 3 and "".join(pieces) == full == ANSWERS[0]
         assert usage_full == usage_stream and usage_full.finish_reason == "stop"
+        assert len(usage_full.completion_ids) == usage_full.completion_tokens > 0
+        assert model.decode(usage_full.completion_ids) == full  # the ids the answer was decoded from
         assert usage_full.prompt_tokens == len(model.encode(model.prompt(USER)))
         short = Usage()
         assert ANSWERS[0].startswith(model.chat(USER, max_tokens=3, usage=short))

@@ -33,7 +33,9 @@ def llama_logits(base: Path, loras: list[Path], scales: list[float], tokens: lis
     """(T, vocab) logits of llama.cpp with the LoRA files applied at `scales` (llama_set_adapters_lora)."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(str(base), n_ctx=64, n_threads=1, logits_all=True, verbose=False)
+    from lwdpo_edge.llama_load import load_llama
+
+    llm = load_llama(base, n_ctx=64, n_threads=1, logits_all=True, verbose=False)
     handles = [llama_cpp.llama_adapter_lora_init(llm._model.model, str(p).encode()) for p in loras]
     assert all(handles), "llama.cpp refused a LoRA GGUF"
     if handles:

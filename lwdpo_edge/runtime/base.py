@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None  # "stop" (end of turn) or "length" (max_tokens or context full)
+    completion_ids: list[int] = field(default_factory=list)  # the generated token ids (end of turn excluded)
 
 
 class ChatModel:
@@ -215,7 +216,8 @@ class ChatModel:
             if mix is not None:
                 self.apply_mix(*mix)
             usage.prompt_tokens, usage.completion_tokens, usage.finish_reason = len(prompt_ids), 0, "length"
-            ids: list[int] = []
+            ids: list[int] = usage.completion_ids
+            ids.clear()
             prefix, read = 0, 0
             tokens = self.sample(prompt_ids, sampling, max_new)
             try:

@@ -21,6 +21,7 @@ import numpy as np
 from pathlib import Path
 
 from lwdpo_edge.decoding import REPETITION_WINDOW
+from lwdpo_edge.llama_load import load_llama
 from lwdpo_edge.runtime.base import ChatModel, ModelLoadError, Sampling
 
 # llama_ftype values (llama.h) of the file types one meets on small models
@@ -32,8 +33,6 @@ class GGUFModel(ChatModel):
     format = "gguf"
 
     def __init__(self, path: Path, threads: int | None = None, n_ctx: int = 2048):
-        from llama_cpp import Llama
-
         from lwdpo_edge.export.contract import ExportContract
         from lwdpo_edge.export.gguf import quiet_llama_cpp
         from lwdpo_edge.export.keys import read_gguf_keys, read_lwdpo_metadata
@@ -48,7 +47,7 @@ class GGUFModel(ChatModel):
         n_ctx = min([n_ctx, *map(int, trained.values())])  # beyond it llama.cpp warns and quality drops
         try:
             with quiet_llama_cpp():
-                self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                self.llm = load_llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                                  last_n_tokens_size=REPETITION_WINDOW, verbose=False)  # the penalty's window
         except ValueError as err:  # llama-cpp-python: "Failed to load model from file"
             raise ModelLoadError(f"{path}: llama.cpp cannot load this GGUF ({err})") from None
