@@ -18,7 +18,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 REPEAT_PENALTY = 1.1
 
 
-def read_contract(path: str, llm: Llama) -> dict:
+def read_contract(path: str, llm: "llama_cpp.Llama") -> dict:
     """Scalar lwdpo.* keys are in llama-cpp-python's metadata dict; the two arrays need gguf's reader."""
     contract = {k: v for k, v in llm.metadata.items() if k.startswith("lwdpo.")}
     try:

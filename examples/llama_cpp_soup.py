@@ -42,7 +42,7 @@ def scales(lam: dict, contract: dict) -> list:
     return [centre + contract["strength"] * (w - centre) for w in weights]
 
 
-def set_scales(llm: Llama, handles: list, values: list) -> None:
+def set_scales(llm: "llama_cpp.Llama", handles: list, values: list) -> None:
     n = len(handles)
     array = (llama_cpp.llama_adapter_lora_p_ctypes * n)(*handles)
     if llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, array, n, (ctypes.c_float * n)(*values)) != 0:

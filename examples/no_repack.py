@@ -1,5 +1,8 @@
 """Load a GGUF in llama-cpp-python without weight repacking: copy this file beside your app.
 
+    from no_repack import load_llama            # examples/no_repack.py, imported by the llama.cpp examples
+    llm = load_llama("model.q8_0.gguf", n_ctx=0, n_threads=1, verbose=False)
+
 On Intel CPUs with AMX (Sapphire Rapids and later: `amx_int8` in /proc/cpuinfo) llama.cpp repacks
 weights into AMX buffers at load and the first decode crashes the process (ggml-org/llama.cpp#20824).
 llama.cpp's `use_extra_bufts = False` (llama-server's `--no-repack`) avoids it; llama-cpp-python's

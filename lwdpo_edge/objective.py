@@ -89,17 +89,15 @@ def lambda_weighted_scores(scores: torch.Tensor, lam: torch.Tensor, mask: torch.
 
 
 def lambda_best_index(scores: torch.Tensor, lam: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Index of each list's best candidate under its lambda (the conditioned-SFT target), or -1 where
-    the list has none: no usable objective carries weight, or every judged candidate ties.
+    """Index of each list's best candidate under its lambda (the conditioned-SFT target; the first of
+    tied bests), or -1 where the list has none: no objective it can rank carries weight.
 
     scores (B, K, N) normalised, NaN where missing; lam (B, K); mask (B, N).  -> (B,) long
     """
     weighted = lambda_weighted_scores(scores, lam, mask)  # (B, N), NaN = not judged
     judged = torch.isfinite(weighted)
-    high = weighted.masked_fill(~judged, float("-inf")).amax(dim=-1)  # (B,)
-    low = weighted.masked_fill(~judged, float("inf")).amin(dim=-1)
-    best = weighted.masked_fill(~judged, float("-inf")).argmax(dim=-1)  # the first of tied bests
-    return best.masked_fill(~((judged.sum(dim=-1) >= 2) & (high > low)), -1)
+    best = weighted.masked_fill(~judged, float("-inf")).argmax(dim=-1)
+    return best.masked_fill(~judged.any(dim=-1), -1)
 
 
 def lambda_dpo_loss(

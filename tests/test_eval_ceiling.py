@@ -61,3 +61,9 @@ def test_vertices_pick_the_best_of_their_objective_under_every_normalization(nor
     lists = [record("q", [("a", 0.1, -1.0), ("b", 0.9, -3.0), ("c", 0.5, -2.0)])]
     picked = {g.point: g.answer for g in imitation_generations(lists, POINTS, OBJECTIVES, OBJECTIVES, normalization)}
     assert picked["helpfulness"] == "b" and picked["conciseness"] == "a"
+
+
+def test_a_point_weighing_only_unscored_objectives_imitates_nothing():
+    lists = [record("q", [("x", 0.9, None), ("y", 0.1, None)])]  # scored on helpfulness only
+    picked = {g.point: g.answer for g in imitation_generations(lists, POINTS, OBJECTIVES, ["helpfulness"])}
+    assert picked == {"helpfulness": "x", "uniform": "x"}  # conciseness vertex: no target, not candidate 0

@@ -133,3 +133,23 @@ def test_unsupported_architecture_is_refused_before_loading(tmp_path, llama_run)
     assert "unsupported architecture GPT2LMHeadModel" in message
     assert all(name in message for name in ("llama", "qwen2", "qwen3")) and "\n" not in message
     assert not (run / "export").exists()
+
+
+def test_an_export_killed_outright_is_cleaned_by_the_next_one(llama_run, tmp_path):
+    """A process killed mid-export (SIGKILL, or a crash in native code) runs no cleanup: the next export of
+    the same name removes its leftovers, and never those of an export still running."""
+    import os
+    import subprocess
+    import sys
+
+    final = tmp_path / "run.q8_0.gguf"
+    crash = ("import os, signal, sys\nfrom pathlib import Path\nfrom lwdpo_edge.export.atomic import staging, workdir\n"
+             "final = Path(sys.argv[1])\nwith workdir(final) as work, staging(final, is_dir=False) as staged:\n"
+             "    staged.write_bytes(b'GGUF half'); (work / 'model.f16.gguf').write_bytes(b'f16')\n"
+             "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    assert subprocess.run([sys.executable, "-c", crash, str(final)]).returncode == -9
+    assert len(leftovers(tmp_path)) == 2  # its .partial file and .work folder
+    running = tmp_path / f".{final.name}.{os.getpid()}.abcd.partial"  # this process: alive
+    running.write_bytes(b"another export, still going")
+    export_run(llama_run, "gguf", quant="q8_0", output=tmp_path, show_progress=False)
+    assert final.is_file() and leftovers(tmp_path) == [running.name]

@@ -198,7 +198,7 @@ def test_lambda_best_index_follows_lambda():
     scores = torch.tensor([[[1.0, 0.0, -1.0], [-1.0, 0.0, 1.0]]] * 3)  # objective 0 likes 0, objective 1 likes 2
     lam = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
     mask = torch.tensor([[True, True, True], [True, True, True], [True, True, False]])
-    assert lambda_best_index(scores, lam, mask).tolist() == [0, 2, -1]  # a tie at the centre has no best; padding never wins
+    assert lambda_best_index(scores, lam, mask).tolist() == [0, 2, 0]  # tie at the centre -> first; padding never wins
 
 
 def test_sft_term_adds_the_best_candidates_nll(tiny_llama_dir, tmp_path):

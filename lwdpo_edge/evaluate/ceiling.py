@@ -39,10 +39,10 @@ def imitation_generations(lists, points: Sequence[LambdaPoint], objectives: Sequ
         mask = torch.ones(1, raw.shape[1], dtype=torch.bool)
         for point in points:
             lam = torch.tensor([[point.lam[name] for name in objectives]])  # (1, K)
-            index = int(lambda_best_index(normalised, lam, mask))
-            if index < 0:
-                continue  # no usable objective carries weight at this point, or a tie: nothing to imitate
-            best = record.responses[index]
+            chosen = int(lambda_best_index(normalised, lam, mask))
+            if chosen < 0:
+                continue  # no objective this list can rank carries weight at this point: nothing to imitate
+            best = record.responses[chosen]
             gens.append(Generation(index, point.name, dict(point.lam), best.text, count_words(best.text),
                                    {name: float(best.scores[name]) for name in rated}))
     return gens
