@@ -45,7 +45,8 @@ class AlternativesPanel:
         """Connect the panel's events (controls: the lambda sliders, then the soup strength if any)."""
         generate, record_best, record_order, discard = self.handlers
         shown = [self.pending, self.status, *self.columns, *self.texts, *self.ranks]
-        self.ask.click(generate, [conversation, system_prompt, temperature, top_p, max_tokens, self.n, self.mode, *controls],
+        self.ask.click(generate,
+                       [conversation, system_prompt, temperature, top_p, max_tokens, self.n, self.mode, *controls],
                        shown, api_name="alternatives", concurrency_limit=1)
         for i, button in enumerate(self.best):
             button.click(lambda pending, i=i: record_best(pending, i), self.pending, [*shown, self.count],
@@ -76,9 +77,11 @@ def _make_handlers(model, log: FeedbackLog, mix_of):
         visible = [gr.update(visible=i < n) for i in range(MAX_N)]
         radios = [gr.update(value=None, choices=[str(r) for r in range(1, n + 1)]) for _ in range(MAX_N)]
         yield None, f"Generating {n} alternatives…", *visible, *texts, *radios
-        seed = secrets.randbelow(2**31)  # asked twice, the same answer gets new alternatives; the record keeps the seeds
-        for i, candidate in enumerate(iter_alternatives(model, prompt, lam, n=n, mode=mode, strength=strength, seed=seed,
-                                                        temperature=temperature, top_p=top_p, max_tokens=int(max_tokens))):
+        # asked twice, the same answer gets new alternatives; the record keeps the seeds
+        seed = secrets.randbelow(2**31)
+        for i, candidate in enumerate(iter_alternatives(model, prompt, lam, n=n, mode=mode, strength=strength,
+                                                        seed=seed, temperature=temperature, top_p=top_p,
+                                                        max_tokens=int(max_tokens))):
             pending["candidates"].append(candidate)
             texts[i] = candidate.text
             done = i + 1 == n
@@ -91,13 +94,15 @@ def _make_handlers(model, log: FeedbackLog, mix_of):
             raise gr.Error("no alternatives to judge: ask for alternatives first")
         try:
             row = judgement_record(pending["prompt"], pending["candidates"], ranks, lam=pending["lam"],
-                                   strength=pending["strength"], settings={**pending["settings"], "mode": pending["mode"]},
+                                   strength=pending["strength"],
+                                   settings={**pending["settings"], "mode": pending["mode"]},
                                    model_info=model.info, judgement=judgement)
         except FeedbackError as err:
             raise gr.Error(str(err)) from None
         count = log.append(row)
         order = " > ".join(LETTERS[i] for i in sorted(range(len(ranks)), key=lambda i: ranks[i]))
-        return [*_hidden(f"Saved judgement {count} ({order})."), counter_markdown(count, log.path, model.info.get("path"))]
+        return [*_hidden(f"Saved judgement {count} ({order})."),
+                counter_markdown(count, log.path, model.info.get("path"))]
 
     def record_best(pending, i):
         return save(pending, ranks_from_best(len(pending["candidates"]), i) if pending else [], "best")

@@ -131,8 +131,10 @@ def _lambda_panel(model):
     default = default_lambda(model)
     gr.Markdown("### λ: what the answer should favour")
     steerable = getattr(model, "steerable", True)  # a merged preset: lambda fixed at export, shown not set
-    sliders = [gr.Slider(0.0, 1.0, value=default[name], step=0.01, label=name, elem_id=f"lambda-{name}", interactive=steerable,
-                         info="raw weight; normalised onto the simplex below" if steerable else "fixed at export (merged preset)")
+    sliders = [gr.Slider(0.0, 1.0, value=default[name], step=0.01, label=name, elem_id=f"lambda-{name}",
+                         interactive=steerable,
+                         info=("raw weight; normalised onto the simplex below" if steerable
+                               else "fixed at export (merged preset)"))
                for name in model.objectives]
     simplex = gr.Markdown(simplex_markdown(default), elem_id="simplex")
     buttons = {}
@@ -190,18 +192,20 @@ def build_app(model, history_dir: Path | str, config: ChatConfig | None = None,
                 strength = _strength_slider(model)
                 system_prompt = gr.Textbox(label="System prompt (after the lambda header)", lines=2, elem_id="system")
                 with gr.Accordion("Sampling", open=True):
-                    temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05, label="temperature (0 = greedy)",
-                                            elem_id="temperature")
+                    temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05,
+                                            label="temperature (0 = greedy)", elem_id="temperature")
                     top_p = gr.Slider(0.05, 1.0, value=config.top_p, step=0.05, label="top-p", elem_id="top-p")
-                    max_tokens = gr.Slider(16, 2048, value=config.max_tokens, step=16, label="max tokens", elem_id="max-tokens")
+                    max_tokens = gr.Slider(16, 2048, value=config.max_tokens, step=16, label="max tokens",
+                                           elem_id="max-tokens")
                 with gr.Accordion("Saved conversations", open=False):
                     saved = gr.Dropdown(choices=history.list(), label=f"in {history.folder}", elem_id="saved",
                                         allow_custom_value=True)  # ids are checked by ChatHistory.load
                 with gr.Accordion("Model", open=False):
                     gr.Markdown(model_info_markdown(model.info), elem_id="model-info")
 
-        gr.on([s.change for s in sliders + strength] + [system_prompt.change], preview, [system_prompt, *sliders, *strength],
-              [simplex, received], api_name="preview", show_progress="hidden", queue=False)
+        gr.on([s.change for s in sliders + strength] + [system_prompt.change], preview,
+              [system_prompt, *sliders, *strength], [simplex, received], api_name="preview", show_progress="hidden",
+              queue=False)
         for name, button in buttons.items():
             button.click(lambda values=table[name]: values, None, sliders, api_name=f"preset_{name}", queue=False)
         inputs = [message, conversation, system_prompt, temperature, top_p, max_tokens, *sliders, *strength]

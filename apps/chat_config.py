@@ -48,7 +48,8 @@ class ChatConfig:
     temperature: float = field(default=0.7, metadata=_help(
         "Initial sampling temperature (0 = greedy); the app has a slider for it."))
     top_p: float = field(default=0.9, metadata=_help("Initial nucleus-sampling top-p; the app has a slider for it."))
-    max_tokens: int = field(default=256, metadata=_help("Initial answer length limit in tokens; the app has a slider for it."))
+    max_tokens: int = field(default=256, metadata=_help(
+        "Initial answer length limit in tokens; the app has a slider for it."))
 
     @property
     def history_path(self) -> Path:

@@ -44,7 +44,8 @@ def presets(model) -> dict[str, list[float]]:
     objectives = model.objectives
     if not objectives or not getattr(model, "steerable", True):
         return {}
-    table = {name: [lam[o] for o in objectives] for name, lam in preset_lambdas(objectives, default_lambda(model)).items()}
+    table = {name: [lam[o] for o in objectives]
+             for name, lam in preset_lambdas(objectives, default_lambda(model)).items()}
     table[BALANCED] = [1.0] * len(objectives)  # the same lambda; equal sliders at full read better than 0.34/0.33/0.33
     return table
 
@@ -57,7 +58,8 @@ def conversation_messages(system_prompt: str, turns: Sequence[dict]) -> list[dic
 
 def received_system(model, lam: dict[str, float] | None, system_prompt: str) -> str:
     """The system message the model receives for these settings ('' when it receives none)."""
-    messages = model.prompt_messages(conversation_messages(system_prompt, [{"role": "user", "content": PREVIEW_USER}]), lam)
+    messages = model.prompt_messages(
+        conversation_messages(system_prompt, [{"role": "user", "content": PREVIEW_USER}]), lam)
     return messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
 
 

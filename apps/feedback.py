@@ -137,11 +137,13 @@ def run_folder_of(model_path: str | Path | None) -> Path | None:
 def train_command(feedback_file: Path, model_path: str | Path | None) -> str:
     """The commands that turn the judgements into a `user` slider (shown under the counter)."""
     run = run_folder_of(model_path) or "RUN"
-    return f"lwdpo-edge train --output {run} --feedback {feedback_file}\nlwdpo-edge export {run}   # or: lwdpo-edge chat {run}"
+    return (f"lwdpo-edge train --output {run} --feedback {feedback_file}\n"
+            f"lwdpo-edge export {run}   # or: lwdpo-edge chat {run}")
 
 
 def counter_markdown(count: int, feedback_file: Path, model_path: str | Path | None) -> str:
     """How many judgements there are, and what to run with them."""
     need = f" ({MIN_JUDGEMENTS - count} more before training)" if count < MIN_JUDGEMENTS else ""
     return (f"**{count}** judgement{'s' if count != 1 else ''} in `{feedback_file}`{need}. "
-            f"Train your `user` slider on them (offline, minutes):\n\n```\n{train_command(feedback_file, model_path)}\n```")
+            f"Train your `user` slider on them (offline, minutes):\n\n"
+            f"```\n{train_command(feedback_file, model_path)}\n```")

@@ -57,19 +57,21 @@ def create_app(model, limits: Limits = Limits(), model_id: str | None = None, ap
     @app.get("/v1/models/{name}")
     async def get_model(name: str):
         if name != model_id:
-            raise ApiError(404, f"model {name!r} not found; this server serves {model_id!r}", "model", "model_not_found")
+            raise ApiError(404, f"model {name!r} not found; this server serves {model_id!r}", "model",
+                           "model_not_found")
         return model_card(model, model_id)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         req = parse_request(await read_body(request, limits.max_body_bytes), limits)
         if req.model not in (None, model_id):
-            raise ApiError(404, f"model {req.model!r} not found; this server serves {model_id!r}", "model", "model_not_found")
+            raise ApiError(404, f"model {req.model!r} not found; this server serves {model_id!r}", "model",
+                           "model_not_found")
         messages, lam = [m.plain() for m in req.messages], req.lam()
         applied = applied_lambda(model, messages, lam)  # validates lambda and messages: 400 before any work
         strength = steering_strength(model, req.strength())
-        settings = dict(temperature=req.temperature, top_p=req.top_p, max_tokens=req.token_budget(limits), seed=req.seed,
-                        strength=req.strength(), repetition_penalty=req.repetition_penalty)
+        settings = dict(temperature=req.temperature, top_p=req.top_p, max_tokens=req.token_budget(limits),
+                        seed=req.seed, strength=req.strength(), repetition_penalty=req.repetition_penalty)
         cid = completion_id()
         usage = Usage()
         if not req.stream:
@@ -168,7 +170,8 @@ def applied_lambda(model, messages, lam):
 
     try:
         final = model.prompt_messages(messages, lam)
-        if getattr(model, "conditioning", None) in ("soup", "merged"):  # no header to read back: the weights carry lambda
+        # no header to read back: the weights carry lambda
+        if getattr(model, "conditioning", None) in ("soup", "merged"):
             return model.resolve(messages, lam)[1]
     except LambdaError as err:
         param = "lwdpo.lambda" if lam is not None else "messages"

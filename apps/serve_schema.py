@@ -105,7 +105,8 @@ class ChatRequest(BaseModel):
             raise ApiError(400, f"{len(self.messages)} messages; this server takes at most {limits.max_messages}",
                            "messages", "too_many_messages")
         if self.token_budget(limits) > limits.max_tokens:
-            raise ApiError(400, f"max_tokens = {self.token_budget(limits)}; this server allows at most {limits.max_tokens}",
+            raise ApiError(400, (f"max_tokens = {self.token_budget(limits)}; "
+                                 f"this server allows at most {limits.max_tokens}"),
                            "max_tokens", "max_tokens_too_large")
 
     def token_budget(self, limits: Limits) -> int:
@@ -137,7 +138,8 @@ def usage_json(usage) -> dict[str, int]:
             "total_tokens": usage.prompt_tokens + usage.completion_tokens}
 
 
-def completion(cid: str, model_id: str, text: str, usage, applied_lambda, strength: float | None = None) -> dict[str, Any]:
+def completion(cid: str, model_id: str, text: str, usage, applied_lambda,
+               strength: float | None = None) -> dict[str, Any]:
     return {
         "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model_id,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},

@@ -1,6 +1,7 @@
 """Screenshot of the chat app's Alternatives panel on a real model (docs/app_alternatives.png).
 
-    .venv/bin/python bench/app_alternatives.py runs/simuser/export/simuser.q8_0.gguf --screenshot docs/app_alternatives.png
+    .venv/bin/python bench/app_alternatives.py runs/simuser/export/simuser.q8_0.gguf \
+        --screenshot docs/app_alternatives.png
 
 Starts the app in this process (feedback to a scratch file, never the user's), asks one question in
 headless Chromium, asks for 3 alternatives at the default lambda and screenshots the page once all
@@ -46,12 +47,14 @@ def main(argv=None) -> None:
             page.locator("#max-tokens input[type=number]").press("Enter")
             page.locator("#message textarea").fill(QUESTION)
             page.locator("#message textarea").press("Enter")
-            wait_for(lambda: not page.locator("#chatbot .generating").count() and len(page.locator("#chatbot").inner_text()) > 60,
+            wait_for(lambda: not page.locator("#chatbot .generating").count()
+                     and len(page.locator("#chatbot").inner_text()) > 60,
                      timeout=120, what="the first answer")
             time.sleep(1.0)
             page.get_by_text("Alternatives: rank answers").click()
             page.locator("#alt-ask").click()
-            wait_for(lambda: "Pick the best" in page.locator("#alt-status").inner_text(), timeout=300, what="3 alternatives")
+            wait_for(lambda: "Pick the best" in page.locator("#alt-status").inner_text(),
+                     timeout=300, what="3 alternatives")
             page.locator("#alternatives").scroll_into_view_if_needed()
             page.screenshot(path=str(args.screenshot), full_page=True)
             browser.close()

@@ -85,7 +85,8 @@ def screenshot(url: str, prompt: str, weights: list[float], path: Path) -> None:
 
     with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 1000})
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1000})
         page = browser.new_page()
         page.goto(url)
         sliders = page.locator("[id^='lambda-']")  # one per objective, in objective order
@@ -112,11 +113,14 @@ def screenshot(url: str, prompt: str, weights: list[float], path: Path) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model", nargs="?", help="A .gguf file, ONNX export folder or HF folder with the lwdpo contract. "
-                        "Default: none given, so the app takes the newest runs/demo/export/*.gguf (run from the repo root).")
+    parser.add_argument("model", nargs="?",
+                        help="A .gguf file, ONNX export folder or HF folder with the lwdpo contract. "
+                        "Default: none given, so the app takes the newest runs/demo/export/*.gguf "
+                        "(run from the repo root).")
     parser.add_argument("--repeats", type=int, default=3, help="Fresh app processes to time.")
     parser.add_argument("--threads", type=int, default=1, help="Generation threads (1 is fastest on a busy machine).")
-    parser.add_argument("--prompt", default="How do I keep houseplants alive?", help="The question asked once per repeat.")
+    parser.add_argument("--prompt", default="How do I keep houseplants alive?",
+                        help="The question asked once per repeat.")
     parser.add_argument("--max-tokens", type=int, default=64, help="Longest answer in tokens (greedy).")
     parser.add_argument("--weights", default="0.2,0.6,0.2", help="Slider weights, comma-separated, in objective order.")
     parser.add_argument("--timeout", type=float, default=180, help="Seconds to wait for the page.")

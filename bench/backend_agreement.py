@@ -100,7 +100,8 @@ def main() -> None:
     from lwdpo_edge.export.gguf import convert_to_f16
     from lwdpo_edge.models import default_gguf, resolve_model
 
-    flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n")[0] if Path("/proc/cpuinfo").exists() else ""
+    flags = (Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n")[0]
+             if Path("/proc/cpuinfo").exists() else "")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU avx512f: "
           f"{'avx512f' in flags}; llama_cpp from {Path(llama_cpp.__file__).parent}")
     print(f"llama.cpp system info: {llama_cpp.llama_print_system_info().decode().strip()}")
@@ -108,12 +109,13 @@ def main() -> None:
     runs, _ = reference_runs(model_dir, prompts(args.prompts), args.max_new, args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         f16 = convert_to_f16(with_sidecar(model_dir, Path(tmp) / "hf"), Path(tmp) / "default.f16.gguf")
-        print("| file | median max shift | max shift | answer positions | near ties (< MIN_MARGIN) | flips on near ties | flips on confident |")
+        print("| file | median max shift | max shift | answer positions | near ties (< MIN_MARGIN) "
+              "| flips on near ties | flips on confident |")
         print("|---|---|---|---|---|---|---|")
         for gguf in (default_gguf(), f16):
             r = compare_file(gguf, runs, args.threads)
-            print(f"| {r['file']} | {r['median_shift']:.4f} | {r['max_shift']:.4f} | {r['positions']} | {r['near_ties']} | "
-                  f"{r['near_tie_flips']} | {r['confident_flips']} |", flush=True)
+            print(f"| {r['file']} | {r['median_shift']:.4f} | {r['max_shift']:.4f} | {r['positions']} | "
+                  f"{r['near_ties']} | {r['near_tie_flips']} | {r['confident_flips']} |", flush=True)
 
 
 if __name__ == "__main__":

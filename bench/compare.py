@@ -55,9 +55,12 @@ class Arm:
 
 ARMS = {
     "a": Arm("a", "pairwise DPO (TRL, best-vs-worst)", "trl"),
-    "b": Arm("b", "lambda-DPO, no header", "lwdpo", ("--conditioning", "header", "--condition-on-lambda", "false", "--lambda-scheduler", "dirichlet")),
-    "c": Arm("c", "lambda-DPO + header, Dirichlet", "lwdpo", ("--conditioning", "header", "--condition-on-lambda", "true", "--lambda-scheduler", "dirichlet")),
-    "d": Arm("d", "c + performance scheduler", "lwdpo", ("--conditioning", "header", "--condition-on-lambda", "true", "--lambda-scheduler", "performance")),
+    "b": Arm("b", "lambda-DPO, no header", "lwdpo",
+             ("--conditioning", "header", "--condition-on-lambda", "false", "--lambda-scheduler", "dirichlet")),
+    "c": Arm("c", "lambda-DPO + header, Dirichlet", "lwdpo",
+             ("--conditioning", "header", "--condition-on-lambda", "true", "--lambda-scheduler", "dirichlet")),
+    "d": Arm("d", "c + performance scheduler", "lwdpo",
+             ("--conditioning", "header", "--condition-on-lambda", "true", "--lambda-scheduler", "performance")),
 }
 
 
@@ -128,7 +131,8 @@ def trl_manifest_training(config, steps: int, n_rows: int, seconds: float, last_
     from lwdpo_edge.train.recipe import SUMMARY_FIELDS
 
     listwise_only = ("lambda", "scheduler", "tau", "score_normalization", "sft")  # knobs TRL never reads
-    summary = {k: v for k, v in asdict(config).items() if k in SUMMARY_FIELDS and not any(w in k for w in listwise_only)}
+    summary = {k: v for k, v in asdict(config).items()
+               if k in SUMMARY_FIELDS and not any(w in k for w in listwise_only)}
     summary.update(condition_on_lambda=False, length_normalize=False)
     return {"trainer": "trl.DPOTrainer", "pairs": "best-vs-worst by mean z-score", "steps": steps,
             "records": n_rows, "seconds": round(seconds, 1),
@@ -242,12 +246,14 @@ def arm_state(args, arm: Arm) -> str:
     if not run_dir.exists():
         return "train"
     if not args.resume:
-        raise CompareError(f"{run_dir} already exists; pass --resume to reuse finished arms, or choose another --runs-dir")
+        raise CompareError(f"{run_dir} already exists; pass --resume to reuse finished arms, "
+                           "or choose another --runs-dir")
     bench = read_bench(run_dir)
     if bench is None:
         return "train"  # interrupted during training: redone from scratch
     if bench["settings"] != training_settings(args, arm):
-        raise CompareError(f"{run_dir} was trained with other settings ({BENCH_FILE}); use another --runs-dir or delete it")
+        raise CompareError(f"{run_dir} was trained with other settings ({BENCH_FILE}); "
+                           "use another --runs-dir or delete it")
     done = bench.get("eval") == eval_settings(args) and (run_dir / "eval" / REPORT_FILE).is_file()
     return "done" if done else "eval"
 
@@ -292,7 +298,8 @@ def run_arms(args, arms: list[Arm], skip_scheduler_lists: bool = True) -> None:
         if states[arm.key] == "done":
             console.print(f"[green]arm {arm.key}[/] ({arm.name}): complete, reused")
             continue
-        console.print(f"[bold]arm {arm.key}[/] ({arm.name}): {'training + ' if states[arm.key] == 'train' else ''}evaluation")
+        console.print(f"[bold]arm {arm.key}[/] ({arm.name}): "
+                      f"{'training + ' if states[arm.key] == 'train' else ''}evaluation")
         if subprocess.run(child_command(args, arm.key)).returncode != 0:
             raise CompareError(f"arm {arm.key} failed (output above); finished arms are kept: rerun with --resume")
 
@@ -401,9 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arms", default=",".join(ARMS), help="Comma-separated arms to run, e.g. 'a,c'.")
     p.add_argument("--steps", type=int, help="Optimizer steps per arm (default: the config's max_steps).")
     p.add_argument("--seed", type=int, help="Seed for every arm (default: the config's).")
-    p.add_argument("--threads", type=int, help="torch CPU threads for training and evaluation (default: torch's choice).")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads for training and evaluation (default: torch's choice).")
     p.add_argument("--train-flag", action="append", metavar="FLAG=VALUE",
-                   help="Extra `lwdpo-edge train` flag for every arm, e.g. --train-flag=--learning-rate=5e-5 (repeatable).")
+                   help="Extra `lwdpo-edge train` flag for every arm, "
+                   "e.g. --train-flag=--learning-rate=5e-5 (repeatable).")
     p.add_argument("--eval-prompts", type=int, default=30, help="Held-out prompts generated for per lambda point.")
     p.add_argument("--eval-lists", type=int, help="At most this many held-out lists ranked (default: all).")
     p.add_argument("--eval-new-tokens", type=int, default=96, help="Greedy answer length in the controllability eval.")

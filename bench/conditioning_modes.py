@@ -90,15 +90,18 @@ def table(rows: dict[str, dict]) -> list[str]:
     objectives, points = list(first["spearman"]), list(first["weighted_top1"])
     lines = ["| criterion | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
     lines.append("| strength (soup mixes) | " + " | ".join(fmt(r["strength"], 2) for r in rows.values()) + " |")
-    lines.append("| repetition penalty (eval) | " + " | ".join(fmt(r["repetition_penalty"], 1) for r in rows.values()) + " |")
+    lines.append("| repetition penalty (eval) | " + " | ".join(
+        fmt(r["repetition_penalty"], 1) for r in rows.values()) + " |")
     for name in objectives:
         lines.append(f"| Spearman {name} | " + " | ".join(fmt(r["spearman"][name]) for r in rows.values()) + " |")
     for name in points:
-        lines.append(f"| lambda-weighted top-1 at {name} | " + " | ".join(fmt(r["weighted_top1"].get(name)) for r in rows.values()) + " |")
+        lines.append(f"| lambda-weighted top-1 at {name} | " + " | ".join(
+            fmt(r["weighted_top1"].get(name)) for r in rows.values()) + " |")
     mean = {mode: sum(r["weighted_top1"].values()) / len(r["weighted_top1"]) for mode, r in rows.items()}
     lines.append("| mean of those | " + " | ".join(fmt(mean[m]) for m in rows) + " |")
     lines.append("| hypervolume vs base | " + " | ".join(fmt(r["hypervolume"], 5) for r in rows.values()) + " |")
-    lines.append("| hypervolume vs shared worst point | " + " | ".join(fmt(r.get("hypervolume_shared"), 3) for r in rows.values()) + " |")
+    lines.append("| hypervolume vs shared worst point | " + " | ".join(
+        fmt(r.get("hypervolume_shared"), 3) for r in rows.values()) + " |")
     lines.append("| worst loop rate (point) / base | " + " | ".join(
         f"{fmt(r['worst_loops'])} ({r['worst_loop_point']}) / {fmt(r['base_loops'])}" for r in rows.values()) + " |")
     lines.append("| training s | " + " | ".join(fmt(r["training_seconds"], 0) for r in rows.values()) + " |")
@@ -109,13 +112,16 @@ def verdict(rows: dict[str, dict], new: str, old: str) -> list[str]:
     n, o = rows[new], rows[old]
     points = list(n["weighted_top1"])
     checks = {
-        f"Spearman >= {MIN_SPEARMAN} on every objective ({new})": all(v is not None and v >= MIN_SPEARMAN for v in n["spearman"].values()),
+        f"Spearman >= {MIN_SPEARMAN} on every objective ({new})": all(
+            v is not None and v >= MIN_SPEARMAN for v in n["spearman"].values()),
         f"weighted top-1 {new} >= {old} at every point off the vertices": all(
             (n["weighted_top1"][p] or 0) >= (o["weighted_top1"][p] or 0) for p in points),
-        f"... and > on their mean": sum(n["weighted_top1"].values()) > sum(o["weighted_top1"].values()),
+        "... and > on their mean": sum(n["weighted_top1"].values()) > sum(o["weighted_top1"].values()),
         f"hypervolume vs base {new} >= {old}": (n["hypervolume"] or 0) >= (o["hypervolume"] or 0),
-        f"hypervolume vs the shared worst point {new} >= {old}": (n.get("hypervolume_shared") or 0) >= (o.get("hypervolume_shared") or 0),
-        f"loops {new} <= base + {LOOP_ALLOWANCE:.2f} at every point": n["worst_loops"] <= n["base_loops"] + LOOP_ALLOWANCE,
+        f"hypervolume vs the shared worst point {new} >= {old}":
+            (n.get("hypervolume_shared") or 0) >= (o.get("hypervolume_shared") or 0),
+        f"loops {new} <= base + {LOOP_ALLOWANCE:.2f} at every point":
+            n["worst_loops"] <= n["base_loops"] + LOOP_ALLOWANCE,
     }
     return [f"- {'PASS' if ok else 'FAIL'}: {what}" for what, ok in checks.items()]
 

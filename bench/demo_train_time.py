@@ -82,7 +82,8 @@ def report(walls: dict[str, float], summaries: dict[str, dict]) -> str:
         ratio = f"{b['seconds'] / a['seconds']:.2f}" if a["seconds"] and b["seconds"] else ""
         rows.append(f"| {name} | {a['seconds'] or ''} | {b['seconds'] or ''} | {ratio} | {a['mean_loss']:.4f} | "
                     f"{b['mean_loss']:.4f} | {a['final_loss']:.4f} | {b['final_loss']:.4f} |")
-    rows.append(f"\nwall s, new {walls['new']:.0f} / old {walls['old']:.0f}: old / new {walls['old'] / walls['new']:.2f}")
+    rows.append(f"\nwall s, new {walls['new']:.0f} / old {walls['old']:.0f}: "
+                f"old / new {walls['old'] / walls['new']:.2f}")
     if new["train_seconds"] and old["train_seconds"]:
         rows.append(f"training s (sum over adapters), old / new: {old['train_seconds'] / new['train_seconds']:.2f}")
     gaps = [abs(new["adapters"][n]["mean_loss"] - old["adapters"][n]["mean_loss"]) for n in new["adapters"]]

@@ -39,7 +39,8 @@ def run_exports(run_dir: Path, out: Path) -> dict[str, object]:
         results[label] = result
         r = result.report
         print(f"exported {label:12s} {result.seconds:6.1f} s  {result.size_bytes / 1e6:7.1f} MB  "
-              f"greedy identical {r.greedy_match:4.0%} of probes ({r.greedy_tokens:4.0%} of tokens)  top-1 {r.top1:6.1%}", flush=True)
+              f"greedy identical {r.greedy_match:4.0%} of probes ({r.greedy_tokens:4.0%} of tokens)  "
+              f"top-1 {r.top1:6.1%}", flush=True)
     return results
 
 
@@ -135,7 +136,8 @@ def print_tables(results, speeds) -> None:
     print("|---|---:|---:|---:|---:|")
     for label, r in results.items():
         v = r.report
-        print(f"| {label} | {r.seconds:.1f} | {r.size_bytes / 1e6:.1f} | {v.greedy_match:.0%} / {v.greedy_tokens:.0%} | {v.top1:.1%} |")
+        print(f"| {label} | {r.seconds:.1f} | {r.size_bytes / 1e6:.1f} | "
+              f"{v.greedy_match:.0%} / {v.greedy_tokens:.0%} | {v.top1:.1%} |")
     print("\n| runtime | 1 thread tok/s | vs HF fp32 | 2 threads tok/s | vs HF fp32 |")
     print("|---|---:|---:|---:|---:|")
     for label in results:

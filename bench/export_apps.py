@@ -72,8 +72,8 @@ def main() -> None:
         print(f"{label:58s} {size:8.1f} {seconds:9.1f} {count:6d}")
     for label, result in (("GGUF q8_0", steer_gguf), ("ONNX int4", steer_onnx)):
         new, same = switch_cost(result.output, objectives, args.threads)
-        print(f"lambda change, {label}: first request at a new lambda {new * 1000:.0f} ms, same again {same * 1000:.0f} ms "
-              f"(ratio {new / same:.2f})")
+        print(f"lambda change, {label}: first request at a new lambda {new * 1000:.0f} ms, "
+              f"same again {same * 1000:.0f} ms (ratio {new / same:.2f})")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,11 @@
     .venv/bin/python bench/gguf_loops.py runs/m13/export/NAME.q8_0.gguf [--prompts 30] [--grid dense] \
         [--eval runs/m13/mixture/eval-dense]
 
-Greedy answers (96 tokens and the repetition penalty, as `lwdpo-edge eval`) of llama.cpp to the first N held-out prompts of the
-default data at every point of the eval grid, through the runtime (`load_model`: the soup's LoRA
-scales per request, as the app and server apply them). Prints per point the share of answers that
-repeat a 4-word sequence 3+ times (`raters.repeats_itself`, the eval's count) and, given --eval, the
-transformers numbers of that eval beside it (policy at the point, base model's worst point).
+Greedy answers (96 tokens and the repetition penalty, as `lwdpo-edge eval`) of llama.cpp to the first N
+held-out prompts of the default data at every point of the eval grid, through the runtime (`load_model`:
+the soup's LoRA scales per request, as the app and server apply them). Prints per point the share of
+answers that repeat a 4-word sequence 3+ times (`raters.repeats_itself`, the eval's count) and, given
+--eval, the transformers numbers of that eval beside it (policy at the point, base model's worst point).
 """
 import argparse
 import json
@@ -39,7 +39,8 @@ def main() -> None:
     report = json.loads((args.eval / "report.json").read_text()) if args.eval else None
     hf = {p["name"]: p["repeating"] for p in report["controllability"]["policy"]["points"]} if report else {}
     started, rates = time.perf_counter(), {}
-    print(f"{args.gguf.name}: {len(prompts)} prompts, greedy, 96 tokens, repetition penalty {args.repetition_penalty:g}")
+    print(f"{args.gguf.name}: {len(prompts)} prompts, greedy, 96 tokens, "
+          f"repetition penalty {args.repetition_penalty:g}")
     print(f"{'point':28s} {'gguf':>6s} {'transformers':>12s}")
     for point in lambda_grid(model.objectives, args.grid):
         answers = [model.chat(messages, lam=point.lam, max_tokens=96, repetition_penalty=args.repetition_penalty)

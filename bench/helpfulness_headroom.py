@@ -27,7 +27,16 @@ from lwdpo_edge.data.loaders import parse_row
 from lwdpo_edge.evaluate.ceiling import data_ceiling
 from lwdpo_edge.evaluate.grid import lambda_grid
 from lwdpo_edge.raters import HelpfulnessRater, default_raters
-from lwdpo_edge.synth import DEFAULTS_DIR, STYLES, Style, SynthConfig, add_candidates, make_generator, read_records, score_new
+from lwdpo_edge.synth import (
+    DEFAULTS_DIR,
+    STYLES,
+    Style,
+    SynthConfig,
+    add_candidates,
+    make_generator,
+    read_records,
+    score_new,
+)
 
 PROBES = (  # instructions aimed at relevance, appended to the user turn like the data's styles
     Style("focused", "Answer exactly what was asked, directly and specifically. Stay on this topic only.", 0.0),
@@ -87,7 +96,8 @@ def main() -> None:
     print(f"   best candidate of each shipped list: {best_helpfulness(sample):.3f}")
 
     plain = next(s for s in STYLES if s.name == "plain")
-    grown = [add_candidates(rec, [plain] * args.extra_plain, [rec], generator, raters, config, "plain") for rec in sample]
+    grown = [add_candidates(rec, [plain] * args.extra_plain, [rec], generator, raters, config, "plain")
+             for rec in sample]
     print(f"2. data ceiling (Spearman h / c / r) on these {len(sample)} lists")
     print(f"   shipped lists:              {ceiling(sample)}")
     print(f"   + {args.extra_plain} plain samples per list: {ceiling(grown)}")

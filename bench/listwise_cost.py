@@ -41,7 +41,8 @@ from _common import bench_dpo_config, machine_line, peak_rss_mb, trl_rows
 
 LWDPO_ARMS = {"lwdpo": {}, "lwdpo-nocache": {"cache_reference_logps": False},
               "lwdpo-old": {"shared_prompt": False, "chunked_logps": False, "cache_reference_logps": False}}
-TRL_ARMS = {"trl-all-pairs": ("all-pairs", 2), "trl-best-vs-rest": ("best-vs-rest", 2), "trl-one-pair": ("best-vs-worst", 1)}
+TRL_ARMS = {"trl-all-pairs": ("all-pairs", 2), "trl-best-vs-rest": ("best-vs-rest", 2),
+            "trl-one-pair": ("best-vs-worst", 1)}
 ONE_B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
              num_key_value_heads=8, tie_word_embeddings=True, max_position_embeddings=8192, rope_theta=500000.0)
 
@@ -146,15 +147,18 @@ def parity_child(model: str, data: Path, threads: int) -> dict:
     lam = [{"helpfulness": 0.5, "conciseness": 0.3, "readability": 0.2}]
 
     def grid(flat, batch):
-        return flat.new_zeros(batch.candidate_mask.numel()).index_put((batch.candidate_index,), flat).view(batch.candidate_mask.shape)
+        return (flat.new_zeros(batch.candidate_mask.numel()).index_put((batch.candidate_index,), flat)
+                .view(batch.candidate_mask.shape))
 
     def old():
         b = encode_listwise(records, lam, tokenizer, objectives, condition_on_lambda=False, max_response_tokens=128)
         return b, lambda: grid(sequence_logps(policy, b.input_ids, b.attention_mask, b.completion_mask), b)
 
     def new():
-        b = encode_listwise_packed(records, lam, tokenizer, objectives, condition_on_lambda=False, max_response_tokens=128)
-        return b, lambda: grid(scored_sequence_logps(policy, b.rows.model_inputs(), b.rows.scored)[b.sequence_of_candidate], b)
+        b = encode_listwise_packed(records, lam, tokenizer, objectives, condition_on_lambda=False,
+                                   max_response_tokens=128)
+        return b, lambda: grid(
+            scored_sequence_logps(policy, b.rows.model_inputs(), b.rows.scored)[b.sequence_of_candidate], b)
 
     results = {}
     for name, path in (("old", old), ("new", new)):
@@ -211,21 +215,27 @@ def report(results: dict, shape: str) -> None:
         if arm == "parity":
             continue
         cached = res.get("s_per_prompt_cached")
-        print(f"| {arm}{' QLoRA' if qlora else ''} | {res['s_per_prompt']:.2f} | {'' if cached is None else f'{cached:.2f}'} | {res['peak_rss_mb']:.0f} |")
+        print(f"| {arm}{' QLoRA' if qlora else ''} | {res['s_per_prompt']:.2f} | "
+              f"{'' if cached is None else f'{cached:.2f}'} | {res['peak_rss_mb']:.0f} |")
     ratios = []
     if r("lwdpo", True) and r("lwdpo"):
-        ratios.append(("peak RSS, QLoRA / fp32 LoRA (lwdpo)", r("lwdpo", True)["peak_rss_mb"] / r("lwdpo")["peak_rss_mb"]))
+        ratios.append(("peak RSS, QLoRA / fp32 LoRA (lwdpo)",
+                       r("lwdpo", True)["peak_rss_mb"] / r("lwdpo")["peak_rss_mb"]))
     if r("lwdpo") and r("trl-one-pair"):
-        ratios.append(("peak RSS, lwdpo list of 4 / TRL one pair", r("lwdpo")["peak_rss_mb"] / r("trl-one-pair")["peak_rss_mb"]))
+        ratios.append(("peak RSS, lwdpo list of 4 / TRL one pair",
+                       r("lwdpo")["peak_rss_mb"] / r("trl-one-pair")["peak_rss_mb"]))
     for trl in ("trl-all-pairs", "trl-best-vs-rest"):
         if r("lwdpo") and r(trl):
             ratios.append((f"s/prompt, {trl} / lwdpo (1st epoch)", r(trl)["s_per_prompt"] / r("lwdpo")["s_per_prompt"]))
-            ratios.append((f"s/prompt, {trl} / lwdpo (cached)", r(trl)["s_per_prompt"] / r("lwdpo")["s_per_prompt_cached"]))
+            ratios.append((f"s/prompt, {trl} / lwdpo (cached)",
+                           r(trl)["s_per_prompt"] / r("lwdpo")["s_per_prompt_cached"]))
     if r("lwdpo") and r("lwdpo-old"):
-        ratios.append(("s/prompt, lwdpo (1st epoch) / lwdpo-old", r("lwdpo")["s_per_prompt"] / r("lwdpo-old")["s_per_prompt"]))
+        ratios.append(("s/prompt, lwdpo (1st epoch) / lwdpo-old",
+                       r("lwdpo")["s_per_prompt"] / r("lwdpo-old")["s_per_prompt"]))
         ratios.append(("peak RSS, lwdpo / lwdpo-old", r("lwdpo")["peak_rss_mb"] / r("lwdpo-old")["peak_rss_mb"]))
     if r("lwdpo-nocache") and r("lwdpo"):
-        ratios.append(("s/prompt, lwdpo cached / lwdpo-nocache", r("lwdpo")["s_per_prompt_cached"] / r("lwdpo-nocache")["s_per_prompt_cached"]))
+        ratios.append(("s/prompt, lwdpo cached / lwdpo-nocache",
+                       r("lwdpo")["s_per_prompt_cached"] / r("lwdpo-nocache")["s_per_prompt_cached"]))
     for name, value in ratios:
         print(f"{name}: {value:.2f}")
     parity = r("parity")
@@ -255,9 +265,11 @@ def main() -> None:
         return
     print(f"machine: {machine_line(args.threads)}")
     every_arm = [("parity", False), ("lwdpo", False), ("lwdpo", True), ("lwdpo-old", False), ("lwdpo-old", True),
-                 ("lwdpo-nocache", False), ("trl-one-pair", False), ("trl-all-pairs", False), ("trl-best-vs-rest", False)]
+                 ("lwdpo-nocache", False), ("trl-one-pair", False), ("trl-all-pairs", False),
+                 ("trl-best-vs-rest", False)]
     # The 1B shape runs the memory arms by default (the pair arms cost minutes each there); --arms picks any.
-    default_plan = every_arm if args.shape == "default" else [("lwdpo", False), ("lwdpo", True), ("trl-one-pair", False)]
+    default_plan = (every_arm if args.shape == "default"
+                    else [("lwdpo", False), ("lwdpo", True), ("trl-one-pair", False)])
     wanted = set(args.arms.split(",")) if args.arms else None
     known = list(dict.fromkeys(arm for arm, _ in every_arm))
     if wanted and wanted - set(known):

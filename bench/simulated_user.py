@@ -174,13 +174,16 @@ def paired_difference(hits: list[bool], other_hits: list[bool]) -> dict:
 def paired_report(rates: dict) -> dict:
     """user = 1 against each other setting, paired by prompt."""
     at_one = rates["user = 1"]["hits"]
-    return {f"user = 1 vs {label}": paired_difference(at_one, r["hits"]) for label, r in rates.items() if label != "user = 1"}
+    return {f"user = 1 vs {label}": paired_difference(at_one, r["hits"])
+            for label, r in rates.items() if label != "user = 1"}
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, default=ROOT / "runs/simuser", help="soup run to add 'user' to (made if missing)")
-    parser.add_argument("--base-steps", type=int, default=12, help="steps per adapter of the base run, if it is made here")
+    parser.add_argument("--run", type=Path, default=ROOT / "runs/simuser",
+                        help="soup run to add 'user' to (made if missing)")
+    parser.add_argument("--base-steps", type=int, default=12,
+                        help="steps per adapter of the base run, if it is made here")
     parser.add_argument("--judgements", type=int, default=50)
     parser.add_argument("--n", type=int, default=4, help="alternatives per judgement")
     parser.add_argument("--max-tokens", type=int, default=80, help="tokens per alternative")
@@ -196,21 +199,25 @@ def main(argv=None) -> dict:
     from lwdpo_edge.apps.feedback import FeedbackLog
 
     torch.set_num_threads(args.threads)
-    run, result = args.run, {"rule": RULE_RE.pattern, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    run, result = args.run, {"rule": RULE_RE.pattern,
+                             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     if not (run / "lwdpo.json").is_file():
         result["base_run_seconds"] = round(timed_run(
-            ["train", "--output", str(run), "--max-steps", str(args.base_steps), "--sft-warmup-steps", str(args.base_steps * 2 // 3),
+            ["train", "--output", str(run), "--max-steps", str(args.base_steps),
+             "--sft-warmup-steps", str(args.base_steps * 2 // 3),
              "--max-response-tokens", "128", "--threads", str(args.threads), "--save-steps", "1000"], args.threads), 1)
     log = FeedbackLog(run / "feedback.jsonl")
     if log.count() < args.judgements:
         result["base_export_seconds"] = round(timed_run(["export", str(run), "--threads", "1"], 1), 1)
         with load_model(newest_gguf(run), threads=1) as model:
             result["collect"] = collect(model, log, args.judgements, args.n, args.max_tokens, args.seed)
-    train = ["train", "--output", str(run), "--feedback", str(log.path), "--threads", str(args.threads), *args.train_args.split()]
+    train = ["train", "--output", str(run), "--feedback", str(log.path), "--threads", str(args.threads),
+             *args.train_args.split()]
     result["train_seconds"] = round(timed_run(train, args.threads), 1)
     result["export_seconds"] = round(timed_run(["export", str(run), "--threads", "1"], 1), 1)
     result["app_slider_seconds"] = round(app_slider_seconds(newest_gguf(run), 1), 1)
-    result["feedback_to_slider_seconds"] = round(result["train_seconds"] + result["export_seconds"] + result["app_slider_seconds"], 1)
+    result["feedback_to_slider_seconds"] = round(
+        result["train_seconds"] + result["export_seconds"] + result["app_slider_seconds"], 1)
     result["rates"] = rule_rates(run, prompts("heldout"), args.eval_tokens, batch=8)
     result["paired"] = paired_report(result["rates"])
     (run / "simulated_user.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -220,13 +227,15 @@ def main(argv=None) -> dict:
 
 def report(result: dict) -> str:
     rows = ["| setting | rule rate | s.e. | n | mean words |", "|---|---:|---:|---:|---:|"]
-    rows += [f"| {label} | {r['rate']:.3f} | {r['se']:.3f} | {r['n']} | {r['mean_words']} |" for label, r in result["rates"].items()]
+    rows += [f"| {label} | {r['rate']:.3f} | {r['se']:.3f} | {r['n']} | {r['mean_words']} |"
+             for label, r in result["rates"].items()]
     rows += ["", "| paired by prompt | difference | s.e. | gained | lost |", "|---|---:|---:|---:|---:|"]
     rows += [f"| {label} | {p['diff']:+.3f} | {p['se']:.3f} | {p['gained']} | {p['lost']} |"
              for label, p in result.get("paired", paired_report(result["rates"])).items()]
     c = result.get("collect", {})
-    rows.append(f"\njudgements {c.get('judgements')} ({c.get('prompts_asked')} prompts asked, {c.get('skipped_no_preference')} "
-                f"without a preference, {c.get('seconds')} s); train {result['train_seconds']} s, export "
+    rows.append(f"\njudgements {c.get('judgements')} ({c.get('prompts_asked')} prompts asked, "
+                f"{c.get('skipped_no_preference')} without a preference, {c.get('seconds')} s); "
+                f"train {result['train_seconds']} s, export "
                 f"{result['export_seconds']} s, app to slider {result['app_slider_seconds']} s: feedback -> slider "
                 f"{result['feedback_to_slider_seconds']} s")
     return "\n".join(rows)

@@ -39,7 +39,8 @@ def answers_at(model, backend, prompts, points, strength):
 def report(strength, penalty, prompts, points, results, raters, objectives) -> None:
     answers = [a for _, a in results]
     scores = score_answers(prompts * len(points), answers, raters)
-    print(f"strength {strength:g}, repetition penalty {penalty:g}: short (<5 words) {np.mean([count_words(a) < 5 for a in answers]):.2f}, "
+    print(f"strength {strength:g}, repetition penalty {penalty:g}: "
+          f"short (<5 words) {np.mean([count_words(a) < 5 for a in answers]):.2f}, "
           f"repeating {np.mean([repeats_itself(a) for a in answers]):.2f}")
     for k in objectives:
         rho = spearmanr([u[k] for u, _ in results], [s[k] for s in scores]).correlation
@@ -56,7 +57,8 @@ def main() -> None:
     parser.add_argument("run_dir", help="a soup run folder (lwdpo-edge train --conditioning soup)")
     parser.add_argument("--prompts", type=int, default=15, help="first N held-out prompts")
     parser.add_argument("--strengths", default="1,2,3", help="comma-separated steering strengths to compare")
-    parser.add_argument("--repetition-penalties", default="1", help="comma-separated repetition penalties to compare (1 = off)")
+    parser.add_argument("--repetition-penalties", default="1",
+                        help="comma-separated repetition penalties to compare (1 = off)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def one_run(qlora: bool, steps: int, threads: int, batch: int, workdir: Path) -> dict:
     """Train `steps` optimizer steps in a child process; time per step excludes step 1 (warm-up)."""
     out = workdir / f"{'qlora' if qlora else 'fp32'}-{time.time_ns()}"
-    cmd = [sys.executable, str(ROOT / "bench" / "peak_rss.py"), "lwdpo_edge.cli", "train", "--output", str(out), "--max-steps", str(steps),
+    cmd = [sys.executable, str(ROOT / "bench" / "peak_rss.py"), "lwdpo_edge.cli", "train",
+           "--output", str(out), "--max-steps", str(steps),
            "--per-device-train-batch-size", str(batch), "--lambdas-per-prompt", "1", "--save-steps", "1000",
            "--threads", str(threads), "--seed", "0", "--max-response-tokens", "128", "--use-cpu"]
     if qlora:
@@ -56,7 +57,8 @@ def main() -> None:
             q, f = results["qlora"][-1], results["fp32"][-1]
             print(f"round {round_index + 1}: qlora {q['step_s']:.2f} s/step, {q['peak_rss_mb']:.0f} MB | "
                   f"fp32 LoRA {f['step_s']:.2f} s/step, {f['peak_rss_mb']:.0f} MB | "
-                  f"qlora/fp32: time {q['step_s'] / f['step_s']:.2f}, peak RSS {q['peak_rss_mb'] / f['peak_rss_mb']:.2f}")
+                  f"qlora/fp32: time {q['step_s'] / f['step_s']:.2f}, "
+                  f"peak RSS {q['peak_rss_mb'] / f['peak_rss_mb']:.2f}")
     q_step = statistics.median(r["step_s"] for r in results["qlora"])
     f_step = statistics.median(r["step_s"] for r in results["fp32"])
     q_rss = statistics.median(r["peak_rss_mb"] for r in results["qlora"])

@@ -108,7 +108,8 @@ def main() -> None:
         per_prompt = statistics.median(r["seconds"] / r["prompts"] for r in runs)
         rss = statistics.median(r["peak_rss_mb"] for r in runs)
         name = mode + (" (QLoRA)" if qlora else "")
-        print(f"{name:<26}{runs[0]['steps']:>6}{per_prompt:>10.2f}{per_prompt / base:>10.2f}{rss:>13.0f}{rss / base_rss:>10.2f}")
+        print(f"{name:<26}{runs[0]['steps']:>6}{per_prompt:>10.2f}{per_prompt / base:>10.2f}"
+              f"{rss:>13.0f}{rss / base_rss:>10.2f}")
     print(f"total bench time {time.time() - started:.0f} s")
 
 

@@ -10,6 +10,7 @@ lambda given on the command line, passed to the chat template as the `lwdpo_lamb
 
 import argparse
 
+import llama_cpp
 from no_repack import load_llama  # examples/no_repack.py: avoids a crash on AMX CPUs
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -54,7 +55,8 @@ def main() -> None:
     lam = {name: float(value) for name, value in (item.split("=") for item in args.lam.split(","))}
     template = llm.metadata["tokenizer.chat_template"]
     token_text = lambda i: llm.detokenize([i], special=True).decode()  # noqa: E731
-    formatter = Jinja2ChatFormatter(template, eos_token=token_text(llm.token_eos()), bos_token=token_text(llm.token_bos()))
+    formatter = Jinja2ChatFormatter(template, eos_token=token_text(llm.token_eos()),
+                                    bos_token=token_text(llm.token_bos()))
     prompt = formatter(messages=messages, **{contract.get("lwdpo.template_variable", "lwdpo_lambda"): lam}).prompt
     print("\n[prompt]", prompt, sep="\n")
     reply = llm.create_completion(prompt, temperature=0, max_tokens=args.max_tokens,

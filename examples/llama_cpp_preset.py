@@ -20,7 +20,8 @@ def merged_lambda(path: str) -> dict:
     from gguf import GGUFReader  # pip install gguf: the arrays are not in llama-cpp-python's metadata dict
 
     fields = GGUFReader(path).fields
-    return dict(zip(fields["lwdpo.objectives"].contents(), (round(x, 2) for x in fields["lwdpo.lambda_merged"].contents())))
+    return dict(zip(fields["lwdpo.objectives"].contents(),
+                    (round(x, 2) for x in fields["lwdpo.lambda_merged"].contents())))
 
 
 def main() -> None:
@@ -32,8 +33,8 @@ def main() -> None:
 
     llm = load_llama(args.model, n_ctx=0, n_threads=1, verbose=False)
     print("conditioning:", llm.metadata.get("lwdpo.conditioning"), "| lambda merged:", merged_lambda(args.model))
-    reply = llm.create_chat_completion([{"role": "user", "content": args.prompt}], temperature=0, max_tokens=args.max_tokens,
-                                       repeat_penalty=REPEAT_PENALTY)
+    reply = llm.create_chat_completion([{"role": "user", "content": args.prompt}], temperature=0,
+                                       max_tokens=args.max_tokens, repeat_penalty=REPEAT_PENALTY)
     print("[answer]", reply["choices"][0]["message"]["content"])
     llm.close()
 

@@ -29,7 +29,8 @@ def read_contract(path: str) -> dict:
 
     fields = GGUFReader(path).fields
     value = lambda key, default=None: fields[key].contents() if key in fields else default  # noqa: E731
-    return {"objectives": value("lwdpo.objectives"), "lambda_default": [round(x, 2) for x in value("lwdpo.lambda_default")],
+    return {"objectives": value("lwdpo.objectives"),
+            "lambda_default": [round(x, 2) for x in value("lwdpo.lambda_default")],
             "conditioning": value("lwdpo.conditioning", "header"), "adapters": value("lwdpo.soup_adapters", []),
             "strength": round(value("lwdpo.soup_strength", 1.0), 4)}
 
@@ -59,7 +60,8 @@ def main() -> None:
     args = parser.parse_args()
 
     contract = read_contract(args.model)
-    assert contract["conditioning"] == "soup", f"{args.model} is not a soup export (conditioning {contract['conditioning']})"
+    assert contract["conditioning"] == "soup", (
+        f"{args.model} is not a soup export (conditioning {contract['conditioning']})")
     print("contract:", contract)
     llm = load_llama(args.model, n_ctx=0, n_threads=1, verbose=False)
     handles = [llama_cpp.llama_adapter_lora_init(llm._model.model, str(Path(args.model).parent / name).encode())

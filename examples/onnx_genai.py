@@ -34,7 +34,8 @@ def soup_adapter(folder: Path, contract: dict, lam: dict, out: Path) -> Path:
     for key, block in load_file(str(folder / contract["lora_blocks"])).items():
         module, objective = key.rsplit("/", 1)
         per_module.setdefault(module, {})[objective] = block
-    arrays = {f"lwdpo.lora_B.{m}": np.ascontiguousarray(np.concatenate([scale[o] * b[o] for o in objectives]), dtype=np.float32)
+    arrays = {f"lwdpo.lora_B.{m}": np.ascontiguousarray(np.concatenate([scale[o] * b[o] for o in objectives]),
+                                                        dtype=np.float32)
               for m, b in per_module.items()}
     adapter = ort.AdapterFormat()
     adapter.set_adapter_version(1)

@@ -33,5 +33,6 @@ def check_architecture(model_dir: Path) -> str:
     name = architectures[0]
     if name not in SUPPORTED:
         supported = ", ".join(f"{short} ({cls})" for cls, short in SUPPORTED.items())
-        raise ExportInputError(f"base model {model_dir}: unsupported architecture {name}; lwdpo-edge export supports {supported}")
+        raise ExportInputError(f"base model {model_dir}: unsupported architecture {name}; "
+                               f"lwdpo-edge export supports {supported}")
     return SUPPORTED[name]

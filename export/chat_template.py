@@ -40,7 +40,8 @@ _PRELUDE = """\
 {%- set lwdpo_default = @DEFAULT@ -%}
 {%- set lwdpo_levels = @LEVELS@ -%}
 {%- macro lwdpo_defuse(text) -%}
-  {{- ((text.split('[lambda]') | join('(lambda)')).split('[LAMBDA]') | join('(lambda)')).split('[Lambda]') | join('(lambda)') -}}
+  {{- ((text.split('[lambda]') | join('(lambda)')).split('[LAMBDA]') | join('(lambda)')).split('[Lambda]') \
+| join('(lambda)') -}}
 {%- endmacro -%}
 {%- set lw = namespace(system=[], rest=[], weights=lwdpo_default, keep=false, error='', values=[], total=0.0,
                       scaled=[], units=[], used=0, rank=0, pairs=[], final=[], words=[], level='') -%}
@@ -82,7 +83,8 @@ _PRELUDE = """\
     {%- set lw.total = lw.total + v -%}
   {%- endfor -%}
   {%- if lw.total <= 0 -%}{%- set lw.error = lw.error or 'weights sum to 0' -%}{%- endif -%}
-  {%- if lw.error -%}{{ raise_exception('lwdpo_lambda: ' ~ lw.error ~ '; objectives are ' ~ lwdpo_objectives | join(', ')) }}{%- endif -%}
+  {%- if lw.error -%}{{ raise_exception('lwdpo_lambda: ' ~ lw.error ~ '; objectives are ' \
+~ lwdpo_objectives | join(', ')) }}{%- endif -%}
   {%- for v in lw.values -%}
     {%- set s = v / lw.total * 100 -%}
     {%- set lw.scaled = lw.scaled + [s] -%}
@@ -98,14 +100,16 @@ _PRELUDE = """\
     {%- endfor -%}
     {%- set u = lw.units[i] + (1 if lw.rank < 100 - lw.used else 0) -%}
     {%- set lw.final = lw.final + [u] -%}
-    {%- set lw.pairs = lw.pairs + [lwdpo_objectives[i] ~ '=' ~ (u // 100) ~ '.' ~ ('0' if u % 100 < 10 else '') ~ (u % 100)] -%}
+    {%- set lw.pairs = lw.pairs + [lwdpo_objectives[i] ~ '=' ~ (u // 100) ~ '.' \
+~ ('0' if u % 100 < 10 else '') ~ (u % 100)] -%}
   {%- endfor -%}
   {#- the words after the bar (lambda_in_words): non-zero weights, heaviest first, ties in objective order -#}
   {%- for position in range(lwdpo_objectives | length) -%}
     {%- for i in range(lwdpo_objectives | length) -%}
       {%- set lw.rank = 0 -%}
       {%- for j in range(lwdpo_objectives | length) -%}
-        {%- if lw.final[j] > lw.final[i] or (lw.final[j] == lw.final[i] and j < i) -%}{%- set lw.rank = lw.rank + 1 -%}{%- endif -%}
+        {%- if lw.final[j] > lw.final[i] or (lw.final[j] == lw.final[i] and j < i) -%}\
+{%- set lw.rank = lw.rank + 1 -%}{%- endif -%}
       {%- endfor -%}
       {%- if lw.rank == position and lw.final[i] > 0 -%}
         {%- set lw.level = '' -%}

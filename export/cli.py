@@ -15,24 +15,35 @@ import typer
 
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `lwdpo-edge train`.")],
-    format: Annotated[str, typer.Option("--format", "-f", help="gguf (llama.cpp, Ollama, LM Studio), onnx (onnxruntime-genai) or hf (merged safetensors folder).")] = "gguf",
+    format: Annotated[str, typer.Option("--format", "-f", help=(
+        "gguf (llama.cpp, Ollama, LM Studio), onnx (onnxruntime-genai) or hf (merged safetensors "
+        "folder)."))] = "gguf",
     quant: Annotated[Optional[str], typer.Option(help="GGUF weights: f16, q8_0 or q4_k_m (default q8_0).")] = None,
     precision: Annotated[Optional[str], typer.Option(help="ONNX weights: fp32 or int4 (default int4).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="A .gguf file or an export folder to write (an earlier export there is replaced), or a folder to put NAME in (default RUN_DIR/export/).")] = None,
-    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Load the export in its runtime and compare it with the trained model on probe prompts at two lambdas.")] = True,
-    threads: Annotated[int, typer.Option(help="CPU threads for the verification runtime (1 is fastest on a busy machine).")] = 1,
-    preset: Annotated[Optional[list[str]], typer.Option("--preset", help="Also merge the run at a named lambda into one plain model (one file each; repeat, or 'all'): an objective's name (its vertex), 'balanced' or 'default'. For apps that load one file (LM Studio, GPT4All, Ollama); lambda is then fixed, and recorded in lwdpo.lambda_merged.")] = None,
-    lam: Annotated[Optional[list[str]], typer.Option("--lambda", help="Like --preset, at any lambda: 'helpfulness=0.2,conciseness=0.8' (repeat for several).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help=(
+        "A .gguf file or an export folder to write (an earlier export there is replaced), or a folder to put NAME "
+        "in (default RUN_DIR/export/)."))] = None,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help=(
+        "Load the export in its runtime and compare it with the trained model on probe prompts at two "
+        "lambdas."))] = True,
+    threads: Annotated[int, typer.Option(help=(
+        "CPU threads for the verification runtime (1 is fastest on a busy machine)."))] = 1,
+    preset: Annotated[Optional[list[str]], typer.Option("--preset", help=(
+        "Also merge the run at a named lambda into one plain model (one file each; repeat, or 'all'): an "
+        "objective's name (its vertex), 'balanced' or 'default'. For apps that load one file (LM Studio, GPT4All, "
+        "Ollama); lambda is then fixed, and recorded in lwdpo.lambda_merged."))] = None,
+    lam: Annotated[Optional[list[str]], typer.Option("--lambda", help=(
+        "Like --preset, at any lambda: 'helpfulness=0.2,conciseness=0.8' (repeat for several)."))] = None,
 ):
     """Merge the adapter and export a run for llama.cpp / Ollama (GGUF), onnxruntime-genai (ONNX) or transformers (hf), with the lambda contract inside.
 
-    Adapter-soup runs (the default of `lwdpo-edge train`) stay steerable: GGUF is the base + one LoRA GGUF per objective,
-    scaled per request (plus an Ollama Modelfile with the default mix as one adapter: Ollama cannot change it per request);
-    ONNX is the base with the adapters as one LoRA branch whose B matrices are model inputs, fed per lambda through
-    onnxruntime-genai's adapter API. hf cannot take lambda at run time (load the run folder itself for that): it exports
-    the merged preset at the run's default lambda unless --preset / --lambda say otherwise, and says so in its lwdpo.json
-    (conditioning "merged", lambda_merged).
-    """
+    Adapter-soup runs (the default of `lwdpo-edge train`) stay steerable: GGUF is the base + one LoRA GGUF per
+    objective, scaled per request (plus an Ollama Modelfile with the default mix as one adapter: Ollama cannot change
+    it per request); ONNX is the base with the adapters as one LoRA branch whose B matrices are model inputs, fed per
+    lambda through onnxruntime-genai's adapter API. hf cannot take lambda at run time (load the run folder itself for
+    that): it exports the merged preset at the run's default lambda unless --preset / --lambda say otherwise, and says
+    so in its lwdpo.json (conditioning "merged", lambda_merged).
+    """  # noqa: E501
     from rich.console import Console
 
     from lwdpo_edge.export.architectures import ExportInputError
@@ -67,13 +78,14 @@ def _run(run_dir, fmt, quant, precision, output, verify, threads, presets, lambd
     fmt, variant = check_options(fmt, quant, precision)
     if is_soup_run(run_dir) and fmt == "hf" and not (presets or lambdas):
         presets = ["default"]
-        err.print("[yellow]note:[/] a soup run steers by per-request adapter scales, which a merged hf folder cannot take: "
-                  "exporting the merged preset 'default' (lambda fixed; --preset / --lambda for others; to steer in "
-                  "transformers, load the run folder itself)", highlight=False)
+        err.print("[yellow]note:[/] a soup run steers by per-request adapter scales, which a merged hf folder "
+                  "cannot take: exporting the merged preset 'default' (lambda fixed; --preset / --lambda for others; "
+                  "to steer in transformers, load the run folder itself)", highlight=False)
     if not (presets or lambdas):
         return [export_run(run_dir, fmt, quant, precision, output, verify, threads, console=err)]
     manifest = read_soup_run(run_dir, "gguf")[0] if is_soup_run(run_dir) else _header_manifest(run_dir)
-    return export_presets(run_dir, fmt, variant, choose_presets(manifest, presets, lambdas), output, verify, threads, err)
+    return export_presets(run_dir, fmt, variant, choose_presets(manifest, presets, lambdas), output, verify, threads,
+                          err)
 
 
 def _header_manifest(run_dir):
@@ -86,7 +98,8 @@ def print_summary(result, console) -> None:
     """Files with sizes, stage times and the verification line."""
     from rich.table import Table
 
-    title = f"lwdpo-edge export: {result.format} {result.variant}" + (f", preset {result.preset}" if result.preset else "")
+    title = (f"lwdpo-edge export: {result.format} {result.variant}"
+             + (f", preset {result.preset}" if result.preset else ""))
     table = Table(title=title, show_header=True)
     table.add_column("output")
     table.add_column("size", justify="right")

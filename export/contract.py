@@ -40,7 +40,8 @@ class ExportContract:
     header_format: str = HEADER_FORMAT
     conditioning: str = "header"  # "soup": no header; lambda scales one LoRA adapter per objective
     soup_adapters: tuple[str, ...] = ()  # soup exports: LoRA GGUF file names beside the base, objective order
-    soup_strength: float = 1.0  # soup: default steering strength (lwdpo_edge/soup.py); merged: the strength it was merged at
+    # soup: default steering strength (lwdpo_edge/soup.py); merged: the strength it was merged at
+    soup_strength: float = 1.0
     lambda_merged: dict[str, float] | None = None  # merged: the lambda folded into the weights (quantised)
     lora_blocks: str = ""  # soup ONNX: the per-objective B blocks file beside model.onnx (export/onnx_lora.py)
 

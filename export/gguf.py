@@ -24,7 +24,8 @@ class ConversionError(RuntimeError):
 
 def convert_to_f16(merged_dir: Path, out_path: Path) -> Path:
     """Run the converter (with the contract hook) in a child process; its log is kept for errors only."""
-    cmd = [sys.executable, "-m", "lwdpo_edge.export.convert", str(merged_dir), "--outfile", str(out_path), "--outtype", "f16"]
+    cmd = [sys.executable, "-m", "lwdpo_edge.export.convert", str(merged_dir), "--outfile", str(out_path),
+           "--outtype", "f16"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not out_path.is_file():
         raise ConversionError(f"convert_hf_to_gguf failed on {merged_dir}:\n{log_tail(done.stderr)}")

@@ -71,7 +71,8 @@ def read_lwdpo_metadata(gguf_path: Path) -> dict[str, Any]:
     conditioning = values.get(CONDITIONING, "header")
     # float32 in the file: 4 decimals restore what was written (strengths are set by hand, e.g. 2.5)
     strength = round(float(values.get(SOUP_STRENGTH, 1.0)), 4)
-    soup = {"soup_adapters": list(values.get(SOUP_ADAPTERS, [])), "soup_strength": strength} if conditioning == "soup" else {}
+    soup = ({"soup_adapters": list(values.get(SOUP_ADAPTERS, [])), "soup_strength": strength}
+            if conditioning == "soup" else {})
     if conditioning == "merged":  # hundredths in float32: re-quantising restores them exactly, as below
         soup = {"lambda_merged": quantize_lambda(list(values[LAMBDA_MERGED]), objectives), "soup_strength": strength}
     return {

@@ -37,7 +37,8 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], Path, str]:
         raise ExportInputError(f"{run_dir}: no trained adapter ({ADAPTER_DIR}/adapter_config.json missing)")
     base_dir = Path(manifest["base_model"].get("path", ""))
     if not (base_dir / "config.json").is_file():
-        raise ExportInputError(f"{run_dir}: base model folder {base_dir} (lwdpo.json base_model.path) has no config.json")
+        raise ExportInputError(f"{run_dir}: base model folder {base_dir} (lwdpo.json base_model.path) "
+                               "has no config.json")
     return manifest, base_dir, check_architecture(base_dir)
 
 
@@ -65,7 +66,8 @@ def save_merged(model, tokenizer, contract: ExportContract, out_dir: Path, **pro
     """Write the merged folder (see module docstring) and return it. A merged preset (conditioning "merged")
     keeps the base's own chat template: its lambda is in the weights, not in a header."""
     if not tokenizer.chat_template:
-        raise ExportInputError(f"{tokenizer.name_or_path}: the base tokenizer has no chat template to carry the lambda header")
+        raise ExportInputError(f"{tokenizer.name_or_path}: the base tokenizer has no chat template to carry "
+                               "the lambda header")
     out_dir = Path(out_dir)
     if contract.conditioning == "header":
         tokenizer.chat_template = lwdpo_chat_template(tokenizer.chat_template, contract)

@@ -21,7 +21,8 @@ from lwdpo_edge.export.contract import ExportContract
 # Go templates as in Ollama's library models (they render .System via the messages loop).
 _CHATML = (
     '{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
-    '{{- range .Messages }}{{ if ne .Role "system" }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}{{ end }}'
+    '{{- range .Messages }}{{ if ne .Role "system" }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n'
+    '{{ end }}{{ end }}'
     '<|im_start|>assistant\n'
 )
 _LLAMA3 = (
@@ -66,7 +67,8 @@ _SYSTEM_BLOCK = {"chatml": ("<|im_start|>system\n", "<|im_end|>"),
                  "llama3": ("<|start_header_id|>system<|end_header_id|>\n\n", "<|eot_id|>")}
 
 
-def modelfile_text(gguf_name: str, contract: ExportContract, chat_template: str, adapter_name: str | None = None) -> str:
+def modelfile_text(gguf_name: str, contract: ExportContract, chat_template: str,
+                   adapter_name: str | None = None) -> str:
     """The Modelfile for the GGUF file `gguf_name` (a name in the same folder; `adapter_name`: a LoRA
     GGUF applied on top, for a soup export's default mix)."""
     lines = ["# Ollama Modelfile written by lwdpo-edge export:  ollama create NAME -f THIS_FILE",
@@ -129,7 +131,8 @@ def read_modelfile(path: Path) -> dict:
     return found
 
 
-def write_modelfile(gguf_path: Path, contract: ExportContract, chat_template: str, adapter_name: str | None = None) -> Path:
+def write_modelfile(gguf_path: Path, contract: ExportContract, chat_template: str,
+                    adapter_name: str | None = None) -> Path:
     """NAME.Modelfile beside NAME.gguf (several quantisations can share a folder)."""
     path = gguf_path.with_suffix(".Modelfile")
     atomic_write_text(path, modelfile_text(gguf_path.name, contract, chat_template, adapter_name))

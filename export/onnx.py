@@ -33,7 +33,8 @@ MODEL_FILE = "model.onnx"
 TEMPLATE_FILE = "chat_template.jinja"
 
 
-def run_builder(merged_dir: Path, out_dir: Path, precision: str, cache_dir: Path, options: tuple[str, ...] = ()) -> Path:
+def run_builder(merged_dir: Path, out_dir: Path, precision: str, cache_dir: Path,
+                options: tuple[str, ...] = ()) -> Path:
     """onnxruntime-genai's builder in a child process (its --help crashes; the build itself works)."""
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merged_dir), "-o", str(out_dir),
            "-p", precision, "-e", "cpu", "-c", str(cache_dir)]  # -c: it would create ./cache_dir otherwise
@@ -95,7 +96,8 @@ def read_onnx_metadata(model_path: Path) -> dict[str, Any]:
     }
 
 
-def build_onnx(merged_dir: Path, out_dir: Path, precision: str, workdir: Path, stage, options: tuple[str, ...] = ()) -> Path:
+def build_onnx(merged_dir: Path, out_dir: Path, precision: str, workdir: Path, stage,
+               options: tuple[str, ...] = ()) -> Path:
     """Build the ONNX folder at `out_dir` (a temporary name; the caller publishes it)."""
     with stage(f"build ONNX {precision} (onnxruntime-genai)"):
         run_builder(merged_dir, out_dir, precision, workdir / "builder-cache", options)

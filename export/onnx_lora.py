@@ -36,7 +36,8 @@ _MODULE = re.compile(r"^model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)$")
 
 
 def node_prefix(module: str) -> str:
-    """The builder's node name prefix for an HF module: model.layers.3.self_attn.q_proj -> /model/layers.3/attn/q_proj/."""
+    """The builder's node name prefix for an HF module:
+    model.layers.3.self_attn.q_proj -> /model/layers.3/attn/q_proj/."""
     match = _MODULE.match(module)
     if not match:
         raise ValueError(f"{module}: not a decoder-layer projection the ONNX LoRA branch knows")
@@ -86,13 +87,17 @@ def add_lora_branches(model_path: Path, adapter_dirs, objectives, coefficients) 
         name, out = INPUT_PREFIX + module, node.output[0]
         node.output[0] = out + "/lwdpo_base"
         a_name = f"lwdpo.lora_A.{module}"
-        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(stacked_a[module].T), a_name))  # (in, R)
+        model.graph.initializer.append(
+            numpy_helper.from_array(np.ascontiguousarray(stacked_a[module].T), a_name))  # (in, R)
         default = mixed_b(blocks[module], coefficients)  # (R, out)
         model.graph.initializer.append(numpy_helper.from_array(default, name))
         model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(default.shape)))
-        nodes += [helper.make_node("MatMul", [node.input[0], a_name], [prefix + "lwdpo_lora_A"], name=prefix + "lwdpo_lora_A"),
-                  helper.make_node("MatMul", [prefix + "lwdpo_lora_A", name], [prefix + "lwdpo_lora_B"], name=prefix + "lwdpo_lora_B"),
-                  helper.make_node("Add", [node.output[0], prefix + "lwdpo_lora_B"], [out], name=prefix + "lwdpo_lora_Add")]
+        nodes += [helper.make_node("MatMul", [node.input[0], a_name], [prefix + "lwdpo_lora_A"],
+                                   name=prefix + "lwdpo_lora_A"),
+                  helper.make_node("MatMul", [prefix + "lwdpo_lora_A", name], [prefix + "lwdpo_lora_B"],
+                                   name=prefix + "lwdpo_lora_B"),
+                  helper.make_node("Add", [node.output[0], prefix + "lwdpo_lora_B"], [out],
+                                   name=prefix + "lwdpo_lora_Add")]
         inputs.append(name)
     if targets:
         raise ValueError(f"{model_path}: no MatMul for {sorted(targets.values())[:3]}... (builder node names changed?)")
@@ -106,7 +111,8 @@ def add_lora_branches(model_path: Path, adapter_dirs, objectives, coefficients) 
 def write_blocks(path: Path, blocks: dict, objectives) -> None:
     from safetensors.numpy import save_file
 
-    save_file({f"{module}/{objectives[k]}": block for module, per in blocks.items() for k, block in per.items()}, str(path))
+    save_file({f"{module}/{objectives[k]}": block for module, per in blocks.items() for k, block in per.items()},
+              str(path))
 
 
 def read_blocks(path: Path, objectives) -> dict[str, dict[int, np.ndarray]]:

@@ -109,12 +109,15 @@ def export_run(run_dir: Path, fmt: str = "gguf", quant: str | None = None, preci
         return export_soup_run(run_dir, fmt, variant, output_path(run_dir, fmt, variant, output), verify, threads,
                                console, show_progress)
     manifest, base_dir, _arch = read_run(Path(run_dir))
-    contract = ExportContract.from_manifest({**manifest, **({"lambda_default": lambda_default} if lambda_default else {})})
+    contract = ExportContract.from_manifest(
+        {**manifest, **({"lambda_default": lambda_default} if lambda_default else {})})
     final = output_path(run_dir, fmt, variant, output)
     result = ExportResult(fmt, variant, final)
     start = time.perf_counter()
-    with Stages(console, show_progress) as stage, workdir(final) as work, staging(final, is_dir=fmt != "gguf") as staged:
-        merged_dir, expected, stop = _merge(run_dir, base_dir, manifest, contract, fmt, variant, staged, work, verify, threads, stage)
+    with (Stages(console, show_progress) as stage, workdir(final) as work,
+          staging(final, is_dir=fmt != "gguf") as staged):
+        merged_dir, expected, stop = _merge(run_dir, base_dir, manifest, contract, fmt, variant, staged, work, verify,
+                                            threads, stage)
         build_verify_publish(result, merged_dir, contract, staged, work, expected, stop, threads, stage)
     result.stage_seconds, result.seconds = stage.seconds, time.perf_counter() - start
     return result

@@ -62,7 +62,8 @@ def preset_output(run_dir: Path, fmt: str, variant: str, output: Path | None, na
     """RUN/export/NAME.<preset>.<variant>.gguf (or .onnx-<variant> / .hf folder); --output is a folder to put
     it in, or with exactly one preset a .gguf file name."""
     run = Path(run_dir).resolve().name
-    file_name = {"gguf": f"{run}.{name}.{variant}.gguf", "onnx": f"{run}.{name}.onnx-{variant}", "hf": f"{run}.{name}.hf"}[fmt]
+    file_name = {"gguf": f"{run}.{name}.{variant}.gguf", "onnx": f"{run}.{name}.onnx-{variant}",
+                 "hf": f"{run}.{name}.hf"}[fmt]
     if output is None:
         from lwdpo_edge.export.pipeline import EXPORT_DIR
 
@@ -86,7 +87,8 @@ def export_presets(run_dir: Path, fmt: str, variant: str, presets: list[tuple[st
     for name, lam in presets:
         final = preset_output(run_dir, fmt, variant, output, name, len(presets))
         if is_soup_run(run_dir):
-            results.append(export_merged_soup(run_dir, fmt, variant, final, lam, verify, threads, console, show_progress))
+            results.append(export_merged_soup(run_dir, fmt, variant, final, lam, verify, threads, console,
+                                              show_progress))
         else:  # header: the same weights, lambda as the default the template writes
             quant, precision = (variant if fmt == "gguf" else None), (variant if fmt == "onnx" else None)
             results.append(export_run(run_dir, fmt, quant, precision, final, verify, threads, console, show_progress,
@@ -105,7 +107,8 @@ def export_merged_soup(run_dir: Path, fmt: str, variant: str, final: Path, lam: 
     manifest = _soup_manifest(run_dir)
     result = ExportResult(fmt, variant, final)
     start = time.perf_counter()
-    with Stages(console, show_progress) as stage, workdir(final) as work, staging(final, is_dir=fmt != "gguf") as staged:
+    with (Stages(console, show_progress) as stage, workdir(final) as work,
+          staging(final, is_dir=fmt != "gguf") as staged):
         merged_dir, contract, expected, stop = _merge_mix(run_dir, manifest, fmt, variant, lam, staged, work, verify,
                                                           threads, stage)
         build_verify_publish(result, merged_dir, contract, staged, work, expected, stop, threads, stage)
@@ -153,5 +156,6 @@ def plain_probes(runtime, tokenizer, stop) -> list:
     from lwdpo_edge.conditioning import prompt_text
     from lwdpo_edge.export.verify import PROBE_PROMPTS, expected_probe
 
-    return [expected_probe(runtime, prompt, None, "", prompt_text(tokenizer, [{"role": "user", "content": prompt}]), stop)
+    return [expected_probe(runtime, prompt, None, "", prompt_text(tokenizer, [{"role": "user", "content": prompt}]),
+                           stop)
             for prompt in PROBE_PROMPTS]

@@ -73,7 +73,8 @@ def read_soup_run(run_dir: Path, fmt: str):
         raise ExportInputError(str(err)) from err
     base_dir = Path(manifest["base_model"].get("path", ""))
     if not (base_dir / "config.json").is_file():
-        raise ExportInputError(f"{run_dir}: base model folder {base_dir} (lwdpo.json base_model.path) has no config.json")
+        raise ExportInputError(f"{run_dir}: base model folder {base_dir} (lwdpo.json base_model.path) "
+                               "has no config.json")
     check_architecture(base_dir)
     return manifest, base_dir, dirs
 
@@ -81,7 +82,8 @@ def read_soup_run(run_dir: Path, fmt: str):
 def probe_lambdas(contract: ExportContract) -> list[dict[str, float]]:
     """A vertex (all weight on the first objective) and the centre (uniform, quantised)."""
     objectives = contract.objectives
-    return [quantize_lambda({objectives[0]: 1.0}, objectives), quantize_lambda(dict.fromkeys(objectives, 1.0), objectives)]
+    return [quantize_lambda({objectives[0]: 1.0}, objectives),
+            quantize_lambda(dict.fromkeys(objectives, 1.0), objectives)]
 
 
 def reference_lambdas(contract: ExportContract) -> list[dict[str, float]]:
@@ -97,7 +99,8 @@ def export_soup_run(run_dir: Path, fmt: str, variant: str, final: Path, verify: 
 
     manifest, base_dir, dirs = read_soup_run(Path(run_dir), fmt)
     names = lora_names(final, manifest["objectives"])
-    contract = dataclasses.replace(ExportContract.from_manifest(manifest), conditioning="soup", soup_adapters=tuple(names))
+    contract = dataclasses.replace(ExportContract.from_manifest(manifest), conditioning="soup",
+                                   soup_adapters=tuple(names))
     result = ExportResult(fmt, variant, final)
     start = time.perf_counter()
     with Stages(console, show_progress) as stage, workdir(final) as work, staging(final, is_dir=True) as staged:
@@ -110,7 +113,8 @@ def export_soup_run(run_dir: Path, fmt: str, variant: str, final: Path, verify: 
             if not verify:
                 break
             with stage(f"verify in llama.cpp (LoRA {dtype})"):
-                result.report = _verify(base_out, [staged / n for n in names], contract, expected, stop, variant, dtype, threads)
+                result.report = _verify(base_out, [staged / n for n in names], contract, expected, stop, variant,
+                                        dtype, threads)
             if result.report.passed:
                 break
         if verify and not result.report.passed:
@@ -167,7 +171,8 @@ def _write_loras(base_dir: Path, dirs: dict[str, Path], names: list[str], staged
         write_lora_gguf(base_dir, adapter_dir, staged / name, dtype)
 
 
-def _default_mix(base_dir, dirs, contract, out: Path, base: Path, expected, stop, variant, verify, threads, stage, result):
+def _default_mix(base_dir, dirs, contract, out: Path, base: Path, expected, stop, variant, verify, threads, stage,
+                 result):
     """Write the default-mix LoRA (f16, else f32 if f16 fails) and check base + it at scale 1 against the HF
     mix at the default lambda; a failure fails the export like any other verification."""
     from lwdpo_edge.export.pipeline import VerificationFailed
@@ -215,7 +220,8 @@ def _verify(base: Path, loras: list[Path], contract, expected, stop, variant: st
     adapters = LoraSet(runtime.llm, loras)
     try:
         for lam in lambdas or probe_lambdas(contract):
-            adapters.set_scales(scales(lam) if scales else soup_scales(lam, contract.objectives, contract.soup_strength))
+            adapters.set_scales(scales(lam) if scales
+                                else soup_scales(lam, contract.objectives, contract.soup_strength))
             probes = [e for e in expected if e.lam == lam]
             report.checks += verify(runtime, template, probes, report.target, report.exact, stop).checks
     finally:

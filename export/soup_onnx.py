@@ -49,7 +49,8 @@ def export_soup_onnx(run_dir: Path, variant: str, final: Path, verify: bool = Tr
             add_lora_branches(staged / "model.onnx", list(dirs.values()), contract.objectives, scales)
         if verify:
             with stage("verify in onnxruntime-genai (an adapter per lambda)"):
-                result.report = _verify(staged, contract, expected, stop, variant, reference_lambdas(contract), work, threads)
+                result.report = _verify(staged, contract, expected, stop, variant, reference_lambdas(contract), work,
+                                        threads)
             if not result.report.passed:
                 raise VerificationFailed(result.report, keep_failed(staged, final))
         publish(staged, final)

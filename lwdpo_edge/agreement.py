@@ -61,7 +61,8 @@ class Agreement:
     min_margin: float
     margins: np.ndarray = field(repr=False)  # (T,) the reference's top-2 margin
     agree: np.ndarray = field(repr=False)  # (T,) bool: same argmax
-    max_margin_shift: float  # max over positions of |change of (top-1 minus runner-up logit)|: a flip needs shift > margin
+    # max over positions of |change of (top-1 minus runner-up logit)|: a flip needs shift > margin
+    max_margin_shift: float
 
     @property
     def positions(self) -> int:

@@ -59,7 +59,8 @@ def train(ctx: typer.Context):
 @data_app.command("validate")
 def data_validate(
     path: Annotated[str, typer.Argument(help="JSONL file, OpenAssistant tree file, HF datasets folder, or 'default'.")],
-    objectives: Annotated[Optional[str], typer.Option(help="Comma-separated objective names the data must use.")] = None,
+    objectives: Annotated[Optional[str], typer.Option(help=(
+        "Comma-separated objective names the data must use."))] = None,
 ):
     """Check a dataset; print every bad row as FILE:LINE: field: problem. Exit 1 if any."""
     from lwdpo_edge.data.validate import render_report, validate_path
@@ -121,10 +122,14 @@ def data_synth(ctx: typer.Context):
 def generate(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `lwdpo-edge train`.")],
     prompt: Annotated[str, typer.Option(help="The user message.")],
-    lam: Annotated[list[str], typer.Option("--lambda", help="A lambda such as 'conciseness=1'; repeat to compare several.")] = None,
+    lam: Annotated[list[str], typer.Option("--lambda", help=(
+        "A lambda such as 'conciseness=1'; repeat to compare several."))] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 128,
-    soup_strength: Annotated[Optional[float], typer.Option(help="Soup runs only: steering strength of the adapter mix (default: the run's own).")] = None,
-    repetition_penalty: Annotated[float, typer.Option(help="Penalty on tokens repeated within the last 64 generated ones (lwdpo_edge/decoding.py: the default of eval, the runtime, app and server); 1 = plain greedy.")] = REPETITION_PENALTY,
+    soup_strength: Annotated[Optional[float], typer.Option(help=(
+        "Soup runs only: steering strength of the adapter mix (default: the run's own)."))] = None,
+    repetition_penalty: Annotated[float, typer.Option(help=(
+        "Penalty on tokens repeated within the last 64 generated ones (lwdpo_edge/decoding.py: the default of "
+        "eval, the runtime, app and server); 1 = plain greedy."))] = REPETITION_PENALTY,
 ):
     """Greedy answers of a trained run to one prompt, once per --lambda (default: the run's default lambda)."""
     from lwdpo_edge.contract import RunFolderError

@@ -95,7 +95,8 @@ def read_run_manifest(run_dir: Path) -> dict[str, Any]:
         if key not in manifest:
             raise RunFolderError(f"{path}: missing field {key!r}")
     if manifest.get("conditioning") == "soup" and set(manifest.get("adapters") or {}) != set(manifest["objectives"]):
-        raise RunFolderError(f"{path}: a soup run needs field 'adapters' with one folder per objective {manifest['objectives']}")
+        raise RunFolderError(f"{path}: a soup run needs field 'adapters' with one folder per objective "
+                             f"{manifest['objectives']}")
     return manifest
 
 

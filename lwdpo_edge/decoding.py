@@ -33,9 +33,11 @@ def check_repetition_penalty(value) -> float:
     try:
         penalty = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"repetition_penalty = {value!r}; expected a number from 1 (off) to {MAX_REPETITION_PENALTY:g}") from None
+        raise ValueError(f"repetition_penalty = {value!r}; "
+                         f"expected a number from 1 (off) to {MAX_REPETITION_PENALTY:g}") from None
     if not 1.0 <= penalty <= MAX_REPETITION_PENALTY:  # also rejects NaN
-        raise ValueError(f"repetition_penalty = {value!r}; expected a number from 1 (off) to {MAX_REPETITION_PENALTY:g}")
+        raise ValueError(f"repetition_penalty = {value!r}; "
+                         f"expected a number from 1 (off) to {MAX_REPETITION_PENALTY:g}")
     return penalty
 
 

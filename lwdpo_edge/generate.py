@@ -56,6 +56,7 @@ def generate_answer(
         lam = None
     text = prompt_text(tokenizer, conditioned_messages(messages, lam, objectives))
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
-    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                            pad_token_id=tokenizer.pad_token_id,
                             logits_processor=transformers_processors(repetition_penalty, inputs["input_ids"].shape[1]))
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()

@@ -2,7 +2,7 @@
 
 This module owns the lambda header contract that every stage shares:
 
-    [lambda] helpfulness=0.50 conciseness=0.30 readability=0.20 | helpfulness medium, conciseness medium, readability low
+  [lambda] helpfulness=0.50 conciseness=0.30 readability=0.20 | helpfulness medium, conciseness medium, readability low
 
 `format_lambda_header` is the only writer and `parse_lambda_header` the only reader. Values are
 quantised to hundredths that sum to exactly 1 (largest-remainder rounding), so
@@ -58,7 +58,8 @@ def normalize_lambda(lam: Mapping[str, float] | Sequence[float], objectives: Seq
     else:
         values = list(lam)
         if len(values) != len(objectives):
-            raise LambdaError(f"lambda has {len(values)} values but there are {len(objectives)} objectives {objectives}")
+            raise LambdaError(f"lambda has {len(values)} values but there are {len(objectives)} objectives "
+                              f"{objectives}")
     for name, value in zip(objectives, values):
         try:
             value = float(value)
@@ -94,7 +95,8 @@ def weight_level(hundredths: int) -> str:
 def lambda_in_words(weights: Mapping[str, float], objectives: Sequence[str]) -> str:
     """'conciseness max' / 'readability medium, helpfulness medium, conciseness medium' (quantised weights)."""
     units = {name: round(weights[name] * _GRID) for name in objectives}
-    order = sorted((name for name in objectives if units[name] > 0), key=lambda name: -units[name])  # stable: ties keep objective order
+    # stable: ties keep objective order
+    order = sorted((name for name in objectives if units[name] > 0), key=lambda name: -units[name])
     return ", ".join(f"{name} {weight_level(units[name])}" for name in order)
 
 
@@ -202,7 +204,8 @@ BALANCED = "balanced"
 DEFAULT = "default"
 
 
-def preset_lambdas(objectives: Sequence[str], lambda_default: Mapping[str, float] | None = None) -> dict[str, dict[str, float]]:
+def preset_lambdas(objectives: Sequence[str],
+                   lambda_default: Mapping[str, float] | None = None) -> dict[str, dict[str, float]]:
     """The named lambdas every stage offers (the app's preset buttons, `export --preset`), quantised:
     each objective's vertex under its own name, "balanced" (uniform) and "default" (the run's default
     lambda; uniform when it has none)."""

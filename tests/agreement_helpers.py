@@ -21,7 +21,8 @@ TORCH_PATH_TOLERANCE = 1e-3
 
 def answer_margins(model, messages, lam=None, max_tokens: int = 24, **mix) -> tuple[str, list[float]]:
     """(greedy answer, the model's top-2 margin at each of its tokens and at the token after it)."""
-    answer = model.chat(messages, lam, max_tokens=max_tokens, repetition_penalty=1.0, **mix)  # the argmax path the margins describe
+    answer = model.chat(messages, lam, max_tokens=max_tokens,
+                        repetition_penalty=1.0, **mix)  # the argmax path the margins describe
     logits = model.next_token_logits(messages, model.encode(answer), lam, **mix)
     return answer, [float(m) for m in top2_margin(logits)]
 

@@ -33,7 +33,8 @@ QWEN_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
@@ -62,7 +63,8 @@ def qwen_tokenizer():
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    ranks = {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in qwen_tiktoken().read_bytes().splitlines())}
+    ranks = {base64.b64decode(tok): int(rank)
+             for tok, rank in (line.split() for line in qwen_tiktoken().read_bytes().splitlines())}
     byte_char = bytes_to_unicode()
     text = lambda b: "".join(byte_char[x] for x in b)  # noqa: E731
     merges = []
@@ -91,7 +93,8 @@ def build_base(arch: str, tokenizer, out_dir: Path, seed: int = 0) -> Path:
     extra = {"head_dim": 16} if arch == "qwen3" else {}
     # pad_token_id None: SmolLM2 pads with its end-of-turn token, and an embedding's padding row is
     # initialised to zero, which (tied to the head) would make end-of-turn impossible to predict.
-    return build_tiny_model(*classes[arch], tokenizer, out_dir, seed=seed, initializer_range=0.1, pad_token_id=None, **extra)
+    return build_tiny_model(*classes[arch], tokenizer, out_dir, seed=seed, initializer_range=0.1, pad_token_id=None,
+                            **extra)
 
 
 def probe_texts(tokenizer) -> list[tuple[str, str]]:
@@ -104,7 +107,8 @@ def probe_texts(tokenizer) -> list[tuple[str, str]]:
     texts = []
     for lam in probe_lambdas(contract):
         for prompt, answer in zip(PROBE_PROMPTS, ANSWERS):
-            messages = conditioned_messages([{"role": "user", "content": prompt}], lam or contract.lambda_default, OBJECTIVES)
+            messages = conditioned_messages([{"role": "user", "content": prompt}], lam or contract.lambda_default,
+                                            OBJECTIVES)
             text = prompt_text(tokenizer, messages)
             texts.append((text, response_text(tokenizer, messages, answer, text)))
     return texts
@@ -129,7 +133,8 @@ def train_adapter(base_dir: Path, out_dir: Path, steps: int = 40, seed: int = 0)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     with warnings.catch_warnings():  # peft calls a transformers 5 method deprecated there
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                               LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
     inputs, targets, rows = answer_batch(tokenizer)
     body, head = model.base_model.model.model, model.base_model.model.lm_head
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
@@ -230,7 +235,8 @@ def train_plain_adapter(base_dir: Path, out_dir: Path, answers, steps: int = 40,
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                           LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
     model.train()
     for _ in range(steps):

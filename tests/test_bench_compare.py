@@ -78,9 +78,11 @@ def test_trl_rows_hold_the_chosen_and_rejected_texts():
 
 def _fake_report(top1: dict, spearman: dict | None, objectives=("helpfulness", "conciseness")) -> dict:
     metrics = lambda value: {"top1": value, "kendall_tau": value / 2, "ndcg": 0.9, "n_lists": 4}  # noqa: E731
-    policy = {point: {o: metrics(top1[o] if point == o else 0.0) for o in objectives} for point in (*objectives, "uniform")}
+    policy = {point: {o: metrics(top1[o] if point == o else 0.0) for o in objectives}
+              for point in (*objectives, "uniform")}
     chance = {point: {o: metrics(0.25) for o in objectives} for point in (*objectives, "uniform")}
-    control = {"objectives": {o: {"spearman": spearman[o], "spearman_within_prompt": None} for o in objectives}} if spearman else {}
+    control = ({"objectives": {o: {"spearman": spearman[o], "spearman_within_prompt": None} for o in objectives}}
+               if spearman else {})
     return {"objectives": list(objectives), "run": {"conditioning": "header" if spearman else "none"},
             "ranking": {"policy": policy, "chance": chance}, "data": {"n_lists": 4}, "prompts": {"n": 2},
             "controllability": {"policy": control} if spearman else {}}
@@ -94,17 +96,20 @@ def test_arm_result_reads_vertex_accuracy_and_costs():
     assert row["kendall_tau"] == {"helpfulness": 0.375, "conciseness": 0.25}
     assert row["spearman"] == {"helpfulness": 0.8, "conciseness": None}
     assert row["s_per_step"] == 10.0 and row["s_per_prompt"] == 5.0 and row["peak_rss_mb"] == 1500.0
-    unconditioned = compare.arm_result(compare.ARMS["a"], bench, _fake_report({"helpfulness": 0.5, "conciseness": 0.0}, None))
+    unconditioned = compare.arm_result(compare.ARMS["a"], bench,
+                                       _fake_report({"helpfulness": 0.5, "conciseness": 0.0}, None))
     assert unconditioned["spearman"] == {"helpfulness": None, "conciseness": None}
 
 
 def test_markdown_table_has_one_row_per_arm_and_chance():
     bench = {"seconds": 12.0, "steps": 4, "prompts_per_step": 1, "peak_rss_mb": 1234.4}
-    results = [compare.arm_result(compare.ARMS["a"], bench, _fake_report({"helpfulness": 0.5, "conciseness": 0.25}, None)),
+    results = [compare.arm_result(compare.ARMS["a"], bench,
+                                  _fake_report({"helpfulness": 0.5, "conciseness": 0.25}, None)),
                compare.arm_result(compare.ARMS["d"], bench, _fake_report({"helpfulness": 1.0, "conciseness": 0.75},
                                                                           {"helpfulness": 0.9, "conciseness": -0.1}))]
     lines = compare.markdown_table(results, ["helpfulness", "conciseness"]).splitlines()
-    assert lines[0] == "| arm | top-1 helpfulness | top-1 conciseness | ρ helpfulness | ρ conciseness | s/step | s/prompt | peak RSS MB |"
+    assert lines[0] == ("| arm | top-1 helpfulness | top-1 conciseness | ρ helpfulness | ρ conciseness "
+                        "| s/step | s/prompt | peak RSS MB |")
     assert lines[2] == "| a: pairwise DPO (TRL, best-vs-worst) | 0.50 | 0.25 | – | – | 3.0 | 3.00 | 1234 |"
     assert lines[3] == "| d: c + performance scheduler | 1.00 | 0.75 | 0.90 | -0.10 | 3.0 | 3.00 | 1234 |"
     assert lines[4].startswith("| chance | 0.25 | 0.25 |") and len(lines) == 5
@@ -132,7 +137,8 @@ def test_trl_arm_writes_a_run_folder_eval_reads(tiny_llama_dir, tmp_path):
     config = tiny_config(tiny_llama_dir, write_dataset(tmp_path / "lists.jsonl", n_prompts=4), tmp_path / "run",
                          max_steps=1, per_device_train_batch_size=1, max_prompt_tokens=64, threads=1)
     arguments = compare.dpo_config(config, tmp_path / "run")
-    assert {n: getattr(arguments, n) for n in compare.SHARED_TRAINING_ARGS} == {n: getattr(config, n) for n in compare.SHARED_TRAINING_ARGS}
+    assert ({n: getattr(arguments, n) for n in compare.SHARED_TRAINING_ARGS}
+            == {n: getattr(config, n) for n in compare.SHARED_TRAINING_ARGS})
     assert arguments.beta == config.beta and arguments.max_length == 64 + 32
 
     seconds, steps = compare.train_trl(config, tmp_path / "run")
@@ -144,7 +150,8 @@ def test_trl_arm_writes_a_run_folder_eval_reads(tiny_llama_dir, tmp_path):
     settings = RankingSettings.from_manifest(manifest)
     assert settings == RankingSettings(beta=config.beta, condition_on_lambda=False, length_normalize=False,
                                        max_prompt_tokens=64, max_response_tokens=32)
-    assert manifest["training"]["trainer"] == "trl.DPOTrainer" and "lambda_scheduler" not in manifest["training"]["config"]
+    assert (manifest["training"]["trainer"] == "trl.DPOTrainer"
+            and "lambda_scheduler" not in manifest["training"]["config"])
     assert json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())["r"] == config.lora_r
 
 
@@ -212,7 +219,8 @@ def test_oasst_budget_run_trains_each_arm_at_its_calibrated_steps(monkeypatch, t
 
     monkeypatch.setattr(oasst.compare, "run_arms", fake_run_arms)
     monkeypatch.setattr(oasst.compare, "collect", fake_collect)
-    args = oasst.build_parser().parse_args(["--budget-seconds", "900", "--work-dir", str(tmp_path), "--eval-lists", "30"])
+    args = oasst.build_parser().parse_args(["--budget-seconds", "900", "--work-dir", str(tmp_path),
+                                            "--eval-lists", "30"])
     results = dict(oasst.run_equal_budget(args, tmp_path / "split.jsonl", ["pairwise", "listwise"]))
     assert trained == [("calibration-4steps", ["a", "c"], 4, 1),
                        ("budget-900s", ["a"], 126, 30), ("budget-900s", ["c"], 152, 30)]

@@ -18,7 +18,8 @@ def fake_run(folder: Path, seconds: dict, losses: dict) -> Path:
     (folder / "lwdpo.json").write_text(json.dumps({"training": {"per_objective": per}}))
     for name, (sft, listwise) in losses.items():
         rows = [{"step": i + 1, "loss": x, "sft_nll": x} for i, x in enumerate(sft)]
-        rows += [{"step": len(sft) + i + 1, "loss": x, "sft_nll": 1.0, "rewards/mean": 0.1} for i, x in enumerate(listwise)]
+        rows += [{"step": len(sft) + i + 1, "loss": x, "sft_nll": 1.0, "rewards/mean": 0.1}
+                 for i, x in enumerate(listwise)]
         rows.append({"step": len(rows), "train_runtime": 9.0, "train_loss": 1.0})  # the Trainer's closing row
         (folder / "metrics" / f"{name}.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
     return folder

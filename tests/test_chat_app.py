@@ -131,7 +131,8 @@ def test_a_plain_model_gets_a_plain_chat(tmp_path):
     try:
         endpoints = app.client.view_api(return_format="dict", print_info=False)["named_endpoints"]
         assert not any(name.startswith("/preset_") for name in endpoints)
-        assert len(endpoints["/respond"]["parameters"]) == 5  # message, system, temperature, top-p, max tokens; no sliders
+        # message, system, temperature, top-p, max tokens; no sliders
+        assert len(endpoints["/respond"]["parameters"]) == 5
         chatbot, _ = app.client.predict("Hi", "Be kind.", *SAMPLING, api_name="/respond")
         assert app.model.received[-1] == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}]
         assert text_of(chatbot[-1]) == "plain"

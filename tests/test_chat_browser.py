@@ -14,7 +14,8 @@ from lwdpo_edge.lambdas import format_lambda_header
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.is_file():
     pytest.skip(f"browser test needs Chromium at {CHROMIUM} (Debian package 'chromium')", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="browser test needs Python Playwright (pip install playwright)")
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="browser test needs Python Playwright (pip install playwright)")
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -57,7 +58,8 @@ def test_page_renders_sliders_and_chat_and_steers_the_model(tmp_path):
             wait_for(lambda: received.input_value() == expected, what="the header to follow the slider")
             page.locator("#message textarea").fill("Hello there")
             page.locator("#message textarea").press("Enter")
-            wait_for(lambda: f"I was asked under: {expected}" in page.locator("#chatbot").inner_text(), what="the answer")
+            wait_for(lambda: f"I was asked under: {expected}" in page.locator("#chatbot").inner_text(),
+                     what="the answer")
             assert app.model.received[-1][0]["content"] == expected
 
             # Stop: the model's stream is closed mid-answer.

@@ -44,7 +44,8 @@ def test_slider_lambda_reaches_llama_cpp_and_the_memorised_answer_streams_back(s
     chatbot, _ = served.ask(PROBE_PROMPTS[0], weights, sampling=GREEDY)
     assert text_of(chatbot[-1]) == ANSWERS[0]
     saved = exported(served)
-    assert saved["messages"][-1]["system"] == shown and parse_lambda_header(shown, OBJECTIVES) == served.model.validate_lambda(lam)
+    assert (saved["messages"][-1]["system"] == shown
+            and parse_lambda_header(shown, OBJECTIVES) == served.model.validate_lambda(lam))
 
 
 def test_app_answer_equals_the_runtime_answer_under_the_same_lambda(served):

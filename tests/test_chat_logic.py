@@ -41,7 +41,8 @@ def test_negative_weight_from_the_api_is_refused_with_the_reason():
 def test_presets_are_vertices_balanced_and_default():
     table = presets(FakeModel())
     assert table["conciseness"] == [0.0, 1.0, 0.0]
-    assert slider_lambda(FakeModel(), table["balanced"])[0] == {"helpfulness": 0.34, "conciseness": 0.33, "readability": 0.33}
+    assert slider_lambda(FakeModel(), table["balanced"])[0] == {"helpfulness": 0.34, "conciseness": 0.33,
+                                                                "readability": 0.33}
     assert slider_lambda(FakeModel(), table["default"])[0] == quantize_lambda(DEFAULT, OBJECTIVES)
 
 

@@ -54,7 +54,8 @@ def test_first_bad_row_raises_with_its_line(tmp_path):
                           "instruction+completions or an OpenAssistant tree)"),
     ('{"prompt": "x", "responses": [{"text": "a", "scores": {"h": NaN}}, {"text": "b", "scores": {}}]}',
      "responses[0].scores.h: score is NaN"),
-    ('{"prompt": "x", "responses": [{"text": "a", "scores": {"h": 1}}]}', "responses: need at least 2 responses, got 1"),
+    ('{"prompt": "x", "responses": [{"text": "a", "scores": {"h": 1}}]}',
+     "responses: need at least 2 responses, got 1"),
 ])
 def test_bad_line_messages_from_a_file(tmp_path, line, message):
     path = write_lines(tmp_path / "d.jsonl", [native(), line])

@@ -74,19 +74,23 @@ def test_source_is_not_part_of_equality():
          "data.jsonl:7: prompt[0].role: unknown role 'bot' (expected system, user or assistant)"),
         (row(prompt=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]),
          "data.jsonl:7: prompt[1].role: prompt must end with a user turn, got assistant"),
-        (row(prompt=[{"role": "user", "content": "q"}, {"role": "system", "content": "s"}, {"role": "user", "content": "q"}]),
+        (row(prompt=[{"role": "user", "content": "q"}, {"role": "system", "content": "s"},
+                     {"role": "user", "content": "q"}]),
          "data.jsonl:7: prompt[1].role: a system message must come first"),
         (row(prompt=[{"role": "user", "content": "  "}]), "data.jsonl:7: prompt[0].content: content is empty"),
         (row(prompt=[{"role": "user"}]), "data.jsonl:7: prompt[0].content: content must be a string, got null"),
         ({"prompt": "q"}, "data.jsonl:7: responses: missing"),
         (row(responses={"text": "a"}), "data.jsonl:7: responses: must be a list of responses, got object"),
-        (row(responses=[{"text": "a", "scores": {"h": 1}}]), "data.jsonl:7: responses: need at least 2 responses, got 1"),
+        (row(responses=[{"text": "a", "scores": {"h": 1}}]),
+         "data.jsonl:7: responses: need at least 2 responses, got 1"),
         (row(responses=["a", "b"]), "data.jsonl:7: responses[0]: must be an object with text and scores, got string"),
         (row(responses=[{"text": "a", "scores": {}}, {"scores": {}}]), "data.jsonl:7: responses[1].text: missing"),
-        (row(responses=[{"text": "a", "scores": {"h": 1}}, {"text": ""}]), "data.jsonl:7: responses[1].text: text is empty"),
+        (row(responses=[{"text": "a", "scores": {"h": 1}}, {"text": ""}]),
+         "data.jsonl:7: responses[1].text: text is empty"),
         (row(responses=[{"text": "a", "scores": {"h": 1}}, {"text": 3, "scores": {}}]),
          "data.jsonl:7: responses[1].text: text must be a string, got number"),
-        (row(responses=[{"text": "a", "scores": {"h": 1}}, {"text": "b"}]), "data.jsonl:7: responses[1].scores: missing"),
+        (row(responses=[{"text": "a", "scores": {"h": 1}}, {"text": "b"}]),
+         "data.jsonl:7: responses[1].scores: missing"),
         (row(responses=[{"text": "a", "scores": {"h": 1}}, {"text": "b", "scores": [1]}]),
          "data.jsonl:7: responses[1].scores: scores must be an object {objective: number | null}, got list"),
         (row(responses=[{"text": "a", "scores": {"h": "4"}}, {"text": "b", "scores": {}}]),
@@ -125,7 +129,8 @@ def test_error_keeps_its_parts():
 
 def test_objectives_of_is_first_seen_union():
     a = ListwiseRecord.from_json(row(responses=[{"text": "a", "scores": {"b": 1}}, {"text": "b", "scores": {"a": 1}}]))
-    b = ListwiseRecord.from_json(row(responses=[{"text": "a", "scores": {"c": 1, "a": 2}}, {"text": "b", "scores": {}}]))
+    b = ListwiseRecord.from_json(row(responses=[{"text": "a", "scores": {"c": 1, "a": 2}},
+                                                {"text": "b", "scores": {}}]))
     assert objectives_of([a, b]) == ["b", "a", "c"]
 
 

@@ -8,7 +8,8 @@ from lwdpo_edge.data import load_records, render_report, validate_path
 
 
 def good(prompt="q", n=2):
-    return json.dumps({"prompt": prompt, "responses": [{"text": f"a{i}", "scores": {"h": i, "c": None}} for i in range(n)]})
+    return json.dumps({"prompt": prompt,
+                       "responses": [{"text": f"a{i}", "scores": {"h": i, "c": None}} for i in range(n)]})
 
 
 def test_validate_collects_every_problem(tmp_path):
@@ -52,7 +53,8 @@ def test_validate_unknown_objective_and_missing_file(tmp_path):
         f"{path}: no valid records (1 bad rows skipped)",
     ]
     missing = validate_path(tmp_path / "nope.jsonl")
-    assert missing.n_records == 0 and [str(p) for p in missing.problems] == [f"{tmp_path / 'nope.jsonl'}: no such file or folder"]
+    assert missing.n_records == 0 and [str(p) for p in missing.problems] == [
+        f"{tmp_path / 'nope.jsonl'}: no such file or folder"]
 
 
 def test_render_report_prints_summary_and_each_problem_verbatim(tmp_path):

@@ -19,7 +19,8 @@ def record(question: str, scored: list[tuple[str, float | None, float | None]]) 
 
 
 def test_each_point_picks_the_lambda_best_candidate_with_its_stored_scores():
-    lists = [record("q", [("long and thorough answer here", 0.9, -3.0), ("short", 0.2, -1.0), ("medium one", 0.8, -1.8)])]
+    lists = [record("q", [("long and thorough answer here", 0.9, -3.0), ("short", 0.2, -1.0),
+                          ("medium one", 0.8, -1.8)])]
     gens = imitation_generations(lists, POINTS, OBJECTIVES, OBJECTIVES)
     picked = {g.point: g.answer for g in gens}
     assert picked == {"helpfulness": "long and thorough answer here", "conciseness": "short",

@@ -80,7 +80,8 @@ def test_lambda_weighted_score_uses_only_the_objectives_a_list_is_scored_on():
     assert weighted_target(item, [0.2, 0.8], "zscore") == pytest.approx([-z, 0, z])
     assert np.isnan(weighted_target(item, [0.0, 1.0], "zscore")).all()
     # y scored on one answer only, or tied: still not usable, so it never shifts the ranking by x
-    assert weighted_target(_list([0, 0, 0], [[0, 1, 2], [5, np.nan, np.nan]]), [0.5, 0.5], "none") == pytest.approx([0, 1, 2])
+    assert weighted_target(_list([0, 0, 0], [[0, 1, 2], [5, np.nan, np.nan]]), [0.5, 0.5],
+                           "none") == pytest.approx([0, 1, 2])
     assert weighted_target(_list([0, 0, 0], [[0, 1, 2], [3, 3, 3]]), [0.5, 0.5], "none") == pytest.approx([0, 1, 2])
 
 
@@ -91,7 +92,8 @@ def test_weighted_ranking_rewards_the_compromise_at_a_midpoint():
     from lwdpo_edge.evaluate.grid import LambdaPoint
 
     points = [LambdaPoint("x", "vertex", {"x": 1.0, "y": 0.0}), LambdaPoint("x+y", "midpoint", {"x": 0.5, "y": 0.5})]
-    report = weighted_ranking_report({"x": [compromise, extreme], "x+y": [compromise, extreme]}, points, ["x", "y"], beta=0.1)
+    report = weighted_ranking_report({"x": [compromise, extreme], "x+y": [compromise, extreme]}, points, ["x", "y"],
+                                     beta=0.1)
     assert report["policy"]["x+y"]["top1"] == 0.5  # the compromise list is right, the extreme one wrong
     assert report["policy"]["x"]["top1"] == 0.5  # at the x vertex it is the other way round
     assert report["chance"]["x+y"]["top1"] == pytest.approx(1 / 3)

@@ -33,7 +33,8 @@ def test_ranking_report_knows_the_answer():
     assert help_["n_lists"] == 4
     assert conc["top1"] == 0.0 and conc["kendall_tau"] == pytest.approx(-1.0) and conc["n_lists"] == 3
     # The base model's log-probs are all equal here: a random order, i.e. chance.
-    assert report["base_logprob"]["uniform"]["helpfulness"]["top1"] == pytest.approx(report["chance"]["uniform"]["helpfulness"]["top1"])
+    assert report["base_logprob"]["uniform"]["helpfulness"]["top1"] == pytest.approx(
+        report["chance"]["uniform"]["helpfulness"]["top1"])
     assert report["chance"]["uniform"]["conciseness"]["top1"] == 0.25
 
 
@@ -79,13 +80,15 @@ def test_verdict_passes_only_a_steering_run_with_enough_prompts():
     at_chance = judge(_steered_generations(30, True), [], grid, OBJ, _ranking(0.25), 30)
     assert not at_chance["passed"] and not at_chance["objectives"]["helpfulness"]["top1_ok"]
     # 0.26 over 5 lists is chance plus noise (needs > 0.25 + 1.645 * 0.19): not a pass
-    assert not judge(_steered_generations(30, True), [], grid, OBJ, _ranking(0.26), 30)["objectives"]["helpfulness"]["top1_ok"]
+    assert not judge(_steered_generations(30, True), [], grid, OBJ, _ranking(0.26),
+                     30)["objectives"]["helpfulness"]["top1_ok"]
 
 
 def test_a_rise_within_noise_is_not_monotone():
     """Means that rise in order but by far less than their standard error: not a real rise."""
     # Every lambda level sees the same +-1 prompt effects, so the level means are ordered exactly.
-    noisy = [Generation(g.prompt_index, g.point, g.lam, "a", 1, {n: 0.001 * g.lam[n] + (-1) ** g.prompt_index for n in OBJ})
+    noisy = [Generation(g.prompt_index, g.point, g.lam, "a", 1,
+                        {n: 0.001 * g.lam[n] + (-1) ** g.prompt_index for n in OBJ})
              for g in _steered_generations(30, True)]
     grid = lambda_grid(OBJ)
     verdict = judge(noisy, [], grid, OBJ, _ranking(0.6), 30)["objectives"]

@@ -98,8 +98,10 @@ def test_an_adapter_that_changes_nothing_ranks_at_chance(tiny_run, heldout):
     report = ranking_report(scored, OBJECTIVES, beta=0.1)
     for point in points:
         for name in OBJECTIVES:
-            assert report["policy"][point.name][name]["top1"] == pytest.approx(report["chance"][point.name][name]["top1"])
-            assert report["policy"][point.name][name]["ndcg"] == pytest.approx(report["chance"][point.name][name]["ndcg"])
+            assert report["policy"][point.name][name]["top1"] == pytest.approx(
+                report["chance"][point.name][name]["top1"])
+            assert report["policy"][point.name][name]["ndcg"] == pytest.approx(
+                report["chance"][point.name][name]["ndcg"])
             assert report["policy"][point.name][name]["kendall_tau"] == 0.0
 
 
@@ -150,7 +152,8 @@ def test_generation_jobs_carry_the_header_and_unconditioned_runs_generate_once_p
     prompts = [[{"role": "user", "content": "Why?"}], [{"role": "user", "content": "How?"}]]
     grid = lambda_grid(OBJECTIVES)
     jobs = make_jobs(prompts, grid, OBJECTIVES, conditioned=True)
-    assert [(j.prompt_index, j.point.name) for j in jobs[:3]] == [(0, "helpfulness"), (0, "conciseness"), (0, "uniform")]
+    assert [(j.prompt_index, j.point.name) for j in jobs[:3]] == [(0, "helpfulness"), (0, "conciseness"),
+                                                                  (0, "uniform")]
     assert parse_lambda_header(jobs[1].messages[0]["content"]) == {"helpfulness": 0.0, "conciseness": 1.0}
     backend = RecordingBackend()
     advanced = []
@@ -192,10 +195,11 @@ def test_eval_writes_the_report_with_baselines(tiny_run, heldout, loaded, tmp_pa
     from lwdpo_edge.evaluate.grid import lambda_grid
     from lwdpo_edge.evaluate.heldout import load_heldout_lists
 
-    expected = data_ceiling(load_heldout_lists(str(heldout), OBJECTIVES), judged_points(lambda_grid(OBJECTIVES, "full")),
-                            OBJECTIVES, ["conciseness"])
+    expected = data_ceiling(load_heldout_lists(str(heldout), OBJECTIVES),
+                            judged_points(lambda_grid(OBJECTIVES, "full")), OBJECTIVES, ["conciseness"])
     assert control["data_ceiling"]["n_lists"] == 3
-    assert report["criteria"]["objectives"]["conciseness"]["data_ceiling_spearman"] == expected["objectives"]["conciseness"]["spearman"]
+    assert (report["criteria"]["objectives"]["conciseness"]["data_ceiling_spearman"]
+            == expected["objectives"]["conciseness"]["spearman"])
     assert sorted(report["plots"]) == ["controllability.png", "ranking.png"]  # one rated objective: no trade-off pair
     assert {p.name for p in out.iterdir()} == {"report.json", "generations.jsonl", "summary.md", *report["plots"]}
 
@@ -244,7 +248,8 @@ def test_run_folder_from_another_version_is_refused(fake_run, heldout):
 def test_soup_strength_is_refused_for_a_header_run_and_checked_for_range(fake_run, heldout):
     from lwdpo_edge.evaluate.run import EvalError
 
-    _fails_cleanly(EvalConfig(run_dir=fake_run, data=str(heldout), soup_strength=2.0), EvalError, "adapter-soup runs only")
+    _fails_cleanly(EvalConfig(run_dir=fake_run, data=str(heldout), soup_strength=2.0), EvalError,
+                   "adapter-soup runs only")
     _fails_cleanly(EvalConfig(run_dir=fake_run, data=str(heldout), repetition_penalty=0.5), EvalError,
                    "--repetition-penalty: repetition_penalty = 0.5")
 
@@ -271,10 +276,12 @@ def test_empty_or_train_only_prompt_files(fake_run, heldout, tmp_path):
     _fails_cleanly(EvalConfig(run_dir=fake_run, data=str(heldout), prompts=str(empty)), DataError, "holds no prompts")
     train_only = tmp_path / "prompts.jsonl"
     train_only.write_text(json.dumps({"prompt": "Why?", "split": "train"}) + "\n")
-    _fails_cleanly(EvalConfig(run_dir=fake_run, data=str(heldout), prompts=str(train_only)), DataError, "none is 'heldout'")
+    _fails_cleanly(EvalConfig(run_dir=fake_run, data=str(heldout), prompts=str(train_only)), DataError,
+                   "none is 'heldout'")
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"prompt": "ok"}\n{"prompt": ""}\n')
-    _fails_cleanly(EvalConfig(run_dir=fake_run, data=str(heldout), prompts=str(broken)), DataError, r"broken.jsonl:2: prompt")
+    _fails_cleanly(EvalConfig(run_dir=fake_run, data=str(heldout), prompts=str(broken)), DataError,
+                   r"broken.jsonl:2: prompt")
 
 
 def test_prompt_files_keep_only_the_heldout_split(tmp_path):
@@ -283,7 +290,8 @@ def test_prompt_files_keep_only_the_heldout_split(tmp_path):
     path = tmp_path / "prompts.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in [
         {"prompt": "Train me", "split": "train"}, {"prompt": "Test me", "split": "heldout"},
-        {"prompt": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hello"}], "split": "heldout"}]))
+        {"prompt": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hello"}],
+         "split": "heldout"}]))
     assert load_prompt_file(path) == [[{"role": "user", "content": "Test me"}],
                                       [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hello"}]]
     text = tmp_path / "prompts.txt"

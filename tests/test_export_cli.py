@@ -64,7 +64,8 @@ def test_success_prints_files_and_verification(llama_run, tmp_path):
     result = invoke(llama_run, "--format", "hf", "--output", tmp_path / "merged")
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "HF safetensors fp32: verification passed - top-1 agreement 100.0% (0 flips where the reference margin >= 0.5" in text
+    assert ("HF safetensors fp32: verification passed - top-1 agreement 100.0% "
+            "(0 flips where the reference margin >= 0.5") in text
     assert (tmp_path / "merged" / "model.safetensors").is_file() and (tmp_path / "merged" / "lwdpo.json").is_file()
 
 

@@ -78,7 +78,8 @@ def test_exact_verification_fails_a_model_that_lost_its_adapter(llama_run, tmp_p
     base_dir = read_json(llama_run / "lwdpo.json")["base_model"]["path"]
     base = HFRuntime(AutoModelForCausalLM.from_pretrained(base_dir), AutoTokenizer.from_pretrained(base_dir), 1)
     template = read_gguf_keys(result.output, lambda key: key == "tokenizer.chat_template")["tokenizer.chat_template"]
-    stop = {int(read_gguf_keys(result.output, lambda key: key == "tokenizer.ggml.eos_token_id")["tokenizer.ggml.eos_token_id"])}
+    stop = {int(read_gguf_keys(result.output,
+                               lambda key: key == "tokenizer.ggml.eos_token_id")["tokenizer.ggml.eos_token_id"])}
     report = verify(base, template, expected, "base without adapter", exact=True, stop=stop)
     assert not report.passed and report.confident_flips >= len(expected), report.summary()
     assert any(f"where the reference's top-2 margin is >= {MIN_MARGIN:g}" in reason for reason in report.failures())
@@ -96,7 +97,8 @@ def test_quantized_files_keep_the_contract_and_report_agreement(quant, llama_run
         json.loads((llama_run / "lwdpo.json").read_text()))
     modelfile = result.output.with_suffix(".Modelfile").read_text()
     assert f"FROM ./run.{quant}.gguf" in modelfile
-    assert 'SYSTEM """[lambda] helpfulness=0.50 conciseness=0.30 readability=0.20 | helpfulness medium, conciseness medium, readability low"""' in modelfile
+    assert ('SYSTEM """[lambda] helpfulness=0.50 conciseness=0.30 readability=0.20 | '
+            'helpfulness medium, conciseness medium, readability low"""') in modelfile
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
     assert leftovers(tmp_path) == []
 

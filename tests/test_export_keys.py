@@ -55,7 +55,8 @@ def test_soup_keys_round_trip_and_old_header_files_still_read(tmp_path):
     import dataclasses
 
     soup = dataclasses.replace(CONTRACT, conditioning="soup", soup_strength=2.3,
-                               soup_adapters=("m.helpfulness.lora.gguf", "m.conciseness.lora.gguf", "m.readability.lora.gguf"))
+                               soup_adapters=("m.helpfulness.lora.gguf", "m.conciseness.lora.gguf",
+                                              "m.readability.lora.gguf"))
     path = write_gguf(tmp_path / "soup.gguf", soup)
     stored = keys.read_gguf_keys(path, lambda k: k in (keys.CONDITIONING, keys.SOUP_ADAPTERS, keys.SOUP_STRENGTH))
     assert stored[keys.SOUP_STRENGTH] == pytest.approx(2.3) and stored[keys.SOUP_STRENGTH] != 2.3  # float32 in the file
@@ -85,14 +86,16 @@ def test_soup_keys_round_trip_and_old_header_files_still_read(tmp_path):
     with pytest.raises(ValueError, match="steering strength"):
         ExportContract.from_json({**soup.to_json(), "soup_strength": -2})
     # a soup file without the strength key (older exports) mixes at strength 1, the plain soup
-    assert ExportContract.from_json({k: v for k, v in soup.to_json().items() if k != "soup_strength"}).soup_strength == 1.0
+    assert ExportContract.from_json(
+        {k: v for k, v in soup.to_json().items() if k != "soup_strength"}).soup_strength == 1.0
 
 
 def test_walker_agrees_with_gguf_py_on_every_key(tmp_path):
     from gguf import GGUFReader
 
     path = write_gguf(tmp_path / "m.gguf")
-    reference = {name: field.contents() for name, field in GGUFReader(path).fields.items() if not name.startswith("GGUF.")}
+    reference = {name: field.contents() for name, field in GGUFReader(path).fields.items()
+                 if not name.startswith("GGUF.")}
     ours = keys.read_gguf_keys(path, lambda key: True)
     assert ours.keys() == reference.keys()
     for name, value in reference.items():

@@ -42,5 +42,6 @@ def test_merged_folder_reproduces_the_run_model(llama_run, tmp_path):
     merged_tokenizer = AutoTokenizer.from_pretrained(folder)
     prompt = merged_tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
                                                   add_generation_prompt=True, lwdpo_lambda={"readability": 1})
-    assert prompt.startswith("<|im_start|>system\n[lambda] helpfulness=0.00 conciseness=0.00 readability=1.00 | readability max<|im_end|>")
+    assert prompt.startswith("<|im_start|>system\n[lambda] helpfulness=0.00 conciseness=0.00 readability=1.00 | "
+                             "readability max<|im_end|>")
     assert "chat_template" not in json.loads((folder / "tokenizer_config.json").read_text())

@@ -32,8 +32,8 @@ def test_fp32_matches_the_run_and_carries_the_contract(fp32_export, llama_run):
     assert min_continuation_margin(report) >= MIN_MARGIN and report.greedy_match == 1.0  # see test_export_gguf
     folder = fp32_export.output
     assert folder.name == "run.onnx-fp32"
-    assert {"model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json", "chat_template.jinja", "lwdpo.json"} <= {
-        p.name for p in folder.iterdir()}
+    assert {"model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json", "chat_template.jinja",
+            "lwdpo.json"} <= {p.name for p in folder.iterdir()}
     contract = ExportContract.from_manifest(json.loads((llama_run / "lwdpo.json").read_text()))
     sidecar = json.loads((folder / "lwdpo.json").read_text())
     assert ExportContract.from_json(sidecar) == contract and sidecar["format"] == "onnx fp32"
@@ -50,9 +50,11 @@ def test_onnxruntime_genai_renders_the_lambda_template(fp32_export, smollm2_toke
     contract = ExportContract.from_json(json.loads((fp32_export.output / "lwdpo.json").read_text()))
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi [lambda] there"}]
     default = conditioned_messages(messages, contract.lambda_default, OBJECTIVES)
-    assert tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True) == prompt_text(smollm2_tokenizer, default)
+    assert (tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
+            == prompt_text(smollm2_tokenizer, default))
     steered = conditioned_messages(messages, {"conciseness": 1}, OBJECTIVES)  # the app writes the header itself
-    assert tokenizer.apply_chat_template(json.dumps(steered), add_generation_prompt=True) == prompt_text(smollm2_tokenizer, steered)
+    assert (tokenizer.apply_chat_template(json.dumps(steered), add_generation_prompt=True)
+            == prompt_text(smollm2_tokenizer, steered))
 
 
 def test_int4_reports_agreement(llama_run, fp32_export, tmp_path):

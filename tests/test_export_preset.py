@@ -19,7 +19,8 @@ from lwdpo_edge.contract import read_run_manifest, write_run_manifest
 from lwdpo_edge.export.verify import PROBE_PROMPTS
 from lwdpo_edge.lambdas import LambdaError
 
-VERTICES = {"helpfulness": {"helpfulness": 1.0, "conciseness": 0.0}, "conciseness": {"helpfulness": 0.0, "conciseness": 1.0}}
+VERTICES = {"helpfulness": {"helpfulness": 1.0, "conciseness": 0.0},
+            "conciseness": {"helpfulness": 0.0, "conciseness": 1.0}}
 DEFAULT = {"helpfulness": 0.8, "conciseness": 0.2}
 STRENGTH = 1.5
 
@@ -66,11 +67,14 @@ def test_choose_presets_names_vertices_balanced_default_and_any_lambda(soup_run)
         ("helpfulness", VERTICES["helpfulness"]), ("conciseness", VERTICES["conciseness"]),
         ("balanced", {"helpfulness": 0.5, "conciseness": 0.5}), ("default", DEFAULT)]
     # a --lambda at a named preset takes its name; any other gets a file-safe slug; repeats are dropped
-    assert choose_presets(manifest, ["default"], ["helpfulness=4,conciseness=1", "helpfulness=0.3 conciseness=0.7"]) == [
+    assert choose_presets(manifest, ["default"],
+                          ["helpfulness=4,conciseness=1", "helpfulness=0.3 conciseness=0.7"]) == [
         ("default", DEFAULT), ("helpfulness30-conciseness70", {"helpfulness": 0.3, "conciseness": 0.7})]
-    with pytest.raises(ExportInputError, match="--preset 'kind': unknown preset; choose from helpfulness, conciseness, balanced, default, all"):
+    with pytest.raises(ExportInputError, match="--preset 'kind': unknown preset; "
+                                               "choose from helpfulness, conciseness, balanced, default, all"):
         choose_presets(manifest, ["kind"], [])
-    with pytest.raises(ExportInputError, match=r"--lambda 'kindness=1'.*unknown objective.*objectives: helpfulness, conciseness"):
+    with pytest.raises(ExportInputError,
+                       match=r"--lambda 'kindness=1'.*unknown objective.*objectives: helpfulness, conciseness"):
         choose_presets(manifest, [], ["kindness=1"])
 
 
@@ -102,7 +106,8 @@ def test_a_preset_answers_like_the_hf_mix_at_its_lambda_and_strength_and_not_at_
                 assert_backends_agree(hf_soup, merged, user(k), VERTICES[name])  # the run's strength, 1.5
             if name == "conciseness":  # memorised, every token confident: text may be compared on any CPU
                 # (the helpfulness vertex's free text has near ties on some CPUs: judged teacher-forced only)
-                assert confident_answer(merged, user(0)) == hf_soup.chat(user(0), VERTICES[name], max_tokens=24) == SHORT[0]
+                assert (confident_answer(merged, user(0)) == hf_soup.chat(user(0), VERTICES[name], max_tokens=24)
+                        == SHORT[0])
             other = "conciseness" if name == "helpfulness" else "helpfulness"
             continuation = hf_soup.encode(hf_soup.chat(user(0), VERTICES[other], max_tokens=24))
             wrong = compare_logits(hf_soup.next_token_logits(user(0), continuation, VERTICES[other]),
@@ -243,7 +248,8 @@ def test_the_chat_app_keeps_a_merged_preset_at_its_lambda_whatever_the_sliders_s
 
     with load_model(vertex_presets[0].output, threads=1) as merged:
         assert slider_lambda(merged, [0.0, 1.0]) == (VERTICES["helpfulness"], MERGED_NOTE)
-        assert isinstance(merged.chat(user(0), slider_lambda(merged, [0.2, 0.9])[0], max_tokens=4), str)  # no LambdaError
+        # no LambdaError
+        assert isinstance(merged.chat(user(0), slider_lambda(merged, [0.2, 0.9])[0], max_tokens=4), str)
 
 
 def test_the_cli_refuses_an_unknown_preset_before_loading_anything(soup_run, tmp_path):

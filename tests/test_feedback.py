@@ -9,7 +9,14 @@ import pytest
 from typer.testing import CliRunner
 
 from feedback_fake import SeededSoup
-from lwdpo_edge.apps.alternatives import SEEDS, SPREAD, Candidate, alternative_lambdas, generate_alternatives, last_exchange
+from lwdpo_edge.apps.alternatives import (
+    SEEDS,
+    SPREAD,
+    Candidate,
+    alternative_lambdas,
+    generate_alternatives,
+    last_exchange,
+)
 from lwdpo_edge.apps.feedback import (FeedbackError, FeedbackLog, check_ranks, judgement_record, ranks_from_best)
 from lwdpo_edge.data.loaders import load_records
 from lwdpo_edge.data.validate import validate_path
@@ -40,7 +47,8 @@ def test_a_judgement_is_a_record_that_validate_and_the_loader_accept(tmp_path):
     assert [r.meta["seed"] for r in first.responses] == [10, 11, 12]
     row = json.loads(log.path.read_text().splitlines()[0])
     assert row["objective"] == "user" and row["lambda"] == LAM and row["strength"] == 2.5
-    assert row["model"]["path"] == "/m/x.gguf" and row["created"].endswith("+00:00") and row["source"] == "chat-feedback"
+    assert (row["model"]["path"] == "/m/x.gguf" and row["created"].endswith("+00:00")
+            and row["source"] == "chat-feedback")
     result = CliRunner().invoke(__import__("lwdpo_edge.cli", fromlist=["app"]).app, ["data", "validate", str(log.path)])
     assert result.exit_code == 0, result.output
 
@@ -48,7 +56,8 @@ def test_a_judgement_is_a_record_that_validate_and_the_loader_accept(tmp_path):
 def test_rankings_that_say_nothing_are_refused():
     assert ranks_from_best(3, 2) == [2, 2, 1]
     assert check_ranks(["1", 2, 2], 3) == [1, 2, 2]
-    for bad, message in [((1, 1, 1), "same rank"), ((2, 3, 3), "ranked 1"), ((1, 4, 2), "in 1..3"), ((1, 2), "2 ranks")]:
+    for bad, message in [((1, 1, 1), "same rank"), ((2, 3, 3), "ranked 1"), ((1, 4, 2), "in 1..3"),
+                         ((1, 2), "2 ranks")]:
         with pytest.raises(FeedbackError, match=message):
             check_ranks(bad, 3)
     with pytest.raises(FeedbackError, match="candidate index"):
@@ -69,7 +78,8 @@ def test_concurrent_appends_lose_nothing_and_never_leave_half_a_line(tmp_path):
     lines = log.path.read_text().splitlines()
     assert len(lines) == 21 == log.count()
     assert all(json.loads(line)["objective"] == "user" for line in lines)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".feedback.jsonl.lock", "feedback.jsonl"]  # no temp files left
+    # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".feedback.jsonl.lock", "feedback.jsonl"]
 
 
 def test_alternatives_differ_by_seed_or_spread_over_lambda():

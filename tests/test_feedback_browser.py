@@ -13,7 +13,8 @@ from feedback_fake import SeededSoup, ServedWithFeedback
 from lwdpo_edge.data.validate import validate_path
 from test_chat_browser import CHROMIUM, CHROMIUM_ARGS, wait_for
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="browser test needs Python Playwright (pip install playwright)")
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="browser test needs Python Playwright (pip install playwright)")
 if not CHROMIUM.is_file():
     pytest.skip(f"browser test needs Chromium at {CHROMIUM}", allow_module_level=True)
 
@@ -54,7 +55,8 @@ def test_alternatives_are_ordered_with_clicks_and_saved_as_one_exact_record(tmp_
             for i, rank in enumerate(["2", "1", "3"]):
                 page.locator(f"#alt-rank-{i} label").filter(has_text=rank).click()
             page.locator("#alt-save-order").click()
-            wait_for(lambda: page.locator("#feedback-count").inner_text().startswith("1 judgement in"), what="the counter")
+            wait_for(lambda: page.locator("#feedback-count").inner_text().startswith("1 judgement in"),
+                     what="the counter")
             assert "Saved judgement 1 (B > A > C)" in page.locator("#alt-status").inner_text()
             counter = page.locator("#feedback-count").inner_text()
             assert f"lwdpo-edge train --output RUN --feedback {feedback}" in counter and "19 more" in counter
@@ -65,7 +67,8 @@ def test_alternatives_are_ordered_with_clicks_and_saved_as_one_exact_record(tmp_
             page.locator("#alt-mode label").filter(has_text="spread").click()
             page.locator("#alt-ask").click()
             wait_for(lambda: not page.locator("#alt-col-2").is_visible()
-                     and page.locator("#alt-text-1 textarea").input_value().startswith("answer "), what="2 alternatives")
+                     and page.locator("#alt-text-1 textarea").input_value().startswith("answer "),
+                     what="2 alternatives")
             spread = [page.locator(f"#alt-text-{i} textarea").input_value() for i in range(2)]
             page.locator("#alt-best-1").click()
             wait_for(lambda: len(rows(feedback)) == 2, what="the second record")
@@ -80,10 +83,12 @@ def test_alternatives_are_ordered_with_clicks_and_saved_as_one_exact_record(tmp_
         assert [r["scores"] for r in first["responses"]] == [{"user": -2.0}, {"user": -1.0}, {"user": -3.0}]
         seeds = [r["seed"] for r in first["responses"]]
         assert seeds == [seeds[0], seeds[0] + 1, seeds[0] + 2]
-        assert shown == [f"answer {s} to 'Name a fruit.' at helpfulness=0.50 conciseness=0.30 readability=0.20" for s in seeds]
+        assert shown == [f"answer {s} to 'Name a fruit.' at helpfulness=0.50 conciseness=0.30 readability=0.20"
+                         for s in seeds]
         assert first["lambda"] == LAM and all(r["lambda"] == LAM for r in first["responses"])
         assert first["strength"] == 2.0 and first["model"]["path"] == "/models/fake.q8_0.gguf"
-        assert first["settings"] == {"temperature": 0.7, "top_p": 0.9, "max_tokens": 256, "mode": "same λ, different seeds"}
+        assert first["settings"] == {"temperature": 0.7, "top_p": 0.9, "max_tokens": 256,
+                                     "mode": "same λ, different seeds"}
         assert second["judgement"] == "best" and [r["scores"]["user"] for r in second["responses"]] == [-2.0, -1.0]
         assert [r["text"] for r in second["responses"]] == spread
         assert second["responses"][1]["lambda"] == {"helpfulness": 0.75, "conciseness": 0.15, "readability": 0.10}

@@ -22,7 +22,8 @@ def test_anchors_cover_vertices_midpoints_and_centre():
     names = [name for name, _ in simplex_anchors(OBJECTIVES)]
     assert names == ["helpfulness", "conciseness", "readability", "helpfulness+conciseness",
                      "helpfulness+readability", "conciseness+readability", "centre"]
-    assert dict(simplex_anchors(OBJECTIVES))["helpfulness+readability"] == {"helpfulness": 0.5, "conciseness": 0.0, "readability": 0.5}
+    assert dict(simplex_anchors(OBJECTIVES))["helpfulness+readability"] == {"helpfulness": 0.5, "conciseness": 0.0,
+                                                                            "readability": 0.5}
 
 
 def test_step_rng_is_reproducible_and_differs_per_rank():
@@ -123,6 +124,7 @@ def test_performance_scheduler_trains_logs_and_resumes(tiny_llama_dir, tmp_path,
     assert sum(probs[5].values()) == pytest.approx(1.0)
     for key in ("loss", "scheduler/p/helpfulness", "scheduler/loss/conciseness"):
         nan = float("nan")
-        assert [r.get(key, nan) for r in resumed] == pytest.approx([r.get(key, nan) for r in rows], rel=1e-4, nan_ok=True), key
+        assert [r.get(key, nan) for r in resumed] == pytest.approx([r.get(key, nan) for r in rows], rel=1e-4,
+                                                                   nan_ok=True), key
     state = json.loads((straight / "checkpoints" / "checkpoint-6" / "lambda_scheduler.json").read_text())
     assert state["updates"] == 3

@@ -33,7 +33,8 @@ def model_loads(path: Path) -> list[str]:
             if name in LOADERS:
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}(...)")
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("llama_cpp"):
-            found += [f"{path.relative_to(ROOT)}:{node.lineno} import {a.name}" for a in node.names if a.name in LOADERS]
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} import {a.name}"
+                      for a in node.names if a.name in LOADERS]
     return found
 
 

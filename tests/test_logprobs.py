@@ -91,7 +91,8 @@ def new_path_loss(model, records, tokenizer, *, shared_prompt=True, chunked=True
     batch = encode_listwise_packed(records, LAMBDAS[: len(records)], tokenizer, OBJECTIVES, shared_prompt=shared_prompt)
 
     def logps():
-        sums = scored_sequence_logps(model, batch.rows.model_inputs(), batch.rows.scored, chunked=chunked, chunk_size=16)
+        sums = scored_sequence_logps(model, batch.rows.model_inputs(), batch.rows.scored, chunked=chunked,
+                                     chunk_size=16)
         return on_grid(sums[batch.sequence_of_candidate], batch)
 
     with torch.no_grad(), model.disable_adapter():
@@ -150,7 +151,8 @@ def test_shared_prompt_gives_the_same_loss_and_lora_gradients(tiny_llama_dir, li
     for name, run in {"old": lambda: old_path_loss(model, lists, smollm2_tokenizer),
                       "packed": lambda: new_path_loss(model, lists, smollm2_tokenizer),
                       "packed-full-logits": lambda: new_path_loss(model, lists, smollm2_tokenizer, chunked=False),
-                      "padded-chunked": lambda: new_path_loss(model, lists, smollm2_tokenizer, shared_prompt=False)}.items():
+                      "padded-chunked": lambda: new_path_loss(model, lists, smollm2_tokenizer,
+                                                              shared_prompt=False)}.items():
         loss, reference = run()
         loss.backward()
         results[name] = (loss.detach(), reference, lora_grads(model))

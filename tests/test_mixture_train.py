@@ -52,8 +52,8 @@ def test_at_a_vertex_only_that_objectives_adapter_learns(tiny_llama_dir, dataset
     from lwdpo_edge.train.mixture import mixture_policy
     from lwdpo_edge.train.recipe import run_training
 
-    config = tiny_config(tiny_llama_dir, dataset, tmp_path / "vertex", max_steps=3, save_steps=100, conditioning="mixture",
-                         lambda_scheduler="fixed", fixed_lambda=f"{OBJECTIVES[0]}=1")
+    config = tiny_config(tiny_llama_dir, dataset, tmp_path / "vertex", max_steps=3, save_steps=100,
+                         conditioning="mixture", lambda_scheduler="fixed", fixed_lambda=f"{OBJECTIVES[0]}=1")
     torch.manual_seed(0)
     from transformers import set_seed
 
@@ -81,8 +81,8 @@ def test_the_training_mix_is_the_inference_mix(tiny_llama_dir, dataset, tmp_path
     from transformers import AutoModelForCausalLM
 
     names = list(OBJECTIVES)
-    trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), run / "adapters" / names[0],
-                                        adapter_name=names[0], is_trainable=True)
+    trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+                                        run / "adapters" / names[0], adapter_name=names[0], is_trainable=True)
     trained.load_adapter(run / "adapters" / names[1], adapter_name=names[1], is_trainable=True)
     mix = TrainingMix(trained, names)
     ids = torch.tensor([[1, 5, 9, 200, 31, 7, 64]])
@@ -109,7 +109,8 @@ def test_a_mixture_trained_with_contrast_is_saved_at_that_strength(tiny_llama_di
 
     def record(self, lam, train_strength=True):
         original(self, lam, train_strength)
-        seen.append([self.layers[0].scaling[n] / (self.layers[0].lora_alpha[n] / self.layers[0].r[n]) for n in OBJECTIVES])
+        seen.append([self.layers[0].scaling[n] / (self.layers[0].lora_alpha[n] / self.layers[0].r[n])
+                     for n in OBJECTIVES])
 
     monkeypatch.setattr(TrainingMix, "set_lambda", record)
     run = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "contrast", max_steps=3, save_steps=100,
@@ -120,7 +121,8 @@ def test_a_mixture_trained_with_contrast_is_saved_at_that_strength(tiny_llama_di
     assert manifest["soup_strength"] == 2.0 == manifest["training"]["config"]["mixture_strength"]
     model, _, _ = load_soup(run)
     assert model.soup_mixer.default_strength == 2.0
-    assert soup_scales({OBJECTIVES[0]: 1.0, OBJECTIVES[1]: 0.0}, OBJECTIVES, model.soup_mixer.default_strength) == seen[0]
+    assert soup_scales({OBJECTIVES[0]: 1.0, OBJECTIVES[1]: 0.0}, OBJECTIVES,
+                       model.soup_mixer.default_strength) == seen[0]
 
 
 def test_the_learned_strengths_gradient_is_the_losss_slope_in_log_strength(tiny_llama_dir, dataset, tmp_path):
@@ -185,7 +187,8 @@ def test_a_learned_strength_resumes_to_the_same_value(tiny_llama_dir, dataset, t
     from lwdpo_edge.train import recipe
     from lwdpo_edge.train.callbacks import RichProgressCallback
 
-    settings = dict(max_steps=4, save_steps=2, conditioning="mixture", mixture_learn_strength=True, mixture_strength_lr=0.1)
+    settings = dict(max_steps=4, save_steps=2, conditioning="mixture", mixture_learn_strength=True,
+                    mixture_strength_lr=0.1)
     straight = recipe.run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "straight", **settings))
 
     class Crash(Exception):
@@ -233,7 +236,8 @@ def test_mixture_resumes_to_the_same_adapters(tiny_llama_dir, dataset, tmp_path,
         if state.global_step == 3:
             raise Crash()
 
-    config = tiny_config(tiny_llama_dir, dataset, tmp_path / "resumed", max_steps=4, save_steps=2, conditioning="mixture")
+    config = tiny_config(tiny_llama_dir, dataset, tmp_path / "resumed", max_steps=4, save_steps=2,
+                         conditioning="mixture")
     with monkeypatch.context() as patch:
         patch.setattr(RichProgressCallback, "on_step_end", crash_at_step_3)
         with pytest.raises(Crash):
@@ -253,7 +257,8 @@ def test_the_performance_scheduler_drives_a_mixture_run(tiny_llama_dir, tmp_path
 
     mixes = []
     original = TrainingMix.set_lambda
-    monkeypatch.setattr(TrainingMix, "set_lambda", lambda self, lam, **kw: (mixes.append(dict(lam)), original(self, lam, **kw))[1])
+    monkeypatch.setattr(TrainingMix, "set_lambda",
+                        lambda self, lam, **kw: (mixes.append(dict(lam)), original(self, lam, **kw))[1])
     data = write_dataset(tmp_path / "lists.jsonl", n_prompts=10)
     run = run_training(tiny_config(tiny_llama_dir, data, tmp_path / "perf", max_steps=4, save_steps=100,
                                    conditioning="mixture", lambda_scheduler="performance", scheduler_every=2,
@@ -279,7 +284,8 @@ def test_mixture_init_starts_every_adapter_from_the_soups(tiny_llama_dir, datase
     from lwdpo_edge.train.mixture import load_initial_adapters, mixture_policy
     from lwdpo_edge.train.recipe import run_training
 
-    soup = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "soup", max_steps=2, save_steps=100, conditioning="soup"))
+    soup = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "soup", max_steps=2, save_steps=100,
+                                    conditioning="soup"))
     config = tiny_config(tiny_llama_dir, dataset, tmp_path / "mix", max_steps=2, save_steps=100,
                          conditioning="mixture", mixture_init=str(soup))
     model = mixture_policy(resolve_model(config.model), config, OBJECTIVES)

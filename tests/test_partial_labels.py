@@ -133,7 +133,8 @@ def test_the_old_rule_imitates_the_marker_and_fails_the_check(tiny_llama_dir, tm
 def test_an_objective_no_list_can_teach_is_refused(tiny_llama_dir, tmp_path):
     from lwdpo_edge.train.recipe import run_training
 
-    rows = [{"prompt": q, "responses": [{"text": t, "scores": {"a": float(j), "b": 1.0}} for j, t in enumerate(ANSWERS)]}
+    rows = [{"prompt": q,
+             "responses": [{"text": t, "scores": {"a": float(j), "b": 1.0}} for j, t in enumerate(ANSWERS)]}
             for q in QUESTIONS]  # b ties on every list
     data = tmp_path / "tied.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))

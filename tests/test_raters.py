@@ -27,21 +27,26 @@ RELEVANCE_PAIRS = [
      "The stock market closed higher today after strong earnings reports."),
     ("Why is the sky blue?", "Air molecules scatter blue sunlight more than red light, so the sky looks blue.",
      "My favourite football team won the match on Saturday."),
-    ("What is recursion in programming?", "Recursion is when a function calls itself on a smaller version of the problem until it reaches a base case.",
+    ("What is recursion in programming?",
+     "Recursion is when a function calls itself on a smaller version of the problem until it reaches a base case.",
      "Tomatoes grow best in warm, sunny places with regular watering."),
-    ("How can I save money on groceries?", "Plan your meals, make a shopping list, buy store brands and avoid shopping when hungry.",
+    ("How can I save money on groceries?",
+     "Plan your meals, make a shopping list, buy store brands and avoid shopping when hungry.",
      "The Moon is about 384,000 kilometres away from the Earth."),
-    ("What should I pack for a weekend trip?", "Pack two changes of clothes, a toothbrush, a phone charger and any medicine you need.",
+    ("What should I pack for a weekend trip?",
+     "Pack two changes of clothes, a toothbrush, a phone charger and any medicine you need.",
      "Photosynthesis turns light, water and carbon dioxide into sugar."),
 ]
 
 SIMPLE_VS_JARGON = [
     ("The sun is hot. It gives us light. Plants need it to grow.",
-     "Photosynthetic organisms utilize electromagnetic radiation to synthesize carbohydrates via chlorophyll-mediated biochemical pathways."),
+     "Photosynthetic organisms utilize electromagnetic radiation to synthesize carbohydrates "
+     "via chlorophyll-mediated biochemical pathways."),
     ("Wash your hands with soap. Rub them well. Then rinse.",
      "Comprehensive antimicrobial hygiene necessitates systematic application of surfactant formulations."),
     ("A loop runs the same code again and again.",
-     "Iterative constructs facilitate repeated execution of encapsulated instructional sequences contingent upon conditional evaluation."),
+     "Iterative constructs facilitate repeated execution of encapsulated instructional sequences "
+     "contingent upon conditional evaluation."),
 ]
 
 

@@ -69,7 +69,8 @@ def test_prompt_is_the_canonical_conditioned_prompt_in_every_format(models, smol
 
 
 def test_a_header_already_in_the_system_message_is_honoured(models, smollm2_tokenizer):
-    with_header = [{"role": "system", "content": "[lambda] helpfulness=0.00 conciseness=1.00 readability=0.00\nBe brief."},
+    with_header = [{"role": "system",
+                    "content": "[lambda] helpfulness=0.00 conciseness=1.00 readability=0.00\nBe brief."},
                    *USER]
     plain_system = [{"role": "system", "content": "Be brief."}, *USER]
     expected = prompt_text(smollm2_tokenizer, conditioned_messages(plain_system, {"conciseness": 1}, OBJECTIVES))
@@ -153,7 +154,8 @@ def test_sampling_is_seeded_in_every_backend(models):
 
 def test_plain_gguf_has_no_objectives_and_chats_unchanged(plain, smollm2_tokenizer):
     assert plain.objectives == [] and plain.default_lambda is None and plain.info["contract_version"] is None
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}]
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "What is the capital of France?"}]
     assert plain.prompt_messages(messages) == messages
     assert plain.prompt(messages) == prompt_text(smollm2_tokenizer, messages)
     with pytest.raises(LambdaError, match="no lambda contract"):

@@ -57,7 +57,8 @@ def sse_chunks(response) -> list:
 def assert_error(response, status, param=None, code=None, text=None):
     assert response.status_code == status
     error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"} and error["type"] in ("invalid_request_error", "authentication_error")
+    assert (set(error) == {"message", "type", "param", "code"}
+            and error["type"] in ("invalid_request_error", "authentication_error"))
     assert param is None or error["param"] == param
     assert code is None or error["code"] == code
     assert text is None or text in error["message"]
@@ -94,7 +95,8 @@ def test_chat_completion_matches_the_runtime(client, model):
 def test_lambda_per_request_and_header_in_system_message(client, model):
     steered = post(client, messages=USER, lwdpo={"lambda": {"conciseness": 3, "helpfulness": 1}}).json()
     assert steered["lwdpo"]["lambda"] == {"helpfulness": 0.25, "conciseness": 0.75, "readability": 0.0}
-    assert steered["choices"][0]["message"]["content"] == model.chat(USER, {"conciseness": 3, "helpfulness": 1}, max_tokens=32)
+    assert steered["choices"][0]["message"]["content"] == model.chat(USER, {"conciseness": 3, "helpfulness": 1},
+                                                                     max_tokens=32)
     as_list = post(client, messages=USER, lwdpo={"lambda": [1, 3, 0]}).json()
     assert as_list["lwdpo"]["lambda"] == steered["lwdpo"]["lambda"]
     header = [{"role": "system", "content": "[lambda] helpfulness=0.25 conciseness=0.75 readability=0.00"}, *USER]
@@ -123,11 +125,13 @@ def test_streaming_sends_openai_chunks_that_add_up_to_the_answer(client):
 
 @pytest.mark.parametrize("lam, text", [
     ({"kindness": 1}, "unknown objective(s) ['kindness']"), ({"helpfulness": -1}, "is negative"),
-    ({"helpfulness": 0}, "sums to 0"), ([1, 2], "2 values but there are 3 objectives"), ({"helpfulness": "x"}, "not a number"),
+    ({"helpfulness": 0}, "sums to 0"), ([1, 2], "2 values but there are 3 objectives"),
+    ({"helpfulness": "x"}, "not a number"),
 ])
 def test_bad_lambda_is_a_400_naming_the_problem(client, lam, text):
     assert_error(post(client, messages=USER, lwdpo={"lambda": lam}), 400, "lwdpo.lambda", "invalid_lambda", text)
-    assert_error(post(client, messages=USER, stream=True, lwdpo={"lambda": lam}), 400, "lwdpo.lambda", "invalid_lambda", text)
+    assert_error(post(client, messages=USER, stream=True, lwdpo={"lambda": lam}), 400, "lwdpo.lambda", "invalid_lambda",
+                 text)
 
 
 def test_bad_header_in_system_message_is_a_400(client):
@@ -286,7 +290,8 @@ def test_openai_client_with_per_request_lambda(server, model):
                                             extra_body={"lwdpo": {"lambda": lam}})
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == ANSWERS[0]
     with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(model=listed.id, messages=USER, extra_body={"lwdpo": {"lambda": {"kindness": 1}}})
+        client.chat.completions.create(model=listed.id, messages=USER,
+                                       extra_body={"lwdpo": {"lambda": {"kindness": 1}}})
     assert err.value.code == "invalid_lambda" and "kindness" in err.value.message
 
 

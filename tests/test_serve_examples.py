@@ -35,7 +35,8 @@ def test_every_example_has_a_docstring_with_its_command():
 
 
 def test_llama_cpp_plain_reads_the_contract_and_steers_through_the_template(gguf):
-    out = run_example("llama_cpp_plain.py", str(gguf), PROBE_PROMPTS[0], "--lambda", "conciseness=1", "--max-tokens", "24")
+    out = run_example("llama_cpp_plain.py", str(gguf), PROBE_PROMPTS[0], "--lambda", "conciseness=1",
+                      "--max-tokens", "24")
     assert f"'lwdpo.objectives': {OBJECTIVES}" in out and "'lwdpo.lambda_default': [0.5, 0.3, 0.2]" in out
     assert f"[default lambda] {ANSWERS[0]}" in out
     assert "[lambda] helpfulness=0.00 conciseness=1.00 readability=0.00" in out  # the template wrote the header

@@ -48,7 +48,8 @@ def single_adapter_answer(lively_dir, folder, tokenizer, question, max_new_token
 
     from agreement_helpers import TORCH_PATH_TOLERANCE, greedy_margins
 
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(lively_dir, dtype=torch.float32), folder).eval()
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(lively_dir, dtype=torch.float32),
+                                      folder).eval()
     messages = [{"role": "user", "content": question}]
     assert greedy_margins(model, tokenizer, messages, max_new_tokens).min() >= TORCH_PATH_TOLERANCE  # no near tie
     return generate_answer(model, tokenizer, messages, None, OBJECTIVES, max_new_tokens)
@@ -169,4 +170,5 @@ def test_dense_eval_reports_interior_ranking_loops_and_the_pareto_front(soup_run
     assert pareto["reference"] == {"conciseness": pytest.approx(base_mean)}
     run_points = np.array([[p["mean_scores"]["conciseness"]] for p in control["policy"]["points"]])
     assert pareto["hypervolume"] == pytest.approx(hypervolume(run_points, np.array([base_mean])))
-    assert "Hypervolume" in (out / "summary.md").read_text() and "tradeoff.png" not in report["plots"]  # one rated objective: no pair
+    assert ("Hypervolume" in (out / "summary.md").read_text()
+            and "tradeoff.png" not in report["plots"])  # one rated objective: no pair

@@ -11,11 +11,9 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
 
 from agreement_helpers import assert_applies_repetition_rule, assert_backends_agree, confident_answer
 from export_helpers import ANSWERS, SHORT, tiny_soup_run
-from lwdpo_edge.contract import write_run_manifest
 from lwdpo_edge.export.verify import PROBE_PROMPTS
 from lwdpo_edge.lambdas import LambdaError
 
@@ -58,7 +56,8 @@ def test_export_writes_a_verified_base_and_one_lora_per_objective(exported, soup
     assert exported.report is not None and exported.report.passed, exported.report.summary()
     # a vertex and the centre with the K adapters, then the default (here the centre) with the one-file mix
     assert len(exported.report.checks) == 3 * len(PROBE_PROMPTS)
-    assert sorted(p.name for p in base.parent.iterdir()) == sorted([base.name, *names, mix, modelfile])  # nothing staged left
+    assert sorted(p.name for p in base.parent.iterdir()) == sorted(
+        [base.name, *names, mix, modelfile])  # nothing staged left
     assert exported.extra_files == [base.parent / n for n in [*names, mix, modelfile]]
     metadata = read_lwdpo_metadata(base)
     assert metadata["conditioning"] == "soup" and metadata["soup_adapters"] == names
@@ -132,7 +131,8 @@ def test_bad_lambda_is_refused_before_anything_runs(models, lam, message):
 def test_concurrent_requests_at_different_lambdas_each_get_their_own_mix(models):
     """8 streams at 4 lambdas, interleaved token by token across threads: each equals the request alone."""
     model = models["gguf"]
-    lambdas = [VERTICES[0], VERTICES[1], {"helpfulness": 0.7, "conciseness": 0.3}, {"helpfulness": 0.2, "conciseness": 0.8}] * 2
+    lambdas = [VERTICES[0], VERTICES[1], {"helpfulness": 0.7, "conciseness": 0.3},
+               {"helpfulness": 0.2, "conciseness": 0.8}] * 2
     alone = [ask(model, i % 3, lam) for i, lam in enumerate(lambdas)]
     results = [None] * len(lambdas)
 
@@ -183,9 +183,11 @@ def test_serve_8_concurrent_requests_at_different_lambdas_equal_each_request_alo
         assert response.status_code == 200, response.text
         if not body["stream"]:
             data = response.json()
-            assert data["lwdpo"]["lambda"] == models["gguf"].validate_lambda(body.get("lwdpo", {}).get("lambda") or {"helpfulness": 1, "conciseness": 1})
+            assert data["lwdpo"]["lambda"] == models["gguf"].validate_lambda(
+                body.get("lwdpo", {}).get("lambda") or {"helpfulness": 1, "conciseness": 1})
             return data["choices"][0]["message"]["content"]
-        events = [line[6:] for line in response.text.split("\n\n") if line.startswith("data: ") and line != "data: [DONE]"]
+        events = [line[6:] for line in response.text.split("\n\n")
+                  if line.startswith("data: ") and line != "data: [DONE]"]
         return "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events)
 
     async def run(concurrent: bool):

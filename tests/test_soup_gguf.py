@@ -26,7 +26,8 @@ def base_gguf(tiny_llama_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def adapters(tiny_llama_dir, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("soup_gguf_adapters")
-    return {name: random_adapter(tiny_llama_dir, root / name, seed=k + 1, r=2 + 2 * k) for k, name in enumerate(OBJECTIVES)}
+    return {name: random_adapter(tiny_llama_dir, root / name, seed=k + 1, r=2 + 2 * k)
+            for k, name in enumerate(OBJECTIVES)}
 
 
 def llama_logits(base: Path, loras: list[Path], scales: list[float], tokens: list[int]) -> np.ndarray:
@@ -40,7 +41,8 @@ def llama_logits(base: Path, loras: list[Path], scales: list[float], tokens: lis
     assert all(handles), "llama.cpp refused a LoRA GGUF"
     if handles:
         array = (llama_cpp.llama_adapter_lora_p_ctypes * len(handles))(*handles)
-        assert llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, array, len(handles), (ctypes.c_float * len(scales))(*scales)) == 0
+        assert llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, array, len(handles),
+                                                 (ctypes.c_float * len(scales))(*scales)) == 0
     llm.eval(tokens)
     out = np.array(llm.scores[: len(tokens)])
     for handle in handles:
@@ -49,7 +51,8 @@ def llama_logits(base: Path, loras: list[Path], scales: list[float], tokens: lis
     return out
 
 
-def test_lora_ggufs_mixed_in_llama_cpp_equal_the_hf_soup(tiny_llama_dir, base_gguf, adapters, smollm2_tokenizer, tmp_path):
+def test_lora_ggufs_mixed_in_llama_cpp_equal_the_hf_soup(tiny_llama_dir, base_gguf, adapters, smollm2_tokenizer,
+                                                         tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 

@@ -20,7 +20,8 @@ def random_adapter(base_dir: Path, out: Path, seed: int, r: int) -> Path:
 
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", init_lora_weights=False))
+    model = get_peft_model(base, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear",
+                                            init_lora_weights=False))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -112,7 +113,8 @@ def test_base_is_the_adapter_disabled_and_mixes_do_not_drift(soup_run, tiny_llam
     from lwdpo_edge.soup import load_soup
 
     model, _, manifest = load_soup(soup_run)
-    assert model.soup_mixer.current == (manifest["lambda_default"], 1.0) and manifest["lambda_default"] == {"helpfulness": 0.5, "conciseness": 0.5}
+    assert (model.soup_mixer.current == (manifest["lambda_default"], 1.0)
+            and manifest["lambda_default"] == {"helpfulness": 0.5, "conciseness": 0.5})
     first = logits(model, tokens)
     with model.disable_adapter():
         base = logits(model, tokens)
@@ -135,7 +137,8 @@ def test_soup_scales_keep_the_centre_and_extrapolate_at_the_vertices():
     centre = dict.fromkeys(objectives, 1 / 3)
     for strength in (0.5, 2.0, 4.0):
         assert soup_scales(centre, objectives, strength) == pytest.approx([1 / 3] * 3)
-        assert sum(soup_scales({"helpfulness": 0.2, "conciseness": 0.5, "readability": 0.3}, objectives, strength)) == pytest.approx(1.0)
+        assert sum(soup_scales({"helpfulness": 0.2, "conciseness": 0.5, "readability": 0.3}, objectives,
+                               strength)) == pytest.approx(1.0)
     for bad in (-1, float("nan"), 100, "strong"):
         with pytest.raises(LambdaError, match="steering strength"):
             soup_scales(vertex, objectives, bad)
@@ -191,7 +194,8 @@ def test_set_lambda_normalises_and_quantises(soup_run):
     from lwdpo_edge.soup import load_soup
 
     model, _, _ = load_soup(soup_run)
-    assert model.soup_mixer.set_lambda({"helpfulness": 2, "conciseness": 1}) == {"helpfulness": 0.67, "conciseness": 0.33}
+    assert model.soup_mixer.set_lambda({"helpfulness": 2, "conciseness": 1}) == {"helpfulness": 0.67,
+                                                                                 "conciseness": 0.33}
     assert model.base_model.active_adapters == OBJECTIVES
     assert model.soup_mixer.set_lambda({"conciseness": 1}) == {"helpfulness": 0.0, "conciseness": 1.0}
     assert model.base_model.active_adapters == ["conciseness"]  # a zero weight costs no compute

@@ -55,7 +55,8 @@ def test_soup_trains_one_adapter_per_objective_like_a_fixed_vertex_run(tiny_llam
         torch.testing.assert_close(soup["conciseness"][key], tensor, rtol=1e-5, atol=1e-7)
 
 
-def test_soup_resume_skips_finished_adapters_and_continues_the_interrupted_one(tiny_llama_dir, dataset, tmp_path, monkeypatch):
+def test_soup_resume_skips_finished_adapters_and_continues_the_interrupted_one(tiny_llama_dir, dataset, tmp_path,
+                                                                               monkeypatch):
     from lwdpo_edge.train import recipe
     from lwdpo_edge.train.callbacks import RichProgressCallback
 

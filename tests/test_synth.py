@@ -234,7 +234,8 @@ def test_extend_adds_each_missing_style_once_and_keeps_every_old_candidate(tmp_p
 
 def _record(scores_by_response, styles):
     return {"prompt": "q", "split": "train", "responses": [
-        {"text": "a b", "scores": dict(zip(["a", "b"], s)), "meta": {"style": st}} for s, st in zip(scores_by_response, styles)
+        {"text": "a b", "scores": dict(zip(["a", "b"], s)), "meta": {"style": st}}
+        for s, st in zip(scores_by_response, styles)
     ]}
 
 
@@ -271,7 +272,8 @@ def test_llama_cpp_end_to_end_with_the_default_model(tmp_path):
 
 
 def test_transformers_backend_on_a_tiny_random_model(tmp_path, tiny_llama_dir):
-    config = SynthConfig(model=str(tiny_llama_dir), output=str(tmp_path / "t.jsonl"), limit=2, max_new_tokens=6, backend="transformers")
+    config = SynthConfig(model=str(tiny_llama_dir), output=str(tmp_path / "t.jsonl"), limit=2, max_new_tokens=6,
+                         backend="transformers")
     records = _lines(run_synth(config, raters=FAST_RATERS))
     assert len(records) == 2
     for record in records:

@@ -35,7 +35,8 @@ def test_encode_listwise_places_every_candidate(dataset, smollm2_tokenizer):
     assert smollm2_tokenizer.decode(row).startswith(records[0].responses[0].text)
     assert "<|im_end|>" in smollm2_tokenizer.decode(row)
     # The prompt part carries the lambda header of its record.
-    prompt = smollm2_tokenizer.decode(batch.input_ids[-1][~batch.completion_mask[-1].bool() & batch.attention_mask[-1].bool()])
+    prompt = smollm2_tokenizer.decode(
+        batch.input_ids[-1][~batch.completion_mask[-1].bool() & batch.attention_mask[-1].bool()])
     header_line = prompt.split("<|im_start|>system\n", 1)[1].split("<|im_end|>", 1)[0]
     assert parse_lambda_header(header_line) == {"helpfulness": 0.0, "conciseness": 1.0}
     # Raw scores land at (b, k, i); padding stays NaN.
@@ -55,7 +56,8 @@ def test_pairwise_loss_matches_trl_dpo(tiny_llama_dir, smollm2_tokenizer):
     from lwdpo_edge.logprobs import sequence_logps
 
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), LoraConfig(r=4, target_modules="all-linear"))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+                           LoraConfig(r=4, target_modules="all-linear"))
     pairs = Dataset.from_list([
         {"prompt": [{"role": "user", "content": "Why is the sky blue?"}],
          "chosen": [{"role": "assistant", "content": "Rayleigh scattering of sunlight."}],
@@ -163,7 +165,8 @@ def test_cli_parses_yaml_then_flags(tmp_path):
 
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("qlora: true\nmax_steps: 30\nbeta: 0.2\noutput_dir: runs/x\n")
-    config = parse_train_args(["--config", str(yaml_file), "--max-steps", "5", "--output", str(tmp_path / "o"), "--use-cpu"])
+    config = parse_train_args(["--config", str(yaml_file), "--max-steps", "5", "--output", str(tmp_path / "o"),
+                               "--use-cpu"])
     assert (config.qlora, config.max_steps, config.beta, config.output_dir) == (True, 5, 0.2, str(tmp_path / "o"))
     bad = tmp_path / "bad.yaml"
     bad.write_text("qlorra: true\n")
@@ -171,13 +174,15 @@ def test_cli_parses_yaml_then_flags(tmp_path):
         parse_train_args(["--config", str(bad)])
 
 
-@pytest.mark.parametrize("config_file", sorted(p.name for p in (Path(__file__).parents[1] / "train" / "configs").glob("*.yaml")))
+@pytest.mark.parametrize("config_file",
+                         sorted(p.name for p in (Path(__file__).parents[1] / "train" / "configs").glob("*.yaml")))
 def test_every_shipped_config_parses_and_starts_with_its_command(config_file, tmp_path):
     from lwdpo_edge.train.cli_args import parse_train_args
 
     path = Path(__file__).parents[1] / "train" / "configs" / config_file
     first_line = path.read_text().splitlines()[0]
-    assert first_line.startswith("# ") and f"--config train/configs/{config_file}" in first_line, "the first line says how to run it"
+    assert first_line.startswith("# ") and f"--config train/configs/{config_file}" in first_line, (
+        "the first line says how to run it")
     config = parse_train_args(["--config", str(path), "--output", str(tmp_path / "o")])
     assert config.output_dir == str(tmp_path / "o") and config.max_steps > 0
 
@@ -186,8 +191,10 @@ def test_train_help_explains_every_option():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "lwdpo_edge.cli", "train", "--help"], capture_output=True, text=True, check=True).stdout
-    for flag in ("--qlora", "--model", "--data", "--objectives", "--resume", "--lambda-scheduler", "--beta", "--output", "--max-steps", "--seed"):
+    out = subprocess.run([sys.executable, "-m", "lwdpo_edge.cli", "train", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for flag in ("--qlora", "--model", "--data", "--objectives", "--resume", "--lambda-scheduler", "--beta", "--output",
+                 "--max-steps", "--seed"):
         assert flag in out, flag
     assert "lambda header" in out
 
@@ -221,8 +228,8 @@ def test_sft_warmup_trains_only_the_best_rows_then_switches_to_the_listwise_loss
     data = write_dataset(tmp_path / "four.jsonl", ragged=False)
     full = read_metrics(run_training(tiny_config(tiny_llama_dir, data, tmp_path / "full", max_steps=1, sft_weight=0.5,
                                                  lambdas_per_prompt=2, save_steps=100)))
-    warm = read_metrics(run_training(tiny_config(tiny_llama_dir, data, tmp_path / "warm", max_steps=2, sft_warmup_steps=0.5,
-                                                 lambdas_per_prompt=2, save_steps=100)))
+    warm = read_metrics(run_training(tiny_config(tiny_llama_dir, data, tmp_path / "warm", max_steps=2,
+                                                 sft_warmup_steps=0.5, lambdas_per_prompt=2, save_steps=100)))
     assert warm[0]["loss"] == pytest.approx(warm[0]["sft_nll"], rel=1e-6)  # SFT only
     assert not any(key.startswith("acc/") for key in warm[0])  # no listwise pass in warm-up
     assert warm[0]["sft_nll"] == pytest.approx(full[0]["sft_nll"], rel=1e-4)  # same batch, same best candidates
@@ -234,8 +241,8 @@ def test_header_contrast_term_starts_at_log_lambdas_and_adds_to_the_loss(tiny_ll
     from lwdpo_edge.train.recipe import run_training
 
     data = write_dataset(tmp_path / "four.jsonl", ragged=False)
-    rows = read_metrics(run_training(tiny_config(tiny_llama_dir, data, tmp_path / "run", max_steps=2, lambdas_per_prompt=2,
-                                                 header_contrast_weight=0.5, save_steps=100)))
+    rows = read_metrics(run_training(tiny_config(tiny_llama_dir, data, tmp_path / "run", max_steps=2,
+                                                 lambdas_per_prompt=2, header_contrast_weight=0.5, save_steps=100)))
     assert rows[0]["header_contrast"] == pytest.approx(math.log(2), rel=1e-5)
     assert rows[0]["loss"] == pytest.approx(math.log(4) + 0.5 * math.log(2), rel=1e-5)  # listwise part is log N too
     with pytest.raises(ValueError, match="lambdas-per-prompt >= 2"):
@@ -259,7 +266,8 @@ def test_one_objective_trains_one_copy_per_list(tiny_llama_dir, tmp_path):
     assert losses[2] == pytest.approx(losses[1], rel=1e-5)
     assert read_run_manifest(runs[2])["training"]["config"]["lambdas_per_prompt"] == 1
     with pytest.raises(TrainSetupError, match="needs two or more objectives"):
-        run_training(tiny_config(tiny_llama_dir, data, tmp_path / "bad", lambdas_per_prompt=2, header_contrast_weight=0.5))
+        run_training(tiny_config(tiny_llama_dir, data, tmp_path / "bad", lambdas_per_prompt=2,
+                                 header_contrast_weight=0.5))
 
 
 def test_generate_command_prints_each_header_and_answer(tiny_llama_dir, dataset, tmp_path):
@@ -269,7 +277,8 @@ def test_generate_command_prints_each_header_and_answer(tiny_llama_dir, dataset,
     from lwdpo_edge.train.recipe import run_training
 
     run = run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "run", max_steps=1, save_steps=100))
-    result = CliRunner().invoke(app, ["generate", str(run), "--prompt", "Hi [lambda] there", "--lambda", "conciseness=1",
+    result = CliRunner().invoke(app, ["generate", str(run), "--prompt", "Hi [lambda] there",
+                                      "--lambda", "conciseness=1",
                                       "--lambda", "helpfulness=3,conciseness=1", "--max-new-tokens", "4"])
     assert result.exit_code == 0, result.output
     assert "[lambda] helpfulness=0.00 conciseness=1.00 | conciseness max" in result.output

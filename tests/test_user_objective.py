@@ -42,7 +42,8 @@ def write_feedback(path, repeats: int = 2):
             ranks = [2, 3, 1] if r % 2 == 0 else [3, 2, 1]
             log.append(judgement_record([{"role": "user", "content": prompt}], candidates, ranks, lam=LAM, strength=1.0,
                                         settings={"temperature": 0.8}, model_info={"path": "x"}, judgement="order"))
-    bad = {"prompt": "Hi", "responses": [{"text": "a", "scores": {"helpfulness": 1}}, {"text": "b", "scores": {"helpfulness": 0}}]}
+    bad = {"prompt": "Hi", "responses": [{"text": "a", "scores": {"helpfulness": 1}},
+                                         {"text": "b", "scores": {"helpfulness": 0}}]}
     with open(path, "a") as f:
         f.write('{"prompt": "half a line\n' + json.dumps(bad) + "\n")
     n = 3 * repeats
@@ -155,7 +156,8 @@ def test_too_few_empty_or_header_runs_get_one_clear_line(trained, tmp_path):
         run_training(tiny_config(run, "default", run, feedback=str(few), **config))
     result = CliRunner().invoke(app, ["train", "--output", str(run), "--feedback", str(empty)])
     assert result.exit_code == 2  # rich wraps the line to the terminal's width
-    assert f"error: {empty}: 0 judgement(s); training a 'user' slider needs at least 20" in " ".join(result.output.split())
+    assert (f"error: {empty}: 0 judgement(s); training a 'user' slider needs at least 20"
+            in " ".join(result.output.split()))
     header = tmp_path / "header-run"
     write_run_manifest(header, ["helpfulness"], {"spec": "x", "path": "x"}, {}, conditioning="header")
     with pytest.raises(TrainSetupError, match="adapter-soup run; this run's conditioning is 'header'"):

@@ -28,7 +28,8 @@ def write_dataset(path: Path, n_prompts: int = 8, seed: int = 0, ragged: bool = 
             n = rng.choice([2, 3, 4]) if ragged else 4
             answers = rng.sample(ANSWERS, n)
             responses = [
-                {"text": a, "scores": {"helpfulness": float(len(set(a.split()))), "conciseness": -float(len(a.split()))}}
+                {"text": a,
+                 "scores": {"helpfulness": float(len(set(a.split()))), "conciseness": -float(len(a.split()))}}
                 for a in answers
             ]
             f.write(json.dumps({"id": i, "prompt": QUESTIONS[i % len(QUESTIONS)], "responses": responses}) + "\n")

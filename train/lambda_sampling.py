@@ -134,7 +134,8 @@ class PerformanceScheduler(LambdaSampler):
 
     def update(self, losses: Sequence[float]) -> None:
         losses = np.asarray(losses, dtype=float)
-        improvement = np.zeros_like(losses) if self.previous_losses is None else np.maximum(0.0, self.previous_losses - losses)
+        improvement = (np.zeros_like(losses) if self.previous_losses is None
+                       else np.maximum(0.0, self.previous_losses - losses))
         priority = (losses + self.gain * improvement) / max(losses.mean(), 1e-8)
         self.logits = (1 - self.decay) * self.logits + self.step_size * (priority - priority.mean())
         self.previous_losses = losses
@@ -147,7 +148,8 @@ class PerformanceScheduler(LambdaSampler):
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("anchors") != [name for name, _ in self.anchors]:
-            raise ValueError(f"scheduler state is for anchors {state.get('anchors')}, this run has {[n for n, _ in self.anchors]}")
+            raise ValueError(f"scheduler state is for anchors {state.get('anchors')}, "
+                             f"this run has {[n for n, _ in self.anchors]}")
         self.logits = np.asarray(state["logits"], dtype=float)
         self.updates = int(state["updates"])
         self.previous_losses = None if state["previous_losses"] is None else np.asarray(state["previous_losses"])

@@ -5,7 +5,8 @@
 The model a user gets is the one the lambda-weighted loss trained. Every forward runs all K LoRA
 adapters, mixed exactly as lwdpo_edge.soup mixes them at inference,
 
-    W x + sum_k c_k(lambda) * s_k * B_k A_k x,     c(lambda) = soup_scales(lambda, strength) = 1/K + strength * (lambda - 1/K),
+    W x + sum_k c_k(lambda) * s_k * B_k A_k x,
+    c(lambda) = soup_scales(lambda, strength) = 1/K + strength * (lambda - 1/K),
 
 and each micro-batch draws ONE lambda from the run's scheduler (dirichlet with vertex draws, or the
 performance scheduler), sets the mix to c(lambda), and takes the lambda-weighted listwise loss (plus
@@ -19,8 +20,8 @@ vertex; the mixture trains K x S steps, each at a drawn lambda.
 listwise steps only), and the value reached is saved as the run's strength: then no gain is set by
 hand, not even the starting 1 after training.
 
-The run folder is a soup run (lwdpo.json conditioning "soup", adapters/<objective>/, soup_strength = the trained strength,
-training.mode "mixture"): eval, generate, export, the runtime, app and serve take it unchanged.
+The run folder is a soup run (lwdpo.json conditioning "soup", adapters/<objective>/, soup_strength = the
+trained strength, training.mode "mixture"): eval, generate, export, the runtime, app and serve take it unchanged.
 """
 
 from __future__ import annotations
@@ -178,11 +179,14 @@ def load_initial_adapters(model, soup_run: Path, model_dir: Path, objectives) ->
     soup_run = Path(soup_run)
     manifest = read_run_manifest(soup_run)
     if manifest.get("conditioning") != "soup":
-        raise TrainSetupError(f"--mixture-init {soup_run}: a soup run is needed, this one's conditioning is {manifest.get('conditioning')!r}")
+        raise TrainSetupError(f"--mixture-init {soup_run}: a soup run is needed, "
+                              f"this one's conditioning is {manifest.get('conditioning')!r}")
     if list(manifest["objectives"]) != list(objectives):
-        raise TrainSetupError(f"--mixture-init {soup_run}: its objectives {manifest['objectives']} differ from this run's {list(objectives)}")
+        raise TrainSetupError(f"--mixture-init {soup_run}: its objectives {manifest['objectives']} "
+                              f"differ from this run's {list(objectives)}")
     if Path(manifest["base_model"]["path"]).resolve() != Path(model_dir).resolve():
-        raise TrainSetupError(f"--mixture-init {soup_run}: base model {manifest['base_model']['path']} is not this run's {model_dir}")
+        raise TrainSetupError(f"--mixture-init {soup_run}: base model {manifest['base_model']['path']} "
+                              f"is not this run's {model_dir}")
     lora_keys = [k for k in model.state_dict() if "lora_" in k]
     for name, folder in soup_adapter_dirs(soup_run, manifest).items():
         try:
@@ -194,7 +198,8 @@ def load_initial_adapters(model, soup_run: Path, model_dir: Path, objectives) ->
         loaded = [k for k in lora_keys if f".{name}." in k and k not in missing]
         if result.unexpected_keys or len(loaded) != len(state):
             raise TrainSetupError(f"--mixture-init {soup_run}: adapter {name!r} does not fit this run's LoRA layers "
-                                  f"({len(state)} tensors, {len(loaded)} matched; check --lora-r and --lora-target-modules)")
+                                  f"({len(state)} tensors, {len(loaded)} matched; "
+                                  "check --lora-r and --lora-target-modules)")
 
 
 def run_mixture_training(config: LambdaDPOConfig) -> Path:
@@ -214,7 +219,8 @@ def run_mixture_training(config: LambdaDPOConfig) -> Path:
     args = dataclasses.replace(checkpoint_args(config), condition_on_lambda=False)  # the mix, not a header
     trainer = MixtureTrainer(
         model=model, args=args, train_dataset=ListDataset(records), processing_class=load_tokenizer(model_dir),
-        objectives=objectives, lambda_sampler=sampler, scheduler_lists=measured_lists, mix=TrainingMix(model, objectives, config.mixture_strength, config.mixture_learn_strength),
+        objectives=objectives, lambda_sampler=sampler, scheduler_lists=measured_lists,
+        mix=TrainingMix(model, objectives, config.mixture_strength, config.mixture_learn_strength),
         mixture_strength_lr=config.mixture_strength_lr,
         reference_cache=open_reference_cache(config, model_dir, model),
         callbacks=[RichProgressCallback(objectives), MetricsJsonlCallback(Path(config.output_dir) / METRICS_FILE)],

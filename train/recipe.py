@@ -85,7 +85,8 @@ def split_scheduler_lists(config: LambdaDPOConfig, train: list, heldout: list) -
     if heldout:
         return train, heldout[: config.scheduler_lists]
     if len(train) <= config.scheduler_lists:
-        raise TrainSetupError(f"{config.data}: too few lists ({len(train)}) to set {config.scheduler_lists} aside for the scheduler")
+        raise TrainSetupError(f"{config.data}: too few lists ({len(train)}) to set {config.scheduler_lists} "
+                              "aside for the scheduler")
     return train[: -config.scheduler_lists], train[-config.scheduler_lists:]
 
 
@@ -101,7 +102,8 @@ def fit_to_objectives(config: LambdaDPOConfig, objectives) -> LambdaDPOConfig:
         from rich.console import Console
 
         Console(stderr=True).print(f"[yellow]one objective ({objectives[0]}): every lambda is the same, so "
-                                   f"--lambdas-per-prompt {config.lambdas_per_prompt} would repeat each list; using 1[/]")
+                                   f"--lambdas-per-prompt {config.lambdas_per_prompt} would repeat each list; "
+                                   "using 1[/]")
         return dataclasses.replace(config, lambdas_per_prompt=1)
     return config
 
@@ -113,13 +115,15 @@ def checkpoint_args(config: LambdaDPOConfig) -> LambdaDPOConfig:
 
 def check_run_folder(config: LambdaDPOConfig) -> Path | None:
     """Refuse to mix two runs in one folder; find the checkpoint to resume from."""
-    checkpoints = sorted(Path(config.output_dir, CHECKPOINTS_DIR).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    checkpoints = sorted(Path(config.output_dir, CHECKPOINTS_DIR).glob("checkpoint-*"),
+                         key=lambda p: int(p.name.split("-")[1]))
     if config.resume:
         if not checkpoints:
             raise RunFolderError(f"{config.output_dir}: --resume given but there is no checkpoint to resume from")
         return checkpoints[-1]
     if checkpoints or Path(config.output_dir, ADAPTER_DIR).exists():
-        raise RunFolderError(f"{config.output_dir} already holds a run; pass --resume to continue it or choose another --output")
+        raise RunFolderError(f"{config.output_dir} already holds a run; "
+                             "pass --resume to continue it or choose another --output")
     return None
 
 
@@ -172,7 +176,8 @@ def setup(config: LambdaDPOConfig):
     return trainer, config, objectives, model_dir, resume_from, len(records)
 
 
-def save(trainer: LambdaDPOTrainer, config: LambdaDPOConfig, objectives, model_dir: Path, n_records: int, seconds: float):
+def save(trainer: LambdaDPOTrainer, config: LambdaDPOConfig, objectives, model_dir: Path, n_records: int,
+         seconds: float):
     run_dir = Path(config.output_dir)
     trainer.save_reference_cache()
     if not trainer.is_world_process_zero():
@@ -201,9 +206,12 @@ def reference_cache_summary(cache: ReferenceCache | None) -> dict:
 
 
 SUMMARY_FIELDS = {
-    "model", "data", "objectives", "qlora", "lora_r", "lora_alpha", "beta", "tau", "score_normalization", "sft_weight", "sft_warmup_steps", "header_contrast_weight", "mixture_strength", "mixture_learn_strength", "mixture_strength_lr", "mixture_init",
+    "model", "data", "objectives", "qlora", "lora_r", "lora_alpha", "beta", "tau", "score_normalization", "sft_weight",
+    "sft_warmup_steps", "header_contrast_weight", "mixture_strength", "mixture_learn_strength", "mixture_strength_lr",
+    "mixture_init",
     "length_normalize", "chunked_logps", "shared_prompt", "cache_reference_logps",
-    "condition_on_lambda", "lambda_scheduler", "scheduler_every", "lambda_alpha", "lambda_vertex_prob", "lambdas_per_prompt",
+    "condition_on_lambda", "lambda_scheduler", "scheduler_every", "lambda_alpha", "lambda_vertex_prob",
+    "lambdas_per_prompt",
     "learning_rate", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
     "max_prompt_tokens", "max_response_tokens",
 }

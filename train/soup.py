@@ -83,7 +83,8 @@ def train_one(config: LambdaDPOConfig, objective: str, objectives, records, mode
         model=model, args=sub, train_dataset=ListDataset(records), processing_class=tokenizer,
         objectives=objectives, lambda_sampler=FixedSampler(objectives, {objective: 1.0}),
         reference_cache=open_reference_cache(config, model_dir, model),
-        callbacks=[RichProgressCallback(objectives), MetricsJsonlCallback(run_dir / METRICS_DIR / f"{objective}.jsonl")],
+        callbacks=[RichProgressCallback(objectives),
+                   MetricsJsonlCallback(run_dir / METRICS_DIR / f"{objective}.jsonl")],
     )
     for noisy in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(noisy)

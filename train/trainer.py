@@ -25,7 +25,13 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from lwdpo_edge.logprobs import scored_sequence_logps, sequence_logps
 from lwdpo_edge.objective import cross_lambda_loss, lambda_best_index, lambda_dpo_loss
-from lwdpo_edge.train.batching import ListwiseBatch, PackedListwiseBatch, SequenceRows, encode_listwise, encode_listwise_packed
+from lwdpo_edge.train.batching import (
+    ListwiseBatch,
+    PackedListwiseBatch,
+    SequenceRows,
+    encode_listwise,
+    encode_listwise_packed,
+)
 from lwdpo_edge.train.config import LambdaDPOConfig
 from lwdpo_edge.train.lambda_sampling import LambdaSampler, PerformanceScheduler, distinct_lambdas, step_rng
 from lwdpo_edge.train.reference_cache import ReferenceCache
@@ -196,7 +202,8 @@ class LambdaDPOTrainer(Trainer):
         active = metrics["active"].float()  # (B, K)
         for k, name in enumerate(self.objectives):
             if active[:, k].sum() > 0:
-                self._window[f"acc/{name}"].append((metrics["top1_correct"][:, k].float().sum() / active[:, k].sum()).item())
+                self._window[f"acc/{name}"].append(
+                    (metrics["top1_correct"][:, k].float().sum() / active[:, k].sum()).item())
         rewards = metrics["rewards"][batch.candidate_mask]
         self._window["rewards/mean"].append(rewards.mean().item())
         self._window["rewards/spread"].append(

@@ -62,7 +62,8 @@ def load_feedback(path: str, minimum: int, console: Console | None = None) -> li
     if len(good) < minimum:
         skipped = f" ({len(problems)} bad line(s) skipped, listed above)" if problems else ""
         raise TrainSetupError(f"{path}: {len(good)} judgement(s){skipped}; training a '{USER_OBJECTIVE}' slider needs "
-                              f"at least {minimum} (--feedback-min): rank more answers in the chat app's Alternatives panel")
+                              f"at least {minimum} (--feedback-min): "
+                              "rank more answers in the chat app's Alternatives panel")
     return good
 
 

@@ -20,7 +20,8 @@ from lwdpo_edge.objective import usable_objectives
 
 def usable_objectives_of(record: ListwiseRecord, objectives: Sequence[str]) -> list[str]:
     """The objectives this list can teach, in the given order."""
-    raw = torch.tensor([[float("nan") if r.scores.get(name) is None else float(r.scores[name]) for r in record.responses]
+    raw = torch.tensor([[float("nan") if r.scores.get(name) is None else float(r.scores[name])
+                         for r in record.responses]
                         for name in objectives], dtype=torch.float64)  # (K, N)
     usable = usable_objectives(raw[None], torch.ones(1, raw.shape[1], dtype=torch.bool))[0]  # (K,)
     return [name for name, ok in zip(objectives, usable.tolist()) if ok]

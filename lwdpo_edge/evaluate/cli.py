@@ -19,18 +19,37 @@ RATER_HELP = ("OBJECTIVE=module.path:callable or OBJECTIVE=path/to/file.py:calla
 
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `lwdpo-edge train`.")],
-    data: Annotated[str, typer.Option(help="Held-out ranked lists: 'default' (the shipped dataset's held-out split) or a data file; rows with a 'split' contribute only split 'heldout'.")] = "default",
-    prompts: Annotated[Optional[str], typer.Option(help="Prompts to generate for: a .jsonl file (rows with 'prompt', held-out split if rows carry one) or a text file with one prompt per line. Default: the prompts of the held-out lists.")] = None,
+    data: Annotated[str, typer.Option(help=(
+        "Held-out ranked lists: 'default' (the shipped dataset's held-out split) or a data file; rows with a "
+        "'split' contribute only split 'heldout'."))] = "default",
+    prompts: Annotated[Optional[str], typer.Option(help=(
+        "Prompts to generate for: a .jsonl file (rows with 'prompt', held-out split if rows carry one) or a text "
+        "file with one prompt per line. Default: the prompts of the held-out lists."))] = None,
     n_prompts: Annotated[int, typer.Option(help="Generate for the first N prompts (issue 6 judges with >= 30).")] = 30,
     max_new_tokens: Annotated[int, typer.Option(help="Longest greedy answer in tokens.")] = 96,
-    output: Annotated[Optional[Path], typer.Option(help="Report folder (default RUN_DIR/eval); replaced atomically, an earlier report stays until the new one is complete.")] = None,
-    baseline: Annotated[bool, typer.Option(help="Also generate with the adapter disabled (the untrained base under the same headers). --no-baseline halves the generation time.")] = True,
-    grid: Annotated[str, typer.Option(help="Lambda points for generation and held-out ranking: 'full' (vertices, edge midpoints, centre), 'vertices' (vertices and centre) or 'dense' (full plus one interior point leaning to each objective, 0.6 / 0.2 / 0.2: 10 points for 3 objectives).")] = "full",
-    batch_size: Annotated[int, typer.Option(help="(prompt, lambda) answers generated together in one left-padded batch.")] = 16,
-    max_lists: Annotated[Optional[int], typer.Option(help="Rank only the first N held-out lists (default: all).")] = None,
-    soup_strength: Annotated[Optional[float], typer.Option(help="Soup runs only: steering strength of the adapter mix (1 = the plain lambda-weighted soup). Default: the run's own (lwdpo.json soup_strength).")] = None,
-    repetition_penalty: Annotated[float, typer.Option(help="Penalty on tokens repeated within the last 64 generated ones (lwdpo_edge/decoding.py; the same default as the runtime, app and server). 1 = plain greedy, how issue 6 judged.")] = REPETITION_PENALTY,
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads. Default: all of torch's threads on an idle machine, 1 when the load average shows other work (oversubscribed threads can run 10-50x slower).")] = None,
+    output: Annotated[Optional[Path], typer.Option(help=(
+        "Report folder (default RUN_DIR/eval); replaced atomically, an earlier report stays until the new one is "
+        "complete."))] = None,
+    baseline: Annotated[bool, typer.Option(help=(
+        "Also generate with the adapter disabled (the untrained base under the same headers). --no-baseline halves "
+        "the generation time."))] = True,
+    grid: Annotated[str, typer.Option(help=(
+        "Lambda points for generation and held-out ranking: 'full' (vertices, edge midpoints, centre), 'vertices' "
+        "(vertices and centre) or 'dense' (full plus one interior point leaning to each objective, 0.6 / 0.2 / 0.2: "
+        "10 points for 3 objectives)."))] = "full",
+    batch_size: Annotated[int, typer.Option(help=(
+        "(prompt, lambda) answers generated together in one left-padded batch."))] = 16,
+    max_lists: Annotated[Optional[int], typer.Option(help=(
+        "Rank only the first N held-out lists (default: all)."))] = None,
+    soup_strength: Annotated[Optional[float], typer.Option(help=(
+        "Soup runs only: steering strength of the adapter mix (1 = the plain lambda-weighted soup). Default: the "
+        "run's own (lwdpo.json soup_strength)."))] = None,
+    repetition_penalty: Annotated[float, typer.Option(help=(
+        "Penalty on tokens repeated within the last 64 generated ones (lwdpo_edge/decoding.py; the same default as "
+        "the runtime, app and server). 1 = plain greedy, how issue 6 judged."))] = REPETITION_PENALTY,
+    threads: Annotated[Optional[int], typer.Option(help=(
+        "torch CPU threads. Default: all of torch's threads on an idle machine, 1 when the load average shows other "
+        "work (oversubscribed threads can run 10-50x slower)."))] = None,
     rater: Annotated[Optional[list[str]], typer.Option("--rater", help=RATER_HELP)] = None,
 ):
     """Ranking accuracy on held-out lists, controllability under a lambda sweep, and the base-model baseline."""

@@ -102,8 +102,8 @@ def level_means(generations: Sequence[Generation], name: str) -> list[dict]:
     out = []
     for level in levels:
         values = np.array([g.scores[name] for g in generations if g.lam[name] == level])
-        out.append({"lambda": level, "mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                    "n": int(len(values))})
+        out.append({"lambda": level, "mean": float(values.mean()),
+                    "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "n": int(len(values))})
     return out
 
 
@@ -132,7 +132,8 @@ def point_summary(generations: Sequence[Generation], point: LambdaPoint, rated: 
     }
 
 
-def controllability_report(generations: Sequence[Generation], points: Sequence[LambdaPoint], rated: Sequence[str]) -> dict:
+def controllability_report(generations: Sequence[Generation], points: Sequence[LambdaPoint],
+                           rated: Sequence[str]) -> dict:
     """{"points": [per grid point means], "objectives": {name: objective_control}}."""
     return {
         "points": [point_summary(generations, point, rated) for point in points],

@@ -85,9 +85,11 @@ def judge(policy_gens, base_gens, points, rated: Sequence[str], ranking: dict, n
     """The verdict: per objective checks, and passed = every check of every objective holds."""
     policy_subset, judged_points = judged_subset(policy_gens, points)
     policy = controllability_report(policy_subset, judged_points, rated)["objectives"]
-    base = controllability_report(judged_subset(base_gens, points)[0], judged_points, rated)["objectives"] if base_gens else {}
+    base = (controllability_report(judged_subset(base_gens, points)[0], judged_points, rated)["objectives"]
+            if base_gens else {})
     ceilings = (ceiling or {}).get("objectives", {})
-    verdicts = {name: objective_verdict(name, policy[name], base.get(name), ranking, ceilings.get(name)) for name in rated}
+    verdicts = {name: objective_verdict(name, policy[name], base.get(name), ranking, ceilings.get(name))
+                for name in rated}
     # Without a baseline run (--no-baseline) base_near_zero is None: unchecked, not failed.
     checks = [v[key] for v in verdicts.values() for key in ("spearman_ok", "base_near_zero", "monotone", "top1_ok")
               if v[key] is not None]

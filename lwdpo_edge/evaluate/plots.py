@@ -92,16 +92,19 @@ def plot_tradeoff(report: dict, path: Path) -> Path | None:
 
 def plot_ranking(report: dict, path: Path) -> Path | None:
     ranking = report.get("ranking") or {}
-    objectives = [n for n in report.get("objectives", []) if ranking.get("chance", {}).get(n, {}).get(n, {}).get("top1") is not None]
+    objectives = [n for n in report.get("objectives", [])
+                  if ranking.get("chance", {}).get(n, {}).get(n, {}).get("top1") is not None]
     if not objectives:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(objectives), 3.4))
-    bars = (("policy", "trained run", "tab:blue"), ("base_logprob", "base log-prob", "tab:gray"), ("chance", "chance", "white"))
+    bars = (("policy", "trained run", "tab:blue"), ("base_logprob", "base log-prob", "tab:gray"),
+            ("chance", "chance", "white"))
     width = 0.8 / len(bars)
     for j, (ranker, label, color) in enumerate(bars):
         values = [ranking.get(ranker, {}).get(n, {}).get(n, {}).get("top1") or 0.0 for n in objectives]
-        ax.bar([i + j * width for i in range(len(objectives))], values, width, label=label, color=color, edgecolor="black")
+        ax.bar([i + j * width for i in range(len(objectives))], values, width, label=label, color=color,
+               edgecolor="black")
     ax.set_xticks([i + width for i in range(len(objectives))], objectives)
     ax.set_ylabel("top-1 accuracy at the objective's vertex")
     ax.set_ylim(0, 1)

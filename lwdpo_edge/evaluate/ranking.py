@@ -87,7 +87,8 @@ def candidate_logps(model, batch: ListwiseBatch, length_normalize: bool, rows_pe
 
 
 @torch.inference_mode()
-def score_chunk(model, tokenizer, records, lam: dict[str, float], objectives, settings: RankingSettings) -> list[ListLogps]:
+def score_chunk(model, tokenizer, records, lam: dict[str, float], objectives,
+                settings: RankingSettings) -> list[ListLogps]:
     """Policy and reference log-probs of every candidate of `records` under `lam`."""
     batch = encode_listwise(
         records, [lam] * len(records), tokenizer, objectives,
@@ -105,7 +106,8 @@ def score_chunk(model, tokenizer, records, lam: dict[str, float], objectives, se
 
 
 def score_lists(model, tokenizer, records, points: Sequence[LambdaPoint], objectives, settings: RankingSettings,
-                lists_per_batch: int = 8, advance: Callable[[int], None] = lambda n: None) -> dict[str, list[ListLogps]]:
+                lists_per_batch: int = 8,
+                advance: Callable[[int], None] = lambda n: None) -> dict[str, list[ListLogps]]:
     """{point name: [ListLogps per record]}. Without conditioning every lambda sees the same
     inputs, so the lists are scored once and shared by all points."""
     done: dict[tuple, list[ListLogps]] = {}
@@ -150,9 +152,9 @@ def target_metrics(lists: Sequence[ListLogps], target_of: Callable[[ListLogps], 
             rows.append((top1_accuracy(v, s), kendall_tau(v, s), ndcg(v, s)))
     top1, tau, gain = zip(*rows) if rows else ((), (), ())
     # *_se: standard error of each mean over the lists, so two runs' gap can be read against noise
-    return {"top1": mean_or_none(top1), "kendall_tau": mean_or_none(tau), "ndcg": mean_or_none(gain), "n_lists": len(rows),
-            "top1_se": standard_error_or_none(top1), "kendall_tau_se": standard_error_or_none(tau),
-            "ndcg_se": standard_error_or_none(gain)}
+    return {"top1": mean_or_none(top1), "kendall_tau": mean_or_none(tau), "ndcg": mean_or_none(gain),
+            "n_lists": len(rows), "top1_se": standard_error_or_none(top1),
+            "kendall_tau_se": standard_error_or_none(tau), "ndcg_se": standard_error_or_none(gain)}
 
 
 def objective_metrics(lists: Sequence[ListLogps], k: int, values_of: Callable[[ListLogps], np.ndarray] | None) -> dict:
@@ -162,7 +164,8 @@ def objective_metrics(lists: Sequence[ListLogps], k: int, values_of: Callable[[L
 
 def rankers(beta: float) -> dict:
     """What orders a list: the policy's implicit reward, the base model's log-prob, or chance (None)."""
-    return {"policy": lambda item: policy_rewards(item, beta), "base_logprob": lambda item: item.reference, "chance": None}
+    return {"policy": lambda item: policy_rewards(item, beta), "base_logprob": lambda item: item.reference,
+            "chance": None}
 
 
 def ranking_report(scored: dict[str, list[ListLogps]], objectives: Sequence[str], beta: float) -> dict:
@@ -183,11 +186,12 @@ def weighted_target(item: ListLogps, lam: Sequence[float], normalization: str) -
     return lambda_weighted_scores(normalised[None], lam_row, mask)[0].numpy()
 
 
-def weighted_ranking_report(scored: dict[str, list[ListLogps]], points: Sequence[LambdaPoint], objectives: Sequence[str],
-                            beta: float, normalization: str = "zscore") -> dict:
+def weighted_ranking_report(scored: dict[str, list[ListLogps]], points: Sequence[LambdaPoint],
+                            objectives: Sequence[str], beta: float, normalization: str = "zscore") -> dict:
     """{"policy" | "base_logprob" | "chance": {point: metrics against the point's lambda-weighted score}}."""
     lams = {p.name: [p.lam[name] for name in objectives] for p in points}
-    return {ranker: {point: target_metrics(lists, lambda item, lam=lams[point]: weighted_target(item, lam, normalization),
+    return {ranker: {point: target_metrics(lists,
+                                           lambda item, lam=lams[point]: weighted_target(item, lam, normalization),
                                            values_of)
                      for point, lists in scored.items()}
             for ranker, values_of in rankers(beta).items()}

@@ -88,13 +88,15 @@ def verdict_section(report: dict) -> list[str]:
         f"Spearman >= {t['min_spearman']}, base |Spearman| <= {t['max_base_spearman']}, monotone mean score rising by "
         f"> {t.get('rise_standard_errors', 0)} standard errors, top-1 at the objective's vertex above chance by "
         f"> {t.get('top1_z', 0)} binomial standard errors. **{'Passed' if criteria['passed'] else 'Not passed'}.**", "",
-        "| objective | Spearman run | Spearman base | data ceiling | mean score low -> high | monotone | top-1 at vertex | chance |",
+        "| objective | Spearman run | Spearman base | data ceiling | mean score low -> high | monotone | "
+        "top-1 at vertex | chance |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, v in criteria["objectives"].items():
         levels = " -> ".join(_num(x, 2) for x in v["levels"])
         lines.append(f"| {name} | {_num(v['spearman'], 2)} ({_mark(v['spearman_ok'])}) | {_num(v['base_spearman'], 2)} "
-                     f"({_mark(v['base_near_zero'])}) | {_num(v.get('data_ceiling_spearman'), 2)} | {levels} | {_mark(v['monotone'])} | "
+                     f"({_mark(v['base_near_zero'])}) | {_num(v.get('data_ceiling_spearman'), 2)} | {levels} | "
+                     f"{_mark(v['monotone'])} | "
                      f"{_num(v['top1_at_vertex'], 2)} ({_mark(v['top1_ok'])}) | {_num(v['chance_top1'], 2)} |")
     lines += ["", "Data ceiling: the Spearman a model would reach by answering, at every point, with the held-out "
               "list's lambda-best candidate (what imitation of the data can steer at best; not checked)."]
@@ -108,15 +110,18 @@ def ranking_section(report: dict) -> list[str]:
     lines = [
         f"## Ranking of {report['data']['n_lists']} held-out lists", "",
         "Implicit reward r = beta * (log pi - log pi_ref) of the run vs the base model's own log-prob and chance.", "",
-        "| lambda | objective | top-1 run / base / chance | Kendall tau run / base | NDCG run / base / chance | lists |",
+        "| lambda | objective | top-1 run / base / chance | Kendall tau run / base | NDCG run / base / chance "
+        "| lists |",
         "|---|---|---|---|---|---|",
     ]
     for point, per_objective in ranking["policy"].items():
         for name, m in per_objective.items():  # one row per (point, objective)
             base, chance = ranking["base_logprob"][point][name], ranking["chance"][point][name]
-            lines.append(f"| {point} | {name} | {_num(m['top1'], 2)} / {_num(base['top1'], 2)} / {_num(chance['top1'], 2)} | "
+            lines.append(f"| {point} | {name} | "
+                         f"{_num(m['top1'], 2)} / {_num(base['top1'], 2)} / {_num(chance['top1'], 2)} | "
                          f"{_num(m['kendall_tau'], 2)} / {_num(base['kendall_tau'], 2)} | "
-                         f"{_num(m['ndcg'], 2)} / {_num(base['ndcg'], 2)} / {_num(chance['ndcg'], 2)} | {m['n_lists']} |")
+                         f"{_num(m['ndcg'], 2)} / {_num(base['ndcg'], 2)} / {_num(chance['ndcg'], 2)} | "
+                         f"{m['n_lists']} |")
     return lines + [""]
 
 
@@ -141,13 +146,16 @@ def controllability_section(report: dict) -> list[str]:
               "|---|" + "---|" * (len(control["rated"]) + 2)]
     for point in policy["points"]:
         other = base_points.get(point["name"], {"mean_scores": {}, "mean_words": None})
-        cells = [f"{_num(point['mean_scores'].get(n), 2)} ({_num(other['mean_scores'].get(n), 2)})" for n in control["rated"]]
-        lines.append(f"| {point['name']} | " + " | ".join(cells) + f" | {_num(point['mean_words'], 1)} / {_num(other['mean_words'], 1)} | "
+        cells = [f"{_num(point['mean_scores'].get(n), 2)} ({_num(other['mean_scores'].get(n), 2)})"
+                 for n in control["rated"]]
+        lines.append(f"| {point['name']} | " + " | ".join(cells)
+                     + f" | {_num(point['mean_words'], 1)} / {_num(other['mean_words'], 1)} | "
                      f"{_num(point.get('repeating'), 2)} / {_num(other.get('repeating'), 2)} |")
     lines += pareto_lines(control.get("pareto"))
     if control.get("unrated"):
         lines += ["", f"No built-in rater, not measured on generations: {', '.join(control['unrated'])}."]
-    return lines + ["", "Cells: trained run (base model). Repeating: share of answers that repeat a 4-word sequence 3+ times."]
+    return lines + ["", "Cells: trained run (base model). Repeating: share of answers that repeat a 4-word sequence "
+                        "3+ times."]
 
 
 def pareto_lines(pareto: dict | None) -> list[str]:
@@ -197,5 +205,6 @@ def summary_markdown(report: dict) -> str:
         f"- wall time: {_timing_line(report['timing'])}", "",
     ]
     plots = [f"![{name}]({name})" for name in report.get("plots", [])]
-    body = verdict_section(report) + ranking_section(report) + weighted_ranking_section(report) + controllability_section(report)
+    body = (verdict_section(report) + ranking_section(report) + weighted_ranking_section(report)
+            + controllability_section(report))
     return "\n".join(head + body + [""] + plots) + "\n"

@@ -77,7 +77,8 @@ def check_run(run_dir: Path) -> dict:
     manifest = read_run_manifest(run_dir)
     conditioning = manifest.get("conditioning", "header")
     if conditioning not in CONDITIONINGS:
-        raise RunFolderError(f"{run_dir}: conditioning {conditioning!r} is not supported by this eval (knows {CONDITIONINGS})")
+        raise RunFolderError(f"{run_dir}: conditioning {conditioning!r} is not supported by this eval "
+                             f"(knows {CONDITIONINGS})")
     if conditioning == "soup":
         soup_adapter_dirs(run_dir, manifest)  # raises naming the missing adapter
         return manifest
@@ -121,7 +122,14 @@ def prepare(config: EvalConfig, raters: Mapping | None) -> Inputs:
 
 
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
@@ -166,7 +174,8 @@ def generate_grid(backend, inputs: Inputs, points, conditioned: bool, config: Ev
     return rate_generations(inputs.prompts, jobs, answers, inputs.raters), seconds
 
 
-def generate_all(model, tokenizer, inputs: Inputs, points, conditioned: bool, config: EvalConfig, progress, timing: dict):
+def generate_all(model, tokenizer, inputs: Inputs, points, conditioned: bool, config: EvalConfig, progress,
+                 timing: dict):
     """{"base": [...], "policy": [...]} generations; the base model first, so that the policy can then
     generate with the adapter merged into the fp32 weights (~15% faster than unmerged LoRA): nothing
     after this needs the unmerged model."""
@@ -177,7 +186,8 @@ def generate_all(model, tokenizer, inputs: Inputs, points, conditioned: bool, co
     for name in (["base"] if config.baseline else []) + ["policy"]:
         if name == "policy" and mixer is None:
             model.merge_adapter()
-        backend = TransformersBackend(model, tokenizer, adapter=name == "policy", repetition_penalty=config.repetition_penalty)
+        backend = TransformersBackend(model, tokenizer, adapter=name == "policy",
+                                      repetition_penalty=config.repetition_penalty)
         if name == "policy" and mixer is not None:  # a soup mix changes per point: never merged
             generations[name], timing[f"generation_{name}_s"] = generate_soup_grid(
                 backend, mixer, inputs, points, config, progress)

@@ -180,7 +180,8 @@ class ChatModel:
     def steering_strength(self, strength=None) -> float | None:
         """The soup mix's steering strength (lwdpo_edge/soup.py): `strength` checked, or the model's
         default when None; None for a header or plain model, which take no strength (LambdaError if given)."""
-        return strength_for(self.conditioning, strength, getattr(self.contract, "soup_strength", None))  # a plain model has no contract
+        # a plain model has no contract
+        return strength_for(self.conditioning, strength, getattr(self.contract, "soup_strength", None))
 
     def chat(self, messages, lam=None, *, stream: bool = False, temperature: float = 0.0, top_p: float = 1.0,
              max_tokens: int = 256, seed: int | None = None, usage: Usage | None = None, strength: float | None = None,
@@ -295,12 +296,14 @@ class ChatModel:
         raise NotImplementedError
 
     def apply_mix(self, lam: dict[str, float], strength: float) -> None:
-        """Soup models only: set the adapters' scales to soup_scales(lam, strength) (under the lock, before sampling)."""
+        """Soup models only: set the adapters' scales to soup_scales(lam, strength) (under the lock, before
+        sampling)."""
         raise NotImplementedError
 
 
 def mix_text(lam: Mapping[str, float], strength: float | None = None) -> str:
-    """What a soup model receives, in words: 'adapter mix: helpfulness 0.50, conciseness 0.50, strength 2 (no header)'."""
+    """What a soup model receives, in words:
+    'adapter mix: helpfulness 0.50, conciseness 0.50, strength 2 (no header)'."""
     weights = ", ".join(f"{name} {value:.2f}" for name, value in lam.items())
     return f"adapter mix: {weights}" + (f", strength {strength:g}" if strength is not None else "") + " (no header)"
 

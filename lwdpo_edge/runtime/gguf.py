@@ -43,7 +43,8 @@ class GGUFModel(ChatModel):
             contract = None  # a GGUF not made by lwdpo-edge: plain chat
         trained = read_gguf_keys(path, lambda key: key.endswith(".context_length") or key == "general.type")
         if trained.pop("general.type", None) == "adapter":
-            raise ModelLoadError(f"{path}: a LoRA adapter, not a model; load the base GGUF that lists it in lwdpo.soup_adapters")
+            raise ModelLoadError(f"{path}: a LoRA adapter, not a model; "
+                                 "load the base GGUF that lists it in lwdpo.soup_adapters")
         n_ctx = min([n_ctx, *map(int, trained.values())])  # beyond it llama.cpp warns and quality drops
         try:
             with quiet_llama_cpp():

@@ -109,7 +109,8 @@ class HFSoupModel(HFModel):
             raise ModelLoadError(f"{path}: cannot load this soup run ({err})") from None
         config = self.model.config
         limit = getattr(config, "max_position_embeddings", None) or n_ctx
-        ChatModel.__init__(self, path, ExportContract.from_manifest(manifest), min(n_ctx, limit), config.model_type, None)
+        ChatModel.__init__(self, path, ExportContract.from_manifest(manifest), min(n_ctx, limit), config.model_type,
+                           None)
         self._stop = stop_tokens(self.model, self.tokenizer)
 
     def apply_mix(self, lam, strength):

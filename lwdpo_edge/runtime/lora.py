@@ -29,7 +29,8 @@ class LoraSet:
         for path in self.paths:
             if not path.is_file():
                 self.close()
-                raise FileNotFoundError(f"{path}: LoRA adapter file missing (listed in the base GGUF's lwdpo.soup_adapters)")
+                raise FileNotFoundError(f"{path}: LoRA adapter file missing "
+                                        "(listed in the base GGUF's lwdpo.soup_adapters)")
             handle = llama_cpp.llama_adapter_lora_init(llm._model.model, str(path).encode())
             if not handle:
                 self.close()

@@ -44,7 +44,8 @@ class OnnxModel(ChatModel):
             raise ModelLoadError(f"{path}: onnxruntime-genai cannot load this folder ({err})") from None
         contract = sidecar_contract(path)
         quant = contract_format(path)
-        super().__init__(path, contract, min(n_ctx, int(genai.get("context_length") or n_ctx)), genai.get("type"), quant)
+        super().__init__(path, contract, min(n_ctx, int(genai.get("context_length") or n_ctx)), genai.get("type"),
+                         quant)
         eos = genai.get("eos_token_id")
         self._stop = set(eos if isinstance(eos, list) else [eos]) - {None}
         template = path / TEMPLATE_FILE
@@ -137,7 +138,8 @@ class OnnxMix:
 
         name = ",".join(f"{s:.6g}" for s in scales)
         if name not in self.loaded:
-            path = write_onnx_adapter(self.folder / f"{len(self.loaded)}-{abs(hash(name))}.onnx_adapter", self.blocks, scales)
+            path = write_onnx_adapter(self.folder / f"{len(self.loaded)}-{abs(hash(name))}.onnx_adapter", self.blocks,
+                                      scales)
             self.adapters.load(str(path), name)
             path.unlink()  # loaded into memory; nothing to keep on disk
             self.loaded.append(name)
