@@ -14,11 +14,12 @@ the condition), and the base with all adapters disabled is still reference and b
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from rich.console import Console
 
 from lwdpo_edge.contract import ADAPTER_DIR, RunFolderError, read_run_manifest, soup_adapter_dirs
 from lwdpo_edge.decoding import REPETITION_PENALTY, check_repetition_penalty
@@ -28,6 +29,7 @@ from lwdpo_edge.evaluate.rater_plugins import load_raters, parse_rater_spec
 from lwdpo_edge.evaluate.report import check_output_folder, write_report
 from lwdpo_edge.lambdas import LambdaError
 from lwdpo_edge.soup import strength_for
+from lwdpo_edge.threads import auto_threads
 
 EVAL_VERSION = 1
 CONDITIONINGS = ("header", "none", "soup")  # what lwdpo.json may say and this eval can reproduce
@@ -234,23 +236,15 @@ def run_evaluation(config: EvalConfig, raters: Mapping | None = None) -> Path:
     inputs = prepare(config, raters)
     hf_logging.disable_progress_bar()  # one rich display; no tqdm "Loading weights" bars inside it
     threads = torch.get_num_threads()
-    config = replace(config, threads=config.threads or auto_threads(threads))
+    if not config.threads:
+        chosen, why = auto_threads(threads)
+        Console(stderr=True).print(f"eval: {why}", highlight=False)
+        config = replace(config, threads=chosen)
     torch.set_num_threads(config.threads)
     try:
         return evaluate_loaded(config, inputs, started)
     finally:
         torch.set_num_threads(threads)  # a process-wide setting: give the caller theirs back
-
-
-def auto_threads(default: int) -> int:
-    """torch's default on an idle machine, 1 thread when other processes already load the cores.
-
-    With oversubscribed cores torch's OpenMP threads wait for each other at every op. Measured on
-    2 shared cores: one 16-answer batch took 3.3 s with 2 threads, then 247 s on the next call;
-    with 1 thread it took 5.2 s every time.
-    """
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return 1 if busy >= (os.cpu_count() or 1) / 2 else default
 
 
 def evaluate_loaded(config: EvalConfig, inputs: Inputs, started: float) -> Path:
