@@ -48,8 +48,9 @@ def evaluate(
         "Penalty on tokens repeated within the last 64 generated ones (lwdpo_edge/decoding.py; the same default as "
         "the runtime, app and server). 1 = plain greedy, how issue 6 judged."))] = REPETITION_PENALTY,
     threads: Annotated[Optional[int], typer.Option(help=(
-        "torch CPU threads. Default: all of torch's threads on an idle machine, 1 when the load average shows other "
-        "work (oversubscribed threads can run 10-50x slower)."))] = None,
+        "torch CPU threads. Default: all of torch's threads when the cores are idle, 1 when other work keeps half of "
+        "them busy (measured over 0.5 s; oversubscribed threads can run 10-50x slower). The choice is printed."
+    ))] = None,
     rater: Annotated[Optional[list[str]], typer.Option("--rater", help=RATER_HELP)] = None,
 ):
     """Ranking accuracy on held-out lists, controllability under a lambda sweep, and the base-model baseline."""
