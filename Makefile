@@ -1,6 +1,6 @@
 # make demo : set up .venv and run the main job offline (train on the embedded model + data, then
 #             answer one prompt at three lambdas)
-# make test : set up .venv, lint (ruff) and run the test suite (what CI runs)
+# make test : set up .venv, lint (ruff), check the import layers (import-linter) and run the test suite (what CI runs)
 # make test-avx2 : the same suite against a llama.cpp built without AVX-512 (AVX2 + FMA + F16C), in
 #             .llama-avx2/ shadowing .venv's build: no test may depend on the SIMD kernels
 .PHONY: venv demo test test-slow test-avx2
@@ -13,6 +13,7 @@ demo: venv
 
 test: venv
 	.venv/bin/ruff check .
+	bash scripts/lint_imports.sh
 	.venv/bin/python -m pytest -m "not slow" -q
 
 test-slow: venv

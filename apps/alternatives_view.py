@@ -7,8 +7,9 @@
 same lambda with different seeds, or spread over lambda: apps/alternatives.py), filling one column
 per candidate as it is done. 'Best' under a column records that pick (the others share rank 2);
 ranking every column and 'Save this order' records a full order. Either way one record goes to the
-feedback file (apps/feedback.py) and the counter under the panel shows the total and the command
-that trains on it. Generating is one Gradio event on the model's lock, like a chat turn.
+feedback file (lwdpo_edge/feedback_data.py) and the counter under the panel (apps/feedback.py) shows
+the total and the command that trains on it. Generating is one Gradio event on the model's lock,
+like a chat turn.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import gradio as gr
 
 from lwdpo_edge.apps.alternatives import MAX_N, MIN_N, MODES, SEEDS, iter_alternatives, last_exchange, sampling_settings
 from lwdpo_edge.apps.chat_logic import conversation_messages
-from lwdpo_edge.apps.feedback import FeedbackError, FeedbackLog, counter_markdown, judgement_record, ranks_from_best
+from lwdpo_edge.apps.feedback import counter_markdown
+from lwdpo_edge.feedback_data import FeedbackError, FeedbackLog, judgement_record, ranks_from_best
 
 LETTERS = "ABCD"
 

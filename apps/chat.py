@@ -23,8 +23,8 @@ from lwdpo_edge.apps.chat_config import ChatConfig  # noqa: E402
 from lwdpo_edge.apps.chat_logic import (  # noqa: E402
     conversation_messages, default_lambda, model_info_markdown, presets, received_system, simplex_markdown,
     slider_lambda)
-from lwdpo_edge.apps.feedback import FeedbackLog  # noqa: E402
 from lwdpo_edge.apps.history import ChatHistory, HistoryError  # noqa: E402
+from lwdpo_edge.feedback_data import FeedbackLog  # noqa: E402
 from lwdpo_edge.runtime.base import mix_text  # noqa: E402
 
 TITLE = "lwdpo-edge chat"

@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from lwdpo_edge.feedback_data import DEFAULT_FEEDBACK_FILE
+
 DEMO_RUN = Path("runs/demo")  # train/configs/demo.yaml's output_dir, relative to where you run it
 EXPORT_DIR = "export"  # lwdpo_edge.export.pipeline.EXPORT_DIR (not imported: that pulls in the exporter)
 DEFAULT_HISTORY_DIR = Path("~/.local/share/lwdpo-edge/chats")
-DEFAULT_FEEDBACK_FILE = Path("~/.local/share/lwdpo-edge/feedback.jsonl")  # apps/feedback.py
 
 
 class ChatSetupError(RuntimeError):

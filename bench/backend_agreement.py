@@ -37,9 +37,8 @@ def reference_runs(model_dir: Path, questions: list[str], max_new: int, threads:
     """[(tokens, answer start, fp32 logits (T, V))] from the transformers model."""
     from transformers import AutoModelForCausalLM
 
-    from lwdpo_edge.conditioning import prompt_text
+    from lwdpo_edge.conditioning import prompt_text, stop_tokens
     from lwdpo_edge.export.runtimes import HFRuntime
-    from lwdpo_edge.export.verify import stop_tokens
     from lwdpo_edge.models import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
@@ -77,7 +76,7 @@ def compare_file(gguf: Path, runs, threads: int) -> dict:
 def with_sidecar(model_dir: Path, folder: Path) -> Path:
     """The fp32 folder's files linked beside a one-objective contract (the converter writes its keys;
     the bench passes tokens, so the chat template it adds is never used)."""
-    from lwdpo_edge.export.contract import SIDECAR_FILE, ExportContract
+    from lwdpo_edge.export_contract import SIDECAR_FILE, ExportContract
 
     folder.mkdir()
     for path in model_dir.iterdir():

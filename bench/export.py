@@ -70,7 +70,7 @@ def hf_decoder(folder: Path, threads: int):
 def gguf_decoder(path: Path, threads: int):
     import llama_cpp
 
-    from lwdpo_edge.export.gguf import quiet_llama_cpp
+    from lwdpo_edge.llama_load import quiet_llama_cpp
     from lwdpo_edge.llama_load import load_llama
 
     with quiet_llama_cpp():

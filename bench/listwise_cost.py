@@ -131,11 +131,11 @@ def parity_child(model: str, data: Path, threads: int) -> dict:
     """Loss and LoRA gradients of one list through the old path and the new path, same weights."""
     import torch
 
+    from lwdpo_edge.batching import encode_listwise, encode_listwise_packed
     from lwdpo_edge.data import load_records
     from lwdpo_edge.logprobs import scored_sequence_logps, sequence_logps
     from lwdpo_edge.models import LoraSettings, load_policy, load_tokenizer, resolve_model
     from lwdpo_edge.objective import lambda_dpo_loss
-    from lwdpo_edge.train.batching import encode_listwise, encode_listwise_packed
 
     model_dir = resolve_model(model)
     torch.manual_seed(0)  # LoRA A's init and B below: the same weights every run

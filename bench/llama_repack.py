@@ -99,7 +99,7 @@ def main() -> None:
     print(f"{args.tokens} greedy tokens, best of {args.repeats}, {args.threads} thread(s); load average "
           f"{os.getloadavg()[0]:.2f}\n")
     print(f"{'weights':8s} {'repack off tok/s':>18s} {'default tok/s':>22s} {'off / default':>14s}")
-    from lwdpo_edge.export.gguf import quiet_llama_cpp
+    from lwdpo_edge.llama_load import quiet_llama_cpp
 
     with tempfile.TemporaryDirectory() as tmp:
         with quiet_llama_cpp():

@@ -12,10 +12,10 @@ lists of 4 had one, so 50 judgements would have needed ~250 prompts; digits: 40%
   1. base run: a soup run to add to (RUN, made with --base-steps per adapter if RUN has no lwdpo.json);
   2. export it to GGUF q8_0 (what `lwdpo-edge chat` runs) and load it with the runtime;
   3. judgements: for training-split prompts of the shipped prompt set, the app's own functions
-     (apps/alternatives.generate_alternatives at the default lambda, different seeds; apps/feedback.
-     judgement_record; FeedbackLog.append) with the simulated user's full order: rank 1 for every
-     candidate where the rule holds, rank 2 for the rest; a list where all agree is skipped (no
-     preference, as a person would skip it), until --judgements are recorded;
+     (apps/alternatives.generate_alternatives at the default lambda, different seeds;
+     lwdpo_edge/feedback_data.judgement_record; FeedbackLog.append) with the simulated user's full
+     order: rank 1 for every candidate where the rule holds, rank 2 for the rest; a list where all
+     agree is skipped (no preference, as a person would skip it), until --judgements are recorded;
   4. `lwdpo-edge train --output RUN --feedback FILE` (the real command, a child process);
   5. `lwdpo-edge export RUN` and `lwdpo-edge chat EXPORT` until the page serves a `lambda-user` slider
      (time from 'feedback file ready' to 'new slider in the app' = 4 + 5);
@@ -78,7 +78,7 @@ def collect(model, log, target: int, n: int, max_tokens: int, seed: int) -> dict
     """Judgements through the app's code path until `target` are in the log; counts."""
     from lwdpo_edge.apps.alternatives import SEEDS, generate_alternatives
     from lwdpo_edge.apps.chat_logic import default_lambda
-    from lwdpo_edge.apps.feedback import judgement_record
+    from lwdpo_edge.feedback_data import judgement_record
 
     lam, strength = default_lambda(model), model.info.get("soup_strength")
     asked = skipped = 0
@@ -196,7 +196,7 @@ def main(argv=None) -> dict:
     import torch
 
     from lwdpo_edge import load_model
-    from lwdpo_edge.apps.feedback import FeedbackLog
+    from lwdpo_edge.feedback_data import FeedbackLog
 
     torch.set_num_threads(args.threads)
     run, result = args.run, {"rule": RULE_RE.pattern,

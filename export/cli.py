@@ -71,9 +71,10 @@ def export(
 
 def _run(run_dir, fmt, quant, precision, output, verify, threads, presets, lambdas, err) -> list:
     """The steerable export, or the merged presets asked for; soup runs in ONNX / hf fall back to the default preset."""
+    from lwdpo_edge.contract import is_soup_run
     from lwdpo_edge.export.pipeline import check_options, export_run
     from lwdpo_edge.export.preset import choose_presets, export_presets
-    from lwdpo_edge.export.soup_export import is_soup_run, read_soup_run
+    from lwdpo_edge.export.soup_export import read_soup_run
 
     fmt, variant = check_options(fmt, quant, precision)
     if is_soup_run(run_dir) and fmt == "hf" and not (presets or lambdas):

@@ -22,8 +22,8 @@ import json
 import sys
 from pathlib import Path
 
-from lwdpo_edge.export.contract import SIDECAR_FILE, ExportContract
-from lwdpo_edge.export.keys import add_lwdpo_keys
+from lwdpo_edge.export_contract import SIDECAR_FILE, ExportContract
+from lwdpo_edge.gguf_keys import add_lwdpo_keys
 
 
 def write_contract_with_every_header(contract: ExportContract) -> None:

@@ -8,11 +8,11 @@ The f16 file is the converter's output and the quantizer's input; for --quant f1
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
+
+from lwdpo_edge.llama_load import quiet_llama_cpp
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
 DEFAULT_QUANT = "q8_0"
@@ -57,22 +57,6 @@ def build_gguf(merged_dir: Path, out_path: Path, quant: str, workdir: Path, stag
         quantize(f16, out_path, quant)
     f16.unlink()
     return out_path
-
-
-@contextmanager
-def quiet_llama_cpp():
-    """llama.cpp logs every tensor it quantizes or loads through llama-cpp-python's logger: mute it.
-
-    The logger starts at NOTSET, which its callback reads as "print everything" (debug lines
-    included, ~460 per LoRA scale change), so NOTSET is not restored: it stays at ERROR.
-    """
-    logger = logging.getLogger("llama-cpp-python")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level if level != logging.NOTSET else logging.ERROR)
 
 
 def log_tail(text: str, lines: int = 15) -> str:

@@ -19,11 +19,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lwdpo_edge.chat_template import lwdpo_chat_template
 from lwdpo_edge.contract import ADAPTER_DIR, RunFolderError, read_run_manifest
 from lwdpo_edge.export.architectures import ExportInputError, check_architecture
-from lwdpo_edge.export.chat_template import lwdpo_chat_template
-from lwdpo_edge.export.contract import SIDECAR_FILE, ExportContract
-from lwdpo_edge.models import quiet_transformers  # pipeline.py imports it from here too
+from lwdpo_edge.export_contract import SIDECAR_FILE, ExportContract
+from lwdpo_edge.models import quiet_transformers
 
 
 def read_run(run_dir: Path) -> tuple[dict[str, Any], Path, str]:

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from lwdpo_edge.contract import atomic_write_text
-from lwdpo_edge.export.contract import ExportContract
+from lwdpo_edge.export_contract import ExportContract
 
 # Go templates as in Ollama's library models (they render .System via the messages loop).
 _CHATML = (
@@ -48,7 +48,7 @@ def implicit_system(chat_template: str) -> str:
     """The system message the Jinja template writes when a conversation has none (SmolLM2's "You are a
     helpful AI assistant named SmolLM..."), '' when it writes none or the format is unknown. Ollama's
     Go template cannot hold that rule, so the Modelfile's SYSTEM carries it."""
-    from lwdpo_edge.export.chat_template import render_chat_template
+    from lwdpo_edge.chat_template import render_chat_template
 
     fmt = chat_format(chat_template)
     if fmt is None:

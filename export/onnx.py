@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lwdpo_edge.export import keys
-from lwdpo_edge.export.contract import SIDECAR_FILE, TEMPLATE_VARIABLE, ExportContract
+from lwdpo_edge import gguf_keys as keys
 from lwdpo_edge.export.gguf import ConversionError, log_tail
+from lwdpo_edge.export_contract import SIDECAR_FILE, TEMPLATE_VARIABLE, ExportContract
 
 PRECISIONS = ("fp32", "int4")
 DEFAULT_PRECISION = "int4"

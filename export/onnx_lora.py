@@ -14,7 +14,8 @@ Any onnxruntime app that ignores the inputs gets the default mix; one that feeds
 as an onnxruntime `.onnx_adapter` file through onnxruntime-genai's Adapters API, as
 lwdpo_edge/runtime/onnx.py does) gets any lambda. The per-objective blocks s_k B_k^T are written
 beside the model (BLOCKS_FILE, safetensors: "<module>/<objective>" -> (r_k, out)) so an app can
-build B(lambda) = concat_k c_k * block_k without this package.
+build B(lambda) = concat_k c_k * block_k without this package. Those files' format (the blocks file,
+the input names, `.onnx_adapter` mixes) is lwdpo_edge/onnx_adapter.py, shared with the runtime.
 
 Written by hand (an onnx graph edit): onnxruntime-genai's builder supports one PEFT adapter baked in
 as constants, and not in int4 (its block quantiser rejects rank-r matrices). The edit is the same for
@@ -29,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-INPUT_PREFIX = "lwdpo.lora_B."
-BLOCKS_FILE = "lwdpo_lora_blocks.safetensors"
+from lwdpo_edge.onnx_adapter import BLOCKS_FILE, INPUT_PREFIX, mixed_b, write_blocks
+
 BUILDER_OPTIONS = ("fuse_qkv=false",)  # one MatMul per projection (q, k, v apart)
 _MODULE = re.compile(r"^model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)$")
 
@@ -62,16 +63,10 @@ def stacked_adapters(adapter_dirs, coefficients) -> tuple[dict, dict]:
     return {m: np.concatenate(parts, axis=0) for m, parts in stacked_a.items()}, blocks
 
 
-def mixed_b(blocks: dict[int, np.ndarray], coefficients) -> np.ndarray:
-    """B(lambda)^T = concat_k c_k * block_k, (R, out) float32 (module docstring)."""
-    return np.ascontiguousarray(np.concatenate([c * blocks[k] for k, c in enumerate(coefficients)], axis=0),
-                                dtype=np.float32)
-
-
 def add_lora_branches(model_path: Path, adapter_dirs, objectives, coefficients) -> list[str]:
     """Edit model.onnx in place (its external weight file untouched) and write BLOCKS_FILE beside it.
     -> the new input names, in graph order."""
-    import onnx
+    import onnx  # optional dependency (the onnx extra)
     from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.load(str(model_path), load_external_data=False)
@@ -106,35 +101,3 @@ def add_lora_branches(model_path: Path, adapter_dirs, objectives, coefficients) 
     onnx.save(model, str(model_path))
     write_blocks(model_path.parent / BLOCKS_FILE, blocks, objectives)
     return inputs
-
-
-def write_blocks(path: Path, blocks: dict, objectives) -> None:
-    from safetensors.numpy import save_file
-
-    save_file({f"{module}/{objectives[k]}": block for module, per in blocks.items() for k, block in per.items()},
-              str(path))
-
-
-def read_blocks(path: Path, objectives) -> dict[str, dict[int, np.ndarray]]:
-    """{input name: {objective index: block}}: the reader symmetric to write_blocks."""
-    from safetensors.numpy import load_file
-
-    blocks: dict[str, dict[int, np.ndarray]] = {}
-    for key, block in load_file(str(path)).items():
-        module, objective = key.rsplit("/", 1)
-        blocks.setdefault(INPUT_PREFIX + module, {})[list(objectives).index(objective)] = block
-    return blocks
-
-
-def write_onnx_adapter(path: Path, blocks: dict[str, dict[int, np.ndarray]], coefficients) -> Path:
-    """An onnxruntime `.onnx_adapter` file feeding every B input the mix at `coefficients`."""
-    import onnxruntime as ort
-
-    adapter = ort.AdapterFormat()
-    adapter.set_adapter_version(1)
-    adapter.set_model_version(1)
-    # OrtValue keeps a pointer to the array: keep them alive (and C-contiguous) until the file is written
-    arrays = {name: mixed_b(per, coefficients) for name, per in blocks.items()}
-    adapter.set_parameters({name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in arrays.items()})
-    adapter.export_adapter(str(path))
-    return path

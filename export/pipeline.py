@@ -18,14 +18,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lwdpo_edge.contract import is_soup_run
 from lwdpo_edge.export.architectures import ExportInputError
 from lwdpo_edge.export.atomic import keep_failed, publish, staging, workdir
-from lwdpo_edge.export.contract import SIDECAR_FILE, ExportContract
 from lwdpo_edge.export.gguf import DEFAULT_QUANT, QUANTS
 from lwdpo_edge.export.merge import read_run
 from lwdpo_edge.export.onnx import DEFAULT_PRECISION, PRECISIONS
 from lwdpo_edge.export.progress import Stages
-from lwdpo_edge.export.soup_export import export_soup_run, is_soup_run
+from lwdpo_edge.export.soup_export import export_soup_run
+from lwdpo_edge.export_contract import SIDECAR_FILE, ExportContract
 
 FORMATS = ("gguf", "onnx", "hf")
 EXACT_VARIANTS = {"f16", "fp32"}  # greedy tokens must agree with the fp32 reference
@@ -142,9 +143,10 @@ def build_verify_publish(result: ExportResult, merged_dir: Path, contract: Expor
 
 def _merge(run_dir, base_dir, manifest, contract, fmt, variant, staged, work, verify, threads, stage):
     """Load the run, record the reference probes, merge, write the merged folder. -> (folder, expected, stop)."""
+    from lwdpo_edge.conditioning import stop_tokens
     from lwdpo_edge.export.merge import load_run_model, merge_adapter, save_merged
     from lwdpo_edge.export.runtimes import HFRuntime
-    from lwdpo_edge.export.verify import reference_probes, stop_tokens
+    from lwdpo_edge.export.verify import reference_probes
 
     with stage("load base (fp32) + adapter"):
         model, tokenizer = load_run_model(run_dir, base_dir)
@@ -192,7 +194,7 @@ def _open_output(fmt, staged: Path, threads: int):
     from lwdpo_edge.export import runtimes
 
     if fmt == "gguf":
-        from lwdpo_edge.export.keys import CHAT_TEMPLATE, read_gguf_keys
+        from lwdpo_edge.gguf_keys import CHAT_TEMPLATE, read_gguf_keys
 
         template = read_gguf_keys(staged, lambda key: key == CHAT_TEMPLATE).get(CHAT_TEMPLATE, "")
         return runtimes.LlamaCppRuntime(staged, n_threads=threads), template
@@ -201,7 +203,7 @@ def _open_output(fmt, staged: Path, threads: int):
         return runtimes.OrtGenaiRuntime(staged, n_threads=threads), template
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lwdpo_edge.export.merge import quiet_transformers
+    from lwdpo_edge.models import quiet_transformers
 
     with quiet_transformers():
         model = AutoModelForCausalLM.from_pretrained(staged)

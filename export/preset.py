@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from lwdpo_edge.export.architectures import ExportInputError
-from lwdpo_edge.export.contract import ExportContract
+from lwdpo_edge.export_contract import ExportContract
 from lwdpo_edge.lambdas import LambdaError, lambda_slug, parse_lambda_arg, preset_lambdas, quantize_lambda
 
 ALL_PRESETS = "all"
@@ -80,8 +80,8 @@ def export_presets(run_dir: Path, fmt: str, variant: str, presets: list[tuple[st
                    output: Path | None = None, verify: bool = True, threads: int = 1, console=None,
                    show_progress: bool = True) -> list:
     """Export every (name, lambda) in `presets` (module docstring). -> [pipeline.ExportResult], one per preset."""
+    from lwdpo_edge.contract import is_soup_run
     from lwdpo_edge.export.pipeline import export_run
-    from lwdpo_edge.export.soup_export import is_soup_run
 
     results = []
     for name, lam in presets:
@@ -125,9 +125,10 @@ def _soup_manifest(run_dir: Path) -> dict:
 def _merge_mix(run_dir, manifest, fmt, variant, lam, staged, work, verify, threads, stage):
     """Load the soup at `lam`, record the reference probes, merge, write the merged folder.
     -> (folder, contract, expected probes or None, stop tokens)."""
-    from lwdpo_edge.export.merge import quiet_transformers, save_merged
+    from lwdpo_edge.conditioning import stop_tokens
+    from lwdpo_edge.export.merge import save_merged
     from lwdpo_edge.export.runtimes import HFRuntime
-    from lwdpo_edge.export.verify import stop_tokens
+    from lwdpo_edge.models import quiet_transformers
     from lwdpo_edge.soup import load_soup
 
     with stage("load base (fp32) + adapters"), quiet_transformers():

@@ -52,7 +52,7 @@ class HFRuntime:
 @contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """torch's intra-op threads set to `n` for a block (None: unchanged). On a loaded 2-core machine
-    one thread is several times faster than two (DESIGN.md section 6)."""
+    one thread is several times faster than two (docs/export.md, "Benchmark")."""
     import torch
 
     if n is None:
@@ -67,10 +67,10 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 class LlamaCppRuntime:
-    """A GGUF file in llama-cpp-python (CPU; one thread by default: DESIGN.md section 6)."""
+    """A GGUF file in llama-cpp-python (CPU; one thread by default: faster than two on a busy machine)."""
 
     def __init__(self, gguf_path: Path, n_threads: int = 1, n_ctx: int = 1024):
-        from lwdpo_edge.export.gguf import quiet_llama_cpp
+        from lwdpo_edge.llama_load import quiet_llama_cpp
         from lwdpo_edge.llama_load import load_llama
 
         with quiet_llama_cpp():
@@ -99,7 +99,7 @@ class LlamaCppRuntime:
 
     def close(self) -> None:
         """Free the model now (quietly): llama.cpp logs on free, and a Llama freed at interpreter exit errors."""
-        from lwdpo_edge.export.gguf import quiet_llama_cpp
+        from lwdpo_edge.llama_load import quiet_llama_cpp
 
         with quiet_llama_cpp():
             self.llm.close()

@@ -30,23 +30,14 @@ import os
 import time
 from pathlib import Path
 
-from lwdpo_edge.contract import MANIFEST_FILE, RunFolderError, read_run_manifest, soup_adapter_dirs
+from lwdpo_edge.contract import RunFolderError, read_run_manifest, soup_adapter_dirs
 from lwdpo_edge.export.architectures import ExportInputError, check_architecture
 from lwdpo_edge.export.atomic import keep_failed, staging, workdir
-from lwdpo_edge.export.contract import SIDECAR_FILE, ExportContract
 from lwdpo_edge.export.progress import Stages
+from lwdpo_edge.export_contract import SIDECAR_FILE, ExportContract
 from lwdpo_edge.lambdas import quantize_lambda
 
 LORA_DTYPES = ("f16", "f32")  # tried in order: f16 halves the files; f32 is exact
-
-
-def is_soup_run(run_dir: Path) -> bool:
-    """True for a run folder whose lwdpo.json says conditioning "soup" (any read error: False, the
-    header path then reports it)."""
-    try:
-        return json.loads((Path(run_dir) / MANIFEST_FILE).read_text(encoding="utf-8")).get("conditioning") == "soup"
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def lora_names(final: Path, objectives) -> list[str]:
@@ -129,10 +120,10 @@ def export_soup_run(run_dir: Path, fmt: str, variant: str, final: Path, verify: 
 
 def _reference(run_dir, contract, threads, stage):
     """Greedy tokens and top-1 of lwdpo_edge.soup's HF mix at the probe lambdas. -> (expected, stop)."""
-    from lwdpo_edge.conditioning import prompt_text
-    from lwdpo_edge.export.merge import quiet_transformers
+    from lwdpo_edge.conditioning import prompt_text, stop_tokens
     from lwdpo_edge.export.runtimes import HFRuntime
-    from lwdpo_edge.export.verify import PROBE_PROMPTS, expected_probe, stop_tokens
+    from lwdpo_edge.export.verify import PROBE_PROMPTS, expected_probe
+    from lwdpo_edge.models import quiet_transformers
     from lwdpo_edge.soup import load_soup
 
     with stage("load base (fp32) + adapters"), quiet_transformers():
@@ -196,8 +187,8 @@ def _default_mix(base_dir, dirs, contract, out: Path, base: Path, expected, stop
 
 
 def _modelfile(run_dir, final: Path, contract) -> Path:
-    from lwdpo_edge.export.keys import CHAT_TEMPLATE, read_gguf_keys
     from lwdpo_edge.export.modelfile import write_modelfile
+    from lwdpo_edge.gguf_keys import CHAT_TEMPLATE, read_gguf_keys
 
     template = read_gguf_keys(final, lambda key: key == CHAT_TEMPLATE).get(CHAT_TEMPLATE, "")
     return write_modelfile(final, contract, template, adapter_name=mix_name(final))
@@ -207,10 +198,10 @@ def _verify(base: Path, loras: list[Path], contract, expected, stop, variant: st
             lambdas=None, scales=None):
     """llama.cpp with the staged adapters at each probe lambda against the HF mix (export/verify.py checks).
     `scales(lam)`: the adapter scales at lam (default: lam itself, one LoRA per objective)."""
-    from lwdpo_edge.export.keys import CHAT_TEMPLATE, read_gguf_keys
     from lwdpo_edge.export.pipeline import EXACT_VARIANTS
     from lwdpo_edge.export.runtimes import LlamaCppRuntime
     from lwdpo_edge.export.verify import VerificationReport, verify
+    from lwdpo_edge.gguf_keys import CHAT_TEMPLATE, read_gguf_keys
     from lwdpo_edge.runtime.lora import LoraSet
     from lwdpo_edge.soup import soup_scales
 

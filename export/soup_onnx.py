@@ -22,16 +22,17 @@ from pathlib import Path
 
 from lwdpo_edge.export.architectures import ExportInputError
 from lwdpo_edge.export.atomic import keep_failed, publish, staging, workdir
-from lwdpo_edge.export.contract import SIDECAR_FILE, ExportContract
 from lwdpo_edge.export.progress import Stages
+from lwdpo_edge.export_contract import SIDECAR_FILE, ExportContract
 
 
 def export_soup_onnx(run_dir: Path, variant: str, final: Path, verify: bool = True, threads: int = 1,
                      console=None, show_progress: bool = True):
     """Export a soup run as one steerable ONNX folder (module docstring). -> pipeline.ExportResult."""
-    from lwdpo_edge.export.onnx_lora import BLOCKS_FILE, BUILDER_OPTIONS, add_lora_branches
+    from lwdpo_edge.export.onnx_lora import BUILDER_OPTIONS, add_lora_branches
     from lwdpo_edge.export.pipeline import ExportResult, VerificationFailed
     from lwdpo_edge.export.soup_export import _reference, read_soup_run, reference_lambdas
+    from lwdpo_edge.onnx_adapter import BLOCKS_FILE
     from lwdpo_edge.soup import soup_scales
 
     manifest, base_dir, dirs = read_soup_run(Path(run_dir), "onnx")
@@ -80,10 +81,10 @@ def _base_folder(run_dir, base_dir: Path, manifest, contract, variant, work: Pat
 
 def _verify(staged: Path, contract, expected, stop, variant: str, lambdas, work: Path, threads: int):
     """onnxruntime-genai with the mix at each lambda as an .onnx_adapter, against the HF mix (verify.py checks)."""
-    from lwdpo_edge.export.onnx_lora import read_blocks, write_onnx_adapter
     from lwdpo_edge.export.pipeline import EXACT_VARIANTS
     from lwdpo_edge.export.runtimes import OrtGenaiRuntime
     from lwdpo_edge.export.verify import VerificationReport, verify
+    from lwdpo_edge.onnx_adapter import read_blocks, write_onnx_adapter
     from lwdpo_edge.soup import soup_scales
 
     template = (staged / "chat_template.jinja").read_text(encoding="utf-8")

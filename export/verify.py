@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lwdpo_edge.agreement import MIN_MARGIN, Agreement, ReferenceChoices, compare
+from lwdpo_edge.chat_template import render_chat_template
 from lwdpo_edge.conditioning import conditioned_messages, prompt_text
-from lwdpo_edge.export.chat_template import render_chat_template
-from lwdpo_edge.export.contract import TEMPLATE_VARIABLE, ExportContract
+from lwdpo_edge.export_contract import TEMPLATE_VARIABLE, ExportContract
 from lwdpo_edge.lambdas import format_lambda_header
 
 PROBE_PROMPTS = (
@@ -72,14 +72,6 @@ def expected_probe(runtime, prompt: str, lam, header: str, text: str, stop: Coll
 def probe_lambdas(contract: ExportContract) -> list[dict[str, float] | None]:
     """The default lambda (None) and a vertex: all weight on the first objective."""
     return [None, {contract.objectives[0]: 1.0}]
-
-
-def stop_tokens(model, tokenizer) -> set[int]:
-    """End-of-turn ids: the tokenizer's eos and the generation config's (int or list)."""
-    ids = {tokenizer.eos_token_id}
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
-    return {int(i) for i in ids if i is not None}
 
 
 def reference_probes(runtime, tokenizer, contract: ExportContract, stop: Collection[int],

@@ -1,7 +1,8 @@
 """Turn (prompt messages, lambda) into the exact text a model sees, and a response into its turn.
 
 Training, evaluation and the runtime all build prompts here, through the one header function
-pair in `lwdpo_edge.lambdas`, so a model is always asked the way it was trained.
+pair in `lwdpo_edge.lambdas`, so a model is always asked the way it was trained. `stop_tokens`
+gives the token ids that end the assistant's turn (export verification and the HF runtime).
 """
 
 from __future__ import annotations
@@ -50,3 +51,11 @@ def response_text(tokenizer, messages: Sequence[Mapping[str, str]], response: st
         return full[len(prompt):]
     # Templates that rewrite earlier turns when an answer follows: fall back to answer + EOS.
     return response + (tokenizer.eos_token or "")
+
+
+def stop_tokens(model, tokenizer) -> set[int]:
+    """End-of-turn ids: the tokenizer's eos and the generation config's (int or list)."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    return {int(i) for i in ids if i is not None}

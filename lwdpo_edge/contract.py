@@ -1,4 +1,4 @@
-"""The run folder contract (DESIGN.md sections 1 and 4): later stages read only this.
+"""The run folder contract (docs/design.md, sections 6-7): later stages read only this.
 
     RUN_DIR/
       adapter/           PEFT adapter (adapter_config.json + adapter_model.safetensors)
@@ -10,7 +10,8 @@ A soup run (`--conditioning soup`, lwdpo_edge/soup.py) has one adapter per objec
     adapters/<objective>/, checkpoints/<objective>/, metrics/<objective>.jsonl, and lwdpo.json with
     conditioning "soup" and "adapters": {objective: "adapters/<objective>"} (paths relative to RUN_DIR).
 
-`write_run_manifest` and `read_run_manifest` are the only writer and reader of lwdpo.json.
+`write_run_manifest` and `read_run_manifest` are the only writer and reader of lwdpo.json;
+`is_soup_run` only peeks at its conditioning, without checking the rest.
 """
 
 from __future__ import annotations
@@ -98,6 +99,15 @@ def read_run_manifest(run_dir: Path) -> dict[str, Any]:
         raise RunFolderError(f"{path}: a soup run needs field 'adapters' with one folder per objective "
                              f"{manifest['objectives']}")
     return manifest
+
+
+def is_soup_run(run_dir: Path) -> bool:
+    """True for a run folder whose lwdpo.json says conditioning "soup" (any read error: False, the
+    header path then reports it)."""
+    try:
+        return json.loads((Path(run_dir) / MANIFEST_FILE).read_text(encoding="utf-8")).get("conditioning") == "soup"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def soup_adapter_dirs(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Path]:

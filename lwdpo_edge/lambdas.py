@@ -1,4 +1,4 @@
-"""Lambda: a weight vector on the simplex over a run's named objectives (DESIGN.md sections 3-4).
+"""Lambda: a weight vector on the simplex over a run's named objectives (docs/design.md, section 4).
 
 This module owns the lambda header contract that every stage shares:
 
@@ -13,7 +13,7 @@ what it was trained on.
 After " | " the same weights are spelled in words for a small model: objectives with a non-zero
 weight, heaviest first (ties in objective order), each with a coarse level (`weight_level`). A
 pilot showed a 135M model does not learn to read headers that differ only in a digit token
-(DESIGN.md section 7); the words put the objective that matters most right after the bar, as a
+(docs/experiments.md, the pilot); the words put the objective that matters most right after the bar, as a
 whole word. They carry no information beyond the numbers, so the round trip stays exact; a
 hand-written header without them is accepted, one whose words contradict its numbers is not.
 """

@@ -14,11 +14,15 @@ bench/llama_repack.py (docs/export.md).
 llama-cpp-python's `Llama` does not take the field as an argument, so `load_llama` swaps the
 default-params function that `Llama.__init__` calls for one that clears it, while the model loads.
 The swap is process-wide, hence the lock. Written by hand: no library offers it.
+
+`quiet_llama_cpp` mutes llama.cpp's per-tensor log while a model loads, quantizes or changes adapters.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 _SWAP_LOCK = threading.Lock()
@@ -43,3 +47,19 @@ def load_llama(path: str | Path, **kwargs):
             return llama_cpp.Llama(model_path=str(path), **kwargs)
         finally:
             api.llama_model_default_params = default
+
+
+@contextmanager
+def quiet_llama_cpp():
+    """llama.cpp logs every tensor it quantizes or loads through llama-cpp-python's logger: mute it.
+
+    The logger starts at NOTSET, which its callback reads as "print everything" (debug lines
+    included, ~460 per LoRA scale change), so NOTSET is not restored: it stays at ERROR.
+    """
+    logger = logging.getLogger("llama-cpp-python")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level if level != logging.NOTSET else logging.ERROR)

@@ -16,7 +16,7 @@ cross-entropy and cut-cross-entropy are Triton / CUDA kernels with no CPU path (
 installed here). The chunk function below is a few lines of plain torch that runs anywhere.
 
 `ScoredTokens` says which tokens are scored, from which hidden state, and for which sequence; it
-lets one row hold several sequences (a shared prompt followed by N candidates, train/batching.py).
+lets one row hold several sequences (a shared prompt followed by N candidates, lwdpo_edge/batching.py).
 """
 
 from __future__ import annotations

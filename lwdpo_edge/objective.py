@@ -1,4 +1,4 @@
-"""The multi-preference lambda-weighted listwise DPO objective (DESIGN.md section 2).
+"""The multi-preference lambda-weighted listwise DPO objective (docs/design.md, section 3).
 
 For each prompt b with candidates i = 1..N and objectives k = 1..K:
 
@@ -182,7 +182,7 @@ def cross_lambda_loss(
 
     The candidate text is identical across l; only the header differs. So unlike the listwise
     loss, which a header-independent preference can lower, this term only falls when the model's
-    log-probs depend on the header (DESIGN.md section 7: the pilot's model learned "prefer short"
+    log-probs depend on the header (docs/experiments.md: the pilot's model learned "prefer short"
     under every header). Missing scores, and objectives a list cannot rank, count as 0.
 
     Args:

@@ -1,4 +1,4 @@
-"""Automatic raters for the default objectives (DESIGN.md section 5).
+"""Automatic raters for the default objectives (docs/design.md; formats: docs/training.md).
 
 The default objectives must be scorable by machine, offline and deterministically, because the
 same raters score the shipped dataset *and* the generations of a trained model under a lambda

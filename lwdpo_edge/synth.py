@@ -1,5 +1,5 @@
 """Synthesize the default listwise dataset: N candidates per prompt from the default model, scored
-by the built-in raters (DESIGN.md sections 5 and 7).
+by the built-in raters (lwdpo_edge/defaults/DATASET.md).
 
 Diversity is the point. A list whose candidates are all alike has no winner to learn from, and a
 list where one candidate wins on every objective teaches "prefer that kind of answer" whatever
@@ -582,7 +582,5 @@ def main(argv: list[str] | None = None, prog: str = "python -m lwdpo_edge.synth"
     print_stats(dataset_stats(list(read_records(output).values())))
 
 
-if __name__ == "__main__":
-    import lwdpo_edge  # noqa: F401  (offline and no-telemetry environment before any HF import)
-
+if __name__ == "__main__":  # importing lwdpo_edge.synth has already set the offline environment (__init__.py)
     main()

@@ -100,8 +100,8 @@ def build_base(arch: str, tokenizer, out_dir: Path, seed: int = 0) -> Path:
 def probe_texts(tokenizer) -> list[tuple[str, str]]:
     """(prompt, answer turn) for every verification probe: the export tests' training data."""
     from lwdpo_edge.conditioning import conditioned_messages, prompt_text, response_text
-    from lwdpo_edge.export.contract import ExportContract
     from lwdpo_edge.export.verify import PROBE_PROMPTS, probe_lambdas
+    from lwdpo_edge.export_contract import ExportContract
 
     contract = ExportContract.from_manifest({"objectives": OBJECTIVES, "lambda_default": LAMBDA_DEFAULT})
     texts = []

@@ -61,9 +61,9 @@ def test_eval_scores_lists_as_training_did(loaded, heldout, lively_dir):
     """Policy log-probs = the adapter merged into the base; reference = the plain base model."""
     from transformers import AutoModelForCausalLM
 
+    from lwdpo_edge.batching import encode_listwise
     from lwdpo_edge.evaluate.ranking import RankingSettings, score_lists
     from lwdpo_edge.logprobs import sequence_logps
-    from lwdpo_edge.train.batching import encode_listwise
 
     model, tokenizer, manifest = loaded
     settings = RankingSettings.from_manifest(manifest)

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jinja2.exceptions import TemplateError
 
+from lwdpo_edge.chat_template import lwdpo_chat_template, render_chat_template
 from lwdpo_edge.conditioning import conditioned_messages, prompt_text
-from lwdpo_edge.export.chat_template import lwdpo_chat_template, render_chat_template
-from lwdpo_edge.export.contract import ExportContract
+from lwdpo_edge.export_contract import ExportContract
 from lwdpo_edge.lambdas import format_lambda_header, quantize_lambda
 
 OBJECTIVES = ("helpfulness", "conciseness", "readability")

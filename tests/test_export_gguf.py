@@ -15,10 +15,10 @@ from export_helpers import ANSWERS, LAMBDA_DEFAULT, OBJECTIVES, gguf_keys, min_c
 from lwdpo_edge.agreement import MIN_MARGIN
 from lwdpo_edge.export import gguf as gguf_stage
 from lwdpo_edge.export.architectures import ExportInputError
-from lwdpo_edge.export.contract import ExportContract
-from lwdpo_edge.export.keys import read_gguf_keys, read_lwdpo_metadata
 from lwdpo_edge.export.pipeline import export_run
 from lwdpo_edge.export.runtimes import LlamaCppRuntime
+from lwdpo_edge.export_contract import ExportContract
+from lwdpo_edge.gguf_keys import read_gguf_keys, read_lwdpo_metadata
 from lwdpo_edge.lambdas import quantize_lambda
 
 SMALL_KEYS = {"tokenizer.ggml.pre", "tokenizer.ggml.eos_token_id"}  # not the vocabulary arrays

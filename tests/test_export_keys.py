@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lwdpo_edge.export import keys
-from lwdpo_edge.export.contract import ExportContract
+from lwdpo_edge import gguf_keys as keys
+from lwdpo_edge.export_contract import ExportContract
 from lwdpo_edge.lambdas import HEADER_FORMAT
 
 CONTRACT = ExportContract.from_manifest({"objectives": ["helpfulness", "conciseness", "readability"],

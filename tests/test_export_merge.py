@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from export_helpers import tiny_run
-from lwdpo_edge.export.contract import ExportContract
 from lwdpo_edge.export.merge import load_run_model, merge_adapter, read_run, save_merged
+from lwdpo_edge.export_contract import ExportContract
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import pytest
 from export_helpers import OBJECTIVES, min_continuation_margin, tiny_run
 from lwdpo_edge.agreement import MIN_MARGIN
 from lwdpo_edge.conditioning import conditioned_messages, prompt_text
-from lwdpo_edge.export.contract import ExportContract
 from lwdpo_edge.export.onnx import read_onnx_metadata
 from lwdpo_edge.export.pipeline import export_run
+from lwdpo_edge.export_contract import ExportContract
 
 pytest.importorskip("onnxruntime_genai")
 

@@ -79,7 +79,7 @@ def test_choose_presets_names_vertices_balanced_default_and_any_lambda(soup_run)
 
 
 def test_each_preset_is_one_verified_gguf_with_its_lambda_in_the_metadata(vertex_presets):
-    from lwdpo_edge.export.keys import CHAT_TEMPLATE, read_gguf_keys, read_lwdpo_metadata
+    from lwdpo_edge.gguf_keys import CHAT_TEMPLATE, read_gguf_keys, read_lwdpo_metadata
 
     assert [r.preset for r in vertex_presets] == ["helpfulness", "conciseness"]
     for result, name in zip(vertex_presets, ["helpfulness", "conciseness"]):

@@ -1,4 +1,4 @@
-"""The chat app's feedback file (apps/feedback.py) and alternatives (apps/alternatives.py), without a UI."""
+"""The chat app's feedback file (lwdpo_edge/feedback_data.py) and alternatives (apps/alternatives.py), no UI."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from lwdpo_edge.apps.alternatives import (
     generate_alternatives,
     last_exchange,
 )
-from lwdpo_edge.apps.feedback import (FeedbackError, FeedbackLog, check_ranks, judgement_record, ranks_from_best)
 from lwdpo_edge.data.loaders import load_records
 from lwdpo_edge.data.validate import validate_path
+from lwdpo_edge.feedback_data import FeedbackError, FeedbackLog, check_ranks, judgement_record, ranks_from_best
 
 PROMPT = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"},
           {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Name a fruit."}]

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lwdpo_edge import batching
+from lwdpo_edge.batching import encode_listwise, encode_listwise_packed
 from lwdpo_edge.data.loaders import load_records
 from lwdpo_edge.logprobs import ScoredTokens, scored_sequence_logps, sequence_logps
 from lwdpo_edge.objective import lambda_dpo_loss
-from lwdpo_edge.train import batching
-from lwdpo_edge.train.batching import encode_listwise, encode_listwise_packed
 from train_helpers import OBJECTIVES, write_dataset
 
 TOLERANCE = 1e-5  # max abs difference allowed in the loss and the LoRA gradients, fp32

@@ -48,7 +48,7 @@ def ask(model, k: int, lam, **kwargs) -> str:
 
 
 def test_export_writes_a_verified_base_and_one_lora_per_objective(exported, soup_run):
-    from lwdpo_edge.export.keys import CHAT_TEMPLATE, read_gguf_keys, read_lwdpo_metadata
+    from lwdpo_edge.gguf_keys import CHAT_TEMPLATE, read_gguf_keys, read_lwdpo_metadata
 
     base = exported.output
     names = [f"{base.stem}.{n}.lora.gguf" for n in OBJECTIVES]

@@ -45,7 +45,7 @@ def user(k: int):
 
 def test_the_onnx_soup_export_is_verified_and_carries_the_blocks(exports):
     from lwdpo_edge.export.onnx import read_onnx_metadata
-    from lwdpo_edge.export.onnx_lora import BLOCKS_FILE, INPUT_PREFIX
+    from lwdpo_edge.onnx_adapter import BLOCKS_FILE, INPUT_PREFIX
 
     import onnx
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from lwdpo_edge.batching import encode_listwise
 from lwdpo_edge.contract import read_run_manifest
 from lwdpo_edge.data.loaders import load_records
 from lwdpo_edge.lambdas import parse_lambda_header
-from lwdpo_edge.train.batching import encode_listwise
 from train_helpers import OBJECTIVES, read_metrics, tiny_config, write_dataset
 
 
@@ -358,7 +358,7 @@ def test_reference_cache_serves_the_second_epoch(tiny_llama_dir, tmp_path, monke
 
 
 def test_reference_cache_misses_on_a_changed_token_or_another_base(dataset, smollm2_tokenizer, tmp_path):
-    from lwdpo_edge.train.batching import encode_listwise_packed
+    from lwdpo_edge.batching import encode_listwise_packed
     from lwdpo_edge.train.reference_cache import ReferenceCache
 
     records = load_records(dataset)[:2]

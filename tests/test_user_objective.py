@@ -17,9 +17,9 @@ import torch
 
 from export_helpers import ANSWERS, SHORT, tiny_soup_run
 from lwdpo_edge.apps.alternatives import Candidate
-from lwdpo_edge.apps.feedback import FeedbackLog, judgement_record
 from lwdpo_edge.contract import read_run_manifest, write_run_manifest
 from lwdpo_edge.export.verify import PROBE_PROMPTS
+from lwdpo_edge.feedback_data import FeedbackLog, judgement_record
 from lwdpo_edge.train.recipe import TrainSetupError, run_training
 from train_helpers import tiny_config
 
@@ -129,8 +129,8 @@ def test_the_runtime_app_and_serve_mix_the_user_slider(trained):
 
 def test_a_gguf_export_carries_and_applies_the_user_slider(trained, tmp_path):
     from lwdpo_edge import load_model
-    from lwdpo_edge.export.keys import read_lwdpo_metadata
     from lwdpo_edge.export.pipeline import export_run
+    from lwdpo_edge.gguf_keys import read_lwdpo_metadata
 
     exported = export_run(trained[0], "gguf", quant="f16", output=tmp_path, show_progress=False)
     assert exported.report.passed, exported.report.summary()

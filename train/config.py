@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from lwdpo_edge.apps.feedback import MIN_JUDGEMENTS
+from lwdpo_edge.feedback_data import MIN_JUDGEMENTS
 from lwdpo_edge.soup import DEFAULT_STRENGTH as SOUP_STRENGTH_DEFAULT
 from lwdpo_edge.soup import MAX_STRENGTH
 

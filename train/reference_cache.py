@@ -3,7 +3,7 @@
 The reference policy is the base model with the adapter disabled; it never changes during a run,
 so the reference log-prob of a (prompt, candidate) sequence depends only on the exact token ids
 and on the base model: its weights and how they are loaded (NF4 4-bit or fp32, CPU or GPU).
-The cache is keyed by a content hash of the token ids (`train.batching.sequence_key`) and
+The cache is keyed by a content hash of the token ids (`lwdpo_edge.batching.sequence_key`) and
 belongs to one `base_model_identity`; a file written for another identity is not used.
 
     RUN_DIR/reference_logps.json   {"format": 1, "identity": {...}, "entries": {key: summed log-prob}}

@@ -23,15 +23,15 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from lwdpo_edge.logprobs import scored_sequence_logps, sequence_logps
-from lwdpo_edge.objective import cross_lambda_loss, lambda_best_index, lambda_dpo_loss
-from lwdpo_edge.train.batching import (
+from lwdpo_edge.batching import (
     ListwiseBatch,
     PackedListwiseBatch,
     SequenceRows,
     encode_listwise,
     encode_listwise_packed,
 )
+from lwdpo_edge.logprobs import scored_sequence_logps, sequence_logps
+from lwdpo_edge.objective import cross_lambda_loss, lambda_best_index, lambda_dpo_loss
 from lwdpo_edge.train.config import LambdaDPOConfig
 from lwdpo_edge.train.lambda_sampling import LambdaSampler, PerformanceScheduler, distinct_lambdas, step_rng
 from lwdpo_edge.train.reference_cache import ReferenceCache

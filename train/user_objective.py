@@ -4,7 +4,7 @@
     lwdpo-edge train --output runs/demo --feedback ~/.local/share/lwdpo-edge/feedback.jsonl
     lwdpo-edge export runs/demo                         # the export (and the app, serve) now has a `user` slider
 
-The judgements of the chat app (apps/feedback.py: one list per judgement, score `user` = -rank) train
+The chat app's judgements (lwdpo_edge/feedback_data.py: one list per judgement, score `user` = -rank) train
 ONE more adapter, exactly as train/soup.py trains each objective's: lambda fixed at the `user` vertex,
 no header, the same base, LoRA shape and recipe. The other adapters are not touched, so the cost is
 one short adapter run over a few dozen lists, not a new soup. The run's lwdpo.json then lists `user`
@@ -28,10 +28,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from lwdpo_edge.apps.feedback import USER_OBJECTIVE
 from lwdpo_edge.contract import ADAPTERS_DIR, CHECKPOINTS_DIR, RunFolderError, read_run_manifest, soup_adapter_dirs
 from lwdpo_edge.data.loaders import load_records
 from lwdpo_edge.data.schema import DataError, ListwiseRecord
+from lwdpo_edge.feedback_data import USER_OBJECTIVE
 from lwdpo_edge.train.config import LambdaDPOConfig
 from lwdpo_edge.train.recipe import TrainSetupError
 

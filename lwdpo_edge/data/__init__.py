@@ -1,4 +1,4 @@
-"""Data: the internal record, loaders and validation (DESIGN.md section 5)."""
+"""Data: the internal record, loaders and validation (docs/design.md; formats: docs/training.md)."""
 
 from lwdpo_edge.data.loaders import DEFAULT_DATA, iter_rows, load_records, parse_row, save_records
 from lwdpo_edge.data.pointwise import PointwiseColumns, load_pointwise, pointwise_columns

@@ -1,4 +1,4 @@
-"""Read listwise records from a file or folder, whatever its format (DESIGN.md section 5).
+"""Read listwise records from a file or folder, whatever its format (docs/design.md; formats: docs/training.md).
 
     records = load_records("data.jsonl")                          # stops at the first bad row
     records = load_records("data.jsonl", skip_bad=True, on_skip=bad.append)  # or skips and reports

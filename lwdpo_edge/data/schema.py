@@ -1,4 +1,4 @@
-"""The one internal record every stage trains and evaluates on (DESIGN.md section 5).
+"""The one internal record every stage trains and evaluates on (docs/design.md; formats: docs/training.md).
 
 A record is a prompt (chat messages) with N >= 2 candidate responses, each scored on named
 objectives (higher is better, None = missing). Its JSONL form, one record per line:

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lwdpo_edge.batching import ListwiseBatch, encode_listwise
 from lwdpo_edge.evaluate.grid import LambdaPoint
 from lwdpo_edge.evaluate.metrics import (chance_ndcg, chance_top1, kendall_tau, mean_or_none, ndcg, rankable,
                                          standard_error_or_none, top1_accuracy)
 from lwdpo_edge.logprobs import sequence_logps
 from lwdpo_edge.objective import lambda_weighted_scores, normalize_scores
-from lwdpo_edge.train.batching import ListwiseBatch, encode_listwise
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import numpy as np
 from pathlib import Path
 
 from lwdpo_edge.decoding import REPETITION_WINDOW
-from lwdpo_edge.llama_load import load_llama
+from lwdpo_edge.llama_load import load_llama, quiet_llama_cpp
 from lwdpo_edge.runtime.base import ChatModel, ModelLoadError, Sampling
 
 # llama_ftype values (llama.h) of the file types one meets on small models
@@ -33,9 +33,8 @@ class GGUFModel(ChatModel):
     format = "gguf"
 
     def __init__(self, path: Path, threads: int | None = None, n_ctx: int = 2048):
-        from lwdpo_edge.export.contract import ExportContract
-        from lwdpo_edge.export.gguf import quiet_llama_cpp
-        from lwdpo_edge.export.keys import read_gguf_keys, read_lwdpo_metadata
+        from lwdpo_edge.export_contract import ExportContract
+        from lwdpo_edge.gguf_keys import read_gguf_keys, read_lwdpo_metadata
 
         try:
             contract = ExportContract.from_json(read_lwdpo_metadata(path))
@@ -63,7 +62,6 @@ class GGUFModel(ChatModel):
 
     def _load_soup(self, path: Path):
         """The LoRA files the base lists (lwdpo.soup_adapters), beside it; ModelLoadError if one is missing."""
-        from lwdpo_edge.export.gguf import quiet_llama_cpp
         from lwdpo_edge.runtime.lora import LoraSet
 
         files = [Path(path).parent / name for name in self.contract.soup_adapters]
@@ -89,7 +87,7 @@ class GGUFModel(ChatModel):
     def render(self, messages):
         if not self.template:
             return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-        from lwdpo_edge.export.chat_template import render_chat_template
+        from lwdpo_edge.chat_template import render_chat_template
 
         # transformers passes the special tokens to the template; llama.cpp's own formatter does too
         return render_chat_template(self.template, messages, bos_token=self._special(self.llm.token_bos()),
@@ -132,8 +130,6 @@ class GGUFModel(ChatModel):
         return np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),)).astype(np.float32)  # a copy
 
     def close(self):
-        from lwdpo_edge.export.gguf import quiet_llama_cpp
-
         with self.lock, quiet_llama_cpp():
             if getattr(self, "loras", None) is not None:
                 self.loras.close()  # before the model: llama.cpp frees loaded adapters with it

@@ -22,8 +22,8 @@ class HFModel(ChatModel):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from lwdpo_edge.export.merge import quiet_transformers
-        from lwdpo_edge.export.verify import stop_tokens
+        from lwdpo_edge.conditioning import stop_tokens
+        from lwdpo_edge.models import quiet_transformers
 
         if threads:
             torch.set_num_threads(threads)  # process-wide: torch has no per-model thread pool
@@ -94,10 +94,10 @@ class HFSoupModel(HFModel):
     def __init__(self, path: Path, threads: int | None = None, n_ctx: int = 2048):
         import torch
 
+        from lwdpo_edge.conditioning import stop_tokens
         from lwdpo_edge.contract import RunFolderError
-        from lwdpo_edge.export.contract import ExportContract
-        from lwdpo_edge.export.merge import quiet_transformers
-        from lwdpo_edge.export.verify import stop_tokens
+        from lwdpo_edge.export_contract import ExportContract
+        from lwdpo_edge.models import quiet_transformers
         from lwdpo_edge.soup import load_soup
 
         if threads:
@@ -134,7 +134,7 @@ def pick_token(logits, sampling: Sampling, generator) -> int:
 
 def sidecar_contract(folder: Path):
     """The ExportContract in FOLDER/lwdpo.json, or None for a folder not exported by lwdpo-edge."""
-    from lwdpo_edge.export.contract import SIDECAR_FILE, ExportContract
+    from lwdpo_edge.export_contract import SIDECAR_FILE, ExportContract
 
     sidecar = Path(folder) / SIDECAR_FILE
     if not sidecar.is_file():

@@ -33,7 +33,7 @@ def load_model(path: str | Path, *, threads: int | None = None, n_ctx: int = 204
         from lwdpo_edge.runtime.gguf import GGUFModel
 
         return GGUFModel(path, threads, n_ctx)
-    from lwdpo_edge.export.soup_export import is_soup_run
+    from lwdpo_edge.contract import is_soup_run
 
     if (path / "genai_config.json").is_file():  # an ONNX export, soup ones included (their lwdpo.json says "soup")
         from lwdpo_edge.runtime.onnx import OnnxModel

@@ -66,7 +66,7 @@ class OnnxModel(ChatModel):
     def render(self, messages):
         if self.template is None:
             return self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
-        from lwdpo_edge.export.chat_template import render_chat_template
+        from lwdpo_edge.chat_template import render_chat_template
 
         return render_chat_template(self.template, messages)
 
@@ -115,14 +115,14 @@ class OnnxModel(ChatModel):
 
 class OnnxMix:
     """The adapter inputs of a soup ONNX export at given scales: one .onnx_adapter per scales, in a
-    private temporary folder, the KEEP most recent loaded (export/onnx_lora.py for the math)."""
+    private temporary folder, the KEEP most recent loaded (lwdpo_edge/onnx_adapter.py for the math)."""
 
     KEEP = 8
 
     def __init__(self, og, model, path: Path, contract):
         import tempfile
 
-        from lwdpo_edge.export.onnx_lora import read_blocks
+        from lwdpo_edge.onnx_adapter import read_blocks
 
         blocks_file = Path(path) / contract.lora_blocks
         if not blocks_file.is_file():
@@ -134,7 +134,7 @@ class OnnxMix:
         self.active: str | None = None
 
     def set_scales(self, scales) -> None:
-        from lwdpo_edge.export.onnx_lora import write_onnx_adapter
+        from lwdpo_edge.onnx_adapter import write_onnx_adapter
 
         name = ",".join(f"{s:.6g}" for s in scales)
         if name not in self.loaded:

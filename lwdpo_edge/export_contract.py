@@ -1,9 +1,10 @@
-"""The lambda contract an exported model carries (DESIGN.md section 4), independent of the file format.
+"""The lambda contract an exported model carries (docs/design.md, section 7), independent of the file format.
 
 A run's lwdpo.json says which objectives the model was trained on and which lambda to use when the
 app says nothing. An exported file must say the same so that any app can drive lambda without this
-package. `ExportContract` is those facts; `keys.py` writes them into GGUF metadata, `onnx.py` into a
-`lwdpo.json` sidecar and the ONNX model's metadata_props, `chat_template.py` into the chat template.
+package. `ExportContract` is those facts; lwdpo_edge/gguf_keys.py writes them into GGUF metadata,
+export/onnx.py into a `lwdpo.json` sidecar and the ONNX model's metadata_props, lwdpo_edge/chat_template.py
+into the chat template. The exporter writes the contract and the runtimes read it, so it lives in the core.
 
 The default lambda is stored quantised (hundredths summing to 1): exactly the header the model sees
 when no lambda is given, so every format agrees on it to the last digit.
@@ -11,7 +12,7 @@ when no lambda is given, so every format agrees on it to the last digit.
 `conditioning` says how lambda reaches the model: "header" (the lambda header in the system message,
 one merged model) or "soup" (no header; the plain base plus one LoRA adapter per objective applied
 at scales lwdpo_edge.soup.soup_scales(lambda, strength); `soup_adapters` names the adapter files, in
-objective order (GGUF; an ONNX soup has `lora_blocks` instead: export/onnx_lora.py), and
+objective order (GGUF; an ONNX soup has `lora_blocks` instead: lwdpo_edge/onnx_adapter.py), and
 `soup_strength` is the default steering strength, 1 when absent) or "merged"
 (a soup's mix at one lambda folded into plain weights by `export --preset/--lambda`: no header, no
 adapters, lambda fixed at `lambda_merged`, which is also the default; export/preset.py).
@@ -43,7 +44,7 @@ class ExportContract:
     # soup: default steering strength (lwdpo_edge/soup.py); merged: the strength it was merged at
     soup_strength: float = 1.0
     lambda_merged: dict[str, float] | None = None  # merged: the lambda folded into the weights (quantised)
-    lora_blocks: str = ""  # soup ONNX: the per-objective B blocks file beside model.onnx (export/onnx_lora.py)
+    lora_blocks: str = ""  # soup ONNX: the per-objective B blocks file beside model.onnx (onnx_adapter.py)
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> ExportContract:

@@ -12,7 +12,7 @@
     lwdpo.lambda_merged      array[float32] merged only: the lambda folded into the weights (fixed), objective order
 
 `add_lwdpo_keys` writes them through gguf-py's GGUFWriter (the converter's own writer, see
-convert.py). `read_lwdpo_metadata` reads them back with a small walker over the GGUF header using
+export/convert.py). `read_lwdpo_metadata` reads them back with a small walker over the GGUF header using
 only `struct`: gguf-py's GGUFReader parses every vocabulary entry (seconds for a 49k-150k vocab) and
 an app or runtime that only wants the contract should not need gguf-py at all.
 """
@@ -23,7 +23,7 @@ import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from lwdpo_edge.export.contract import TEMPLATE_VARIABLE as contract_variable
+from lwdpo_edge.export_contract import TEMPLATE_VARIABLE as contract_variable
 from lwdpo_edge.lambdas import quantize_lambda
 
 VERSION = "lwdpo.version"
@@ -35,7 +35,7 @@ CONDITIONING = "lwdpo.conditioning"
 SOUP_ADAPTERS = "lwdpo.soup_adapters"
 SOUP_STRENGTH = "lwdpo.soup_strength"
 LAMBDA_MERGED = "lwdpo.lambda_merged"
-LORA_BLOCKS = "lwdpo.lora_blocks"  # ONNX soup exports only (model.onnx metadata_props): export/onnx_lora.py
+LORA_BLOCKS = "lwdpo.lora_blocks"  # ONNX soup exports only (model.onnx metadata_props): onnx_adapter.py
 CHAT_TEMPLATE = "tokenizer.chat_template"  # llama.cpp's key, read back for verification
 ARCHITECTURE = "general.architecture"
 

@@ -20,6 +20,9 @@ written with inner spaces or odd case ("[ Lambda ]"); Jinja has no regex, so the
 Only the Jinja subset that minja (the C++ engine of onnxruntime-genai, and of llama.cpp before its own
 engine) implements is used: no `replace`, `float` or `sum` filters (split/join, `* 1.0` and loops
 instead), and integer division avoided because minja divides integers as integers.
+
+`lwdpo_chat_template` builds the template (the exporter writes it into every format);
+`render_chat_template` renders any template as transformers does (the runtimes and export verification).
 """
 
 from __future__ import annotations
