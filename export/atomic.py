@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from lwdpo_edge.publish import publish
+
 FAILED_SUFFIX = ".failed"
 TEMPORARY_SUFFIXES = (".partial", ".work", ".old")
 
@@ -86,19 +88,6 @@ def workdir(final: Path) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def publish(path: Path, final: Path) -> Path:
-    """Move the finished `path` to `final`, replacing an older export of the same name."""
-    if final.is_dir() and not final.is_symlink():
-        # os.replace cannot replace a non-empty folder: move the old one aside first, then drop it.
-        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=temporary_prefix(final), suffix=".old"))
-        os.replace(final, old / final.name)
-        os.replace(path, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(path, final)
-    return final
 
 
 def keep_failed(path: Path, final: Path) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 
 from lwdpo_edge import gguf_keys as keys
 from lwdpo_edge.export.gguf import ConversionError, log_tail
-from lwdpo_edge.export_contract import SIDECAR_FILE, TEMPLATE_VARIABLE, ExportContract
+from lwdpo_edge.export_contract import LAMBDA_TEMPLATE_VARIABLE, SIDECAR_FILE, ExportContract
 
 PRECISIONS = ("fp32", "int4")
 DEFAULT_PRECISION = "int4"
@@ -54,7 +54,7 @@ def onnx_metadata(contract: ExportContract) -> dict[str, str]:
         keys.OBJECTIVES: json.dumps(list(contract.objectives)),
         keys.LAMBDA_DEFAULT: json.dumps([contract.lambda_default[name] for name in contract.objectives]),
         keys.HEADER_FORMAT: json.dumps(contract.header_format),
-        keys.TEMPLATE_VARIABLE: json.dumps(TEMPLATE_VARIABLE),
+        keys.TEMPLATE_VARIABLE: json.dumps(LAMBDA_TEMPLATE_VARIABLE),
         keys.CONDITIONING: json.dumps(contract.conditioning),
         **({keys.LAMBDA_MERGED: json.dumps([contract.lambda_merged[name] for name in contract.objectives]),
             keys.SOUP_STRENGTH: json.dumps(contract.soup_strength)} if contract.conditioning == "merged" else {}),

@@ -30,7 +30,7 @@ import numpy as np
 from lwdpo_edge.agreement import MIN_MARGIN, Agreement, ReferenceChoices, compare
 from lwdpo_edge.chat_template import render_chat_template
 from lwdpo_edge.conditioning import conditioned_messages, prompt_text
-from lwdpo_edge.export_contract import TEMPLATE_VARIABLE, ExportContract
+from lwdpo_edge.export_contract import LAMBDA_TEMPLATE_VARIABLE, ExportContract
 from lwdpo_edge.lambdas import format_lambda_header
 
 PROBE_PROMPTS = (
@@ -192,7 +192,7 @@ def verify(runtime, template: str, expected: Sequence[Expected], target: str, ex
     """Check `runtime` (the export loaded in its runtime) and `template` (its chat template) against `expected`."""
     report = VerificationReport(target, exact)
     for probe in expected:
-        variables = {TEMPLATE_VARIABLE: probe.lam} if probe.lam is not None else {}
+        variables = {LAMBDA_TEMPLATE_VARIABLE: probe.lam} if probe.lam is not None else {}
         rendered = render_chat_template(template, [{"role": "user", "content": probe.prompt}], **variables)
         greedy = runtime.greedy(probe.tokens, probe.max_new, stop)
         agreement = compare(probe.choices, runtime.logits(probe.tokens + probe.greedy))

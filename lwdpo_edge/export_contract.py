@@ -29,7 +29,7 @@ from lwdpo_edge.lambdas import HEADER_FORMAT, format_lambda_header, quantize_lam
 from lwdpo_edge.soup import check_strength
 
 SIDECAR_FILE = "lwdpo.json"  # next to model.onnx / model.safetensors in an exported folder
-TEMPLATE_VARIABLE = "lwdpo_lambda"  # the chat-template variable apps set: {"helpfulness": 0.5, ...}
+LAMBDA_TEMPLATE_VARIABLE = "lwdpo_lambda"  # the chat-template variable apps set: {"helpfulness": 0.5, ...}
 CONDITIONINGS = ("header", "soup", "merged")
 
 
@@ -79,7 +79,7 @@ class ExportContract:
             "header_format": self.header_format,
             "default_header": self.default_header(),
             "conditioning": self.conditioning,
-            "chat_template_variable": TEMPLATE_VARIABLE,
+            "chat_template_variable": LAMBDA_TEMPLATE_VARIABLE,
             **({"soup_adapters": list(self.soup_adapters), "soup_strength": self.soup_strength}
                if self.conditioning == "soup" else {}),
             **({"lora_blocks": self.lora_blocks} if self.lora_blocks else {}),

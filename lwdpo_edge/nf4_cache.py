@@ -8,8 +8,8 @@ serialisation: packed NF4 weights + their quant state; norms and embeddings stay
 load then reads that checkpoint directly (470 MB). The weights are the same bits as quantising in
 process: NF4 quantisation is deterministic (tests/test_models.py checks the logits are equal).
 
-Cache layout: cache_dir()/nf4/<folder name>-<key>/, the key covering the source folder's resolved
-path, its config.json and weight files (size + mtime) and NF4_FORMAT. Written to a hidden temp
+Cache layout: ROOT/<folder name>-<key>/ (ROOT: models.cache_dir()/nf4), the key covering the source
+folder's resolved path, its config.json and weight files (size + mtime) and NF4_FORMAT. Written to a hidden temp
 folder and renamed into place, so an interrupted quantisation never leaves a half checkpoint.
 CPU only: on CUDA bitsandbytes quantises each tensor on the GPU as it loads, with no fp32 model in
 host memory, so GPU runs load the fp32 folder as before.
@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from lwdpo_edge.publish import publish_once
 
 # Bump when what is saved changes (quant type, double quantisation, compute dtype), so stale
 # checkpoints are not reused.
@@ -42,11 +44,9 @@ def checkpoint_key(model_dir: Path) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def nf4_checkpoint(model_dir: Path) -> Path:
-    """The cached 4-bit checkpoint of `model_dir`, made (in a child process, atomically) the first time."""
-    from lwdpo_edge.models import cache_dir, publish_folder
-
-    root = cache_dir() / "nf4"
+def nf4_checkpoint(model_dir: Path, root: Path) -> Path:
+    """The cached 4-bit checkpoint of `model_dir` under `root` (the cache's nf4/ folder), made in a child
+    process and published atomically the first time."""
     final = root / f"{Path(model_dir).resolve().name}-{checkpoint_key(model_dir)}"
     if (final / "config.json").is_file():
         return final
@@ -58,7 +58,7 @@ def nf4_checkpoint(model_dir: Path) -> Path:
         if done.returncode != 0:
             raise RuntimeError(f"4-bit quantisation of {model_dir} failed:\n{done.stderr[-2000:]}")
         tmp.chmod(0o755)
-        publish_folder(tmp, final)
+        publish_once(tmp, final, complete=lambda folder: (folder / "config.json").is_file())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final

@@ -9,7 +9,6 @@ from lwdpo_edge.train.lambda_sampling import (
     DirichletSampler,
     PerformanceScheduler,
     build_sampler,
-    distinct_lambdas,
     simplex_anchors,
     step_rng,
 )
@@ -30,27 +29,6 @@ def test_step_rng_is_reproducible_and_differs_per_rank():
     a = DirichletSampler(OBJECTIVES).draw(4, step_rng(1, 10, 0, 0))
     assert a == DirichletSampler(OBJECTIVES).draw(4, step_rng(1, 10, 0, 0))
     assert a != DirichletSampler(OBJECTIVES).draw(4, step_rng(1, 10, 0, 1))
-
-
-def test_contrast_draws_start_with_two_different_vertices():
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        first, second, third = distinct_lambdas(DirichletSampler(OBJECTIVES), 3, rng, vertex_contrast=True)
-        assert sorted(first.values()) == sorted(second.values()) == [0.0, 0.0, 1.0]
-        assert first != second
-
-
-def test_without_vertex_contrast_every_lambda_comes_from_the_sampler():
-    # A performance scheduler must decide every draw, whatever lambdas_per_prompt is (a regression:
-    # n >= 2 used to replace its draws by random vertices, so arms c and d of bench/compare.py trained alike).
-    scheduler = PerformanceScheduler(OBJECTIVES, explore=0.0)
-    scheduler.logits = np.array([-50.0] * 6 + [50.0])  # (7,) all mass on the centre anchor
-    for n in (1, 2, 3):
-        draws = distinct_lambdas(scheduler, n, np.random.default_rng(n))
-        assert draws == scheduler.draw(n, np.random.default_rng(n))
-        assert all(max(d.values()) < 1.0 for d in draws)  # near the centre, never a vertex
-    contrast = distinct_lambdas(scheduler, 2, np.random.default_rng(0), vertex_contrast=True)
-    assert all(max(d.values()) == 1.0 for d in contrast)
 
 
 def test_scheduler_moves_mass_to_the_weakest_anchor():

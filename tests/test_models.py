@@ -286,9 +286,9 @@ def test_qlora_loads_a_cached_4bit_checkpoint_with_the_same_weights(tiny_llama_d
     with torch.no_grad():
         assert torch.equal(cached(**inputs).logits, in_process(**inputs).logits)
     assert cached.config._name_or_path == str(tiny_llama_dir)  # adapters saved on it name the fp32 base
-    folder = nf4_checkpoint(tiny_llama_dir)
+    folder = nf4_checkpoint(tiny_llama_dir, cache_dir() / "nf4")
     assert folder.parent == private_cache / "nf4" and [p.name for p in folder.parent.iterdir()] == [folder.name]
-    assert nf4_checkpoint(tiny_llama_dir) == folder  # reused, not rebuilt
+    assert nf4_checkpoint(tiny_llama_dir, cache_dir() / "nf4") == folder  # reused, not rebuilt
     changed = tmp_path / "changed"
     shutil.copytree(tiny_llama_dir, changed)
     assert checkpoint_key(changed) != checkpoint_key(tiny_llama_dir)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lwdpo_edge import lambda_dpo_loss
-from lwdpo_edge.objective import cross_lambda_loss, normalize_scores
+from lwdpo_edge.objective import normalize_scores
 
 
 def _random_case(B=3, K=2, N=4, seed=0):
@@ -158,69 +158,6 @@ def test_loss_decreases_when_policy_moves_towards_target():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.1
-
-
-# ----------------------------------------------------------------------------- header contrast
-
-
-def _contrast_case(seed=0, P=2, L=3, K=2, N=4):
-    g = torch.Generator().manual_seed(seed)
-    policy = torch.randn(P, L, N, generator=g) * 3
-    reference = torch.randn(P, L, N, generator=g) * 3
-    scores = torch.randn(P, K, N, generator=g)
-    lam = torch.softmax(torch.randn(P, L, K, generator=g), dim=-1)
-    return policy, reference, scores, lam
-
-
-def test_cross_lambda_loss_matches_a_loop_over_candidates():
-    policy, reference, scores, lam = _contrast_case()
-    beta, tau = 0.5, 0.7
-    expected = []
-    for p in range(policy.shape[0]):
-        for i in range(policy.shape[2]):
-            wanted = torch.stack([(lam[p, j] * scores[p, :, i]).sum() for j in range(lam.shape[1])])  # (L,)
-            rewards = beta * (policy[p, :, i] - reference[p, :, i])
-            expected.append(-(torch.softmax(wanted / tau, 0) * torch.log_softmax(rewards, 0)).sum())
-    got = cross_lambda_loss(policy, reference, scores, lam, beta=beta, tau=tau)
-    assert got.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-6)
-
-
-def test_cross_lambda_loss_ignores_what_does_not_depend_on_the_header():
-    """A header-independent change (same shift of a candidate under every lambda) changes nothing."""
-    policy, reference, scores, lam = _contrast_case(1)
-    shift = torch.randn(policy.shape[0], 1, policy.shape[2]) * 10  # per candidate, same for all headers
-    base = cross_lambda_loss(policy, reference, scores, lam)
-    assert cross_lambda_loss(policy + shift, reference, scores, lam).item() == pytest.approx(base.item(), rel=1e-6)
-    # ...while rewards that follow the headers' wishes reach the minimum, the target's entropy.
-    wanted = torch.einsum("plk,pkn->pln", lam, scores)  # (P, L, N)
-    best = cross_lambda_loss(reference + wanted / 0.1, reference, scores, lam, beta=0.1, tau=1.0)
-    target = torch.softmax(wanted, dim=1)
-    entropy = -(target * target.log()).sum(dim=1).mean()
-    assert best.item() == pytest.approx(entropy.item(), rel=1e-5) and best < base
-
-
-def test_cross_lambda_loss_skips_padding_and_single_lambda():
-    policy, reference, scores, lam = _contrast_case(2)
-    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
-    padded = policy.clone()
-    padded[0, :, 3] = 1e4  # garbage in padding must not matter
-    padded[1, :, 2:] = -1e4
-    assert cross_lambda_loss(padded, reference, scores, lam, mask=mask).item() == pytest.approx(
-        cross_lambda_loss(policy, reference, scores, lam, mask=mask).item(), rel=1e-6)
-    assert cross_lambda_loss(policy[:, :1], reference[:, :1], scores, lam[:, :1]).item() == 0.0
-
-
-def test_cross_lambda_loss_hard_target_splits_ties_between_headers():
-    """tau = 0: the headers that want a candidate most share the target equally (as in the listwise loss)."""
-    scores = torch.tensor([[[1.0, -1.0]]])  # (P=1, K=1, N=2)
-    lam = torch.tensor([[[1.0], [1.0], [0.0]]])  # headers 0 and 1 are the same lambda; header 2 wants nothing
-    policy = torch.tensor([[[0.0, 0.0], [0.0, 0.0], [5.0, 5.0]]])
-    reference = torch.zeros_like(policy)
-    log_q = torch.log_softmax(0.1 * policy, dim=1)  # (1, 3, 2)
-    # candidate 0: wanted 1, 1, 0 -> target (0.5, 0.5, 0); candidate 1: wanted -1, -1, 0 -> target (0, 0, 1)
-    expected = (-(0.5 * log_q[0, 0, 0] + 0.5 * log_q[0, 1, 0]) - log_q[0, 2, 1]) / 2
-    assert cross_lambda_loss(policy, reference, scores, lam, beta=0.1, tau=0).item() == pytest.approx(
-        expected.item(), rel=1e-6)
 
 
 def test_score_normalizations():

@@ -19,7 +19,7 @@ from lwdpo_edge.soup import MAX_STRENGTH
 
 SAMPLERS = ("dirichlet", "uniform", "fixed", "performance")
 SCORE_NORMALIZATIONS = ("zscore", "rank", "none")
-CONDITIONINGS = ("header", "soup", "mixture")
+CONDITIONINGS = ("header", "soup")
 
 
 def _help(text: str, **metadata) -> dict:
@@ -76,10 +76,6 @@ class LambdaDPOConfig(TrainingArguments):
     sft_weight: float = field(default=0.5, metadata=_help(
         "Add this weight times the per-token NLL of each list's lambda-best candidate (under its header): "
         "a conditioned-SFT term that teaches the model what to write, and when to stop, for each lambda."))
-    header_contrast_weight: float = field(default=0.0, metadata=_help(
-        "Add this weight times the header-contrast loss (lwdpo_edge.objective.cross_lambda_loss): each candidate's "
-        "implicit rewards under the prompt's different lambdas must rank the lambdas that want it first. Only a model "
-        "that reads the header can lower it. Needs --lambdas-per-prompt >= 2."))
     sft_warmup_steps: float = field(default=0.67, metadata=_help(
         "Conditioned-SFT warm start: the first N optimizer steps (a value below 1 is a fraction of all steps) train "
         "only on each list's lambda-best candidate (no reference pass, no listwise loss), then the listwise loss takes "
@@ -95,35 +91,13 @@ class LambdaDPOConfig(TrainingArguments):
         "How lambda steers the model. header: one adapter, lambda sampled per example and written into the prompt. "
         "soup: one adapter per objective, each trained at its vertex lambda with no header, mixed at inference "
         "with weights lambda (the --lambda-scheduler options then do not apply). soup is the default: on the default "
-        "135M model it steers within minutes on a CPU; the header has not yet (docs/results.md, 'Steering'). "
-        "mixture: the soup's adapters trained together, all active in every step, mixed by a lambda drawn per "
-        "step by --lambda-scheduler (dirichlet or performance) with the lambda-weighted listwise loss; saved as a "
-        "soup run at the trained --mixture-strength (train/mixture.py). --max-steps then counts all steps, not "
-        "steps per adapter.",
+        "135M model it steers within minutes on a CPU; the header has not yet (docs/results.md, 'Steering').",
         choices=CONDITIONINGS))
     soup_strength: float = field(default=SOUP_STRENGTH_DEFAULT, metadata=_help(
         "soup only: the steering strength stored as the model's default (apps and `serve` may override it per "
         "request). Adapter coefficients are 1/K + strength * (lambda_k - 1/K): 1 is the plain lambda-weighted "
         "soup, larger values amplify what sets the objectives apart (the centre mix is the same at every "
         "strength). Measured choice, docs/results.md 'Steering'."))
-    mixture_strength: float = field(default=1.0, metadata=_help(
-        "mixture only: the strength s of the mixing rule the adapters are trained under, c(lambda) = 1/K + "
-        "s * (lambda_k - 1/K), stored as the run's soup strength so that inference applies exactly the trained "
-        "rule, never an extrapolation. 1: c = lambda. s > 1 trains contrast: at a vertex the other objectives' "
-        "adapters enter with negative weight, as the soup's hand-set 2.5 does after the fact."))
-    mixture_learn_strength: bool = field(default=False, metadata=_help(
-        "mixture only: train the strength s too, with the adapters, from --mixture-strength as its start "
-        "(s = exp(theta), theta one trained scalar at --mixture-strength-lr, kept in (0, 8]), by the listwise "
-        "steps only (not the SFT warm-up); the value reached is saved as the run's soup strength. The gain "
-        "lambda needs is then learned, not chosen."))
-    mixture_strength_lr: float = field(default=0.1, metadata=_help(
-        "mixture with --mixture-learn-strength: the peak learning rate of log(s) (Adam, no weight decay, the run's "
-        "LR schedule). 0.1: with the demo's 60 listwise steps under a linear decay s can move up to about e^1 = 2.7x."))
-    mixture_init: str | None = field(default=None, metadata=_help(
-        "mixture only: a soup run folder (e.g. runs/demo) whose per-objective adapters, each trained alone at its "
-        "vertex, start the joint training instead of fresh LoRA weights. Joint training then fine-tunes the mix "
-        "over the whole simplex (interior points, the gain) from adapters that already steer. Same base model, "
-        "objectives and LoRA rank as this run."))
     lambda_scheduler: str = field(default="dirichlet", metadata=_help(
         f"How lambda is drawn per example: {', '.join(SAMPLERS)} (uniform = uniform on the simplex; "
         "performance = the online scheduler that moves sampling mass to where held-out loss is high or falling).",
@@ -140,9 +114,6 @@ class LambdaDPOConfig(TrainingArguments):
         "The lambda for --lambda-scheduler fixed, e.g. 'helpfulness=0.5,conciseness=0.5'."))
     lambdas_per_prompt: int = field(default=1, metadata=_help(
         "Score each prompt's list under this many lambdas in the same step (contrast between headers)."))
-    vertex_contrast: bool = field(default=False, metadata=_help(
-        "With --lambdas-per-prompt >= 2: make the first min(n, K) of a prompt's lambdas different vertices "
-        "instead of sampler draws (the sampler then only picks the rest)."))
 
     # --- sequence lengths ------------------------------------------------------------------------
     max_prompt_tokens: int = field(default=256, metadata=_help("Prompts longer than this are cut in the middle."))
@@ -198,31 +169,14 @@ class LambdaDPOConfig(TrainingArguments):
             raise ValueError(f"--sft-weight must be >= 0, got {self.sft_weight}")
         if self.tau < 0:
             raise ValueError(f"--tau must be >= 0, got {self.tau}")
-        if self.header_contrast_weight < 0:
-            raise ValueError(f"--header-contrast-weight must be >= 0, got {self.header_contrast_weight}")
-        if self.header_contrast_weight > 0 and self.lambdas_per_prompt < 2:
-            raise ValueError("--header-contrast-weight needs --lambdas-per-prompt >= 2 "
-                             "(it compares one list's headers)")
         if self.sft_warmup_steps < 0:
             raise ValueError(f"--sft-warmup-steps must be >= 0, got {self.sft_warmup_steps}")
         if self.lambdas_per_prompt < 1:
             raise ValueError(f"--lambdas-per-prompt must be >= 1, got {self.lambdas_per_prompt}")
         if not 0.0 <= self.soup_strength <= MAX_STRENGTH:
             raise ValueError(f"--soup-strength must be in [0, {MAX_STRENGTH:g}], got {self.soup_strength}")
-        if not 0.0 < self.mixture_strength <= MAX_STRENGTH:
-            raise ValueError(f"--mixture-strength must be in (0, {MAX_STRENGTH:g}], got {self.mixture_strength}")
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"--conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
-        if self.mixture_learn_strength and self.conditioning != "mixture":
-            raise ValueError("--mixture-learn-strength trains the mixing rule's strength: "
-                             "it needs --conditioning mixture")
-        if not self.mixture_strength_lr > 0:
-            raise ValueError(f"--mixture-strength-lr must be > 0, got {self.mixture_strength_lr}")
-        if self.mixture_init and self.conditioning != "mixture":
-            raise ValueError("--mixture-init starts a mixture run from a soup run's adapters: "
-                             "it needs --conditioning mixture")
-        if self.conditioning == "mixture" and self.lambdas_per_prompt > 1:
-            raise ValueError("--conditioning mixture sets one adapter mix per step: --lambdas-per-prompt must be 1")
         if self.conditioning == "soup" and (self.lambda_scheduler == "performance" or self.lambdas_per_prompt > 1):
             raise ValueError("--conditioning soup trains each adapter at its own vertex lambda: "
                              "--lambda-scheduler performance and --lambdas-per-prompt > 1 do not apply")

@@ -52,19 +52,6 @@ class FixedSampler(LambdaSampler):
         return [dict(self.lam) for _ in range(n)]
 
 
-def distinct_lambdas(sampler: LambdaSampler, n: int, rng: np.random.Generator,
-                     vertex_contrast: bool = False) -> list[dict[str, float]]:
-    """n lambdas for one prompt, all from the sampler; with `vertex_contrast` the first min(n, K)
-    are different vertices instead (random order), so every step contrasts headers that ask for
-    opposite things on the same list, and only the rest come from the sampler (which then has no
-    say over those: a performance scheduler with n <= K would never be consulted)."""
-    if not vertex_contrast or n == 1 or len(sampler.objectives) < 2:
-        return sampler.draw(n, rng)
-    picked = rng.choice(len(sampler.objectives), size=min(n, len(sampler.objectives)), replace=False)
-    vertices = [quantize_lambda({sampler.objectives[i]: 1.0}, sampler.objectives) for i in picked]
-    return vertices + sampler.draw(n - len(vertices), rng)
-
-
 def step_rng(seed: int, step: int, micro_step: int, rank: int) -> np.random.Generator:
     """The generator for one micro-batch: reproducible across interruptions and distinct per rank."""
     return np.random.default_rng([seed, step, micro_step, rank])

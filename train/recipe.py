@@ -95,9 +95,6 @@ def fit_to_objectives(config: LambdaDPOConfig, objectives) -> LambdaDPOConfig:
     the same sequences with the same target (the same gradient at L times the cost), so one is used."""
     if len(objectives) > 1:
         return config
-    if config.header_contrast_weight > 0:
-        raise TrainSetupError(f"--header-contrast-weight compares lambdas, which needs two or more objectives; "
-                              f"{config.data} has one ({objectives[0]})")
     if config.lambdas_per_prompt > 1:
         from rich.console import Console
 
@@ -207,9 +204,7 @@ def reference_cache_summary(cache: ReferenceCache | None) -> dict:
 
 SUMMARY_FIELDS = {
     "model", "data", "objectives", "qlora", "lora_r", "lora_alpha", "beta", "tau", "score_normalization", "sft_weight",
-    "sft_warmup_steps", "header_contrast_weight", "mixture_strength", "mixture_learn_strength", "mixture_strength_lr",
-    "mixture_init",
-    "length_normalize", "chunked_logps", "shared_prompt", "cache_reference_logps",
+    "sft_warmup_steps", "length_normalize", "chunked_logps", "shared_prompt", "cache_reference_logps",
     "condition_on_lambda", "lambda_scheduler", "scheduler_every", "lambda_alpha", "lambda_vertex_prob",
     "lambdas_per_prompt",
     "learning_rate", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
@@ -223,10 +218,6 @@ def run_training(config: LambdaDPOConfig) -> Path:
         from lwdpo_edge.train.user_objective import add_user_objective
 
         return add_user_objective(config)
-    if config.conditioning == "mixture":  # the soup's adapters trained together under a drawn mix
-        from lwdpo_edge.train.mixture import run_mixture_training
-
-        return run_mixture_training(config)
     if config.conditioning == "soup":  # one adapter per objective: its own small loop
         from lwdpo_edge.train.soup import run_soup_training
 

@@ -31,9 +31,9 @@ from lwdpo_edge.batching import (
     encode_listwise_packed,
 )
 from lwdpo_edge.logprobs import scored_sequence_logps, sequence_logps
-from lwdpo_edge.objective import cross_lambda_loss, lambda_best_index, lambda_dpo_loss
+from lwdpo_edge.objective import lambda_best_index, lambda_dpo_loss
 from lwdpo_edge.train.config import LambdaDPOConfig
-from lwdpo_edge.train.lambda_sampling import LambdaSampler, PerformanceScheduler, distinct_lambdas, step_rng
+from lwdpo_edge.train.lambda_sampling import LambdaSampler, PerformanceScheduler, step_rng
 from lwdpo_edge.train.reference_cache import ReferenceCache
 
 SCHEDULER_STATE_FILE = "lambda_scheduler.json"
@@ -77,7 +77,7 @@ class LambdaDPOTrainer(Trainer):
         rng = self._next_rng()
         expanded, lambdas = [], []
         for record in records:
-            for lam in distinct_lambdas(self.lambda_sampler, args.lambdas_per_prompt, rng, args.vertex_contrast):
+            for lam in self.lambda_sampler.draw(args.lambdas_per_prompt, rng):
                 expanded.append(record)
                 lambdas.append(lam)
         return self.encode(expanded, lambdas, packed)
@@ -161,16 +161,6 @@ class LambdaDPOTrainer(Trainer):
                                chunked=self.args.chunked_logps)  # (rows,)
         return -logps.mean() if has_target.any() else logps.sum() * 0.0
 
-    def header_contrast(self, policy_logps, reference_logps, batch: ListwiseBatch) -> torch.Tensor:
-        """cross_lambda_loss over each record's lambdas_per_prompt copies (build_batch puts them side by side)."""
-        L = self.args.lambdas_per_prompt
-        B, N = policy_logps.shape
-        P = B // L
-        return cross_lambda_loss(
-            policy_logps.view(P, L, N), reference_logps.view(P, L, N), batch.scores[::L], batch.lam.view(P, L, -1),
-            beta=self.args.beta, tau=self.args.tau, mask=batch.candidate_mask[::L],
-        )
-
     # ------------------------------------------------------------------ the loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         warmup = self.state.global_step < self.sft_warmup_end()
@@ -186,10 +176,6 @@ class LambdaDPOTrainer(Trainer):
             policy_logps, reference_logps, batch.scores, batch.lam,
             beta=self.args.beta, tau=self.args.tau, mask=batch.candidate_mask,
         )
-        if self.args.header_contrast_weight > 0:
-            contrast = self.header_contrast(policy_logps, reference_logps, batch)
-            loss = loss + self.args.header_contrast_weight * contrast
-            self._window["header_contrast"].append(contrast.item())
         if self.args.sft_weight > 0:
             sft_nll = self.conditioned_sft_nll(policy_logps, batch)
             loss = loss + self.args.sft_weight * sft_nll
@@ -248,7 +234,7 @@ class LambdaDPOTrainer(Trainer):
         self.save_reference_cache()
 
     def save_checkpoint_state(self, folder: str) -> None:
-        """What a checkpoint holds beside HF's files (rank 0): the lambda sampler's state; subclasses add theirs."""
+        """What a checkpoint holds beside HF's files (rank 0): the lambda sampler's state."""
         with open(os.path.join(folder, SCHEDULER_STATE_FILE), "w") as f:
             json.dump(self.lambda_sampler.state_dict(), f)
 

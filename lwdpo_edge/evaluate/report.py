@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lwdpo_edge.contract import atomic_write_text
 from lwdpo_edge.evaluate.plots import write_plots
+from lwdpo_edge.publish import publish
 
 REPORT_FILE = "report.json"
 
@@ -29,22 +30,6 @@ def check_output_folder(output: Path) -> None:
     output = Path(output)
     if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / REPORT_FILE).is_file())):
         raise FileExistsError(f"{output} exists and is not an lwdpo-edge eval folder; choose another --output")
-
-
-def publish_folder(staging: Path, output: Path) -> None:
-    """Swap the finished `staging` folder in as `output` (the old report, if any, is removed after)."""
-    if not output.exists():
-        staging.rename(output)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-    output.rename(old / output.name)
-    try:
-        staging.rename(output)
-    except BaseException:
-        (old / output.name).rename(output)  # put the complete earlier report back
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_report(report: dict, generations: list[dict], output: Path) -> Path:
@@ -60,7 +45,7 @@ def write_report(report: dict, generations: list[dict], output: Path) -> Path:
         atomic_write_text(staging / "summary.md", summary_markdown(report))
         atomic_write_text(staging / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         staging.chmod(0o755)  # mkdtemp makes it private; a report folder should read like any other
-        publish_folder(staging, output)
+        publish(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename
     return output

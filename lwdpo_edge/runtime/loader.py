@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lwdpo_edge.gguf_keys import GGUF_MAGIC
 from lwdpo_edge.runtime.base import ChatModel, ModelLoadError
-
-GGUF_MAGIC = b"GGUF"
 
 
 def load_model(path: str | Path, *, threads: int | None = None, n_ctx: int = 2048) -> ChatModel:
