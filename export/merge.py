@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lwdpo_edge.chat_template import lwdpo_chat_template
-from lwdpo_edge.contract import ADAPTER_DIR, RunFolderError, read_run_manifest
+from lwdpo_edge.contract import ADAPTER_DIR, Conditioning, RunFolderError, read_run_manifest
 from lwdpo_edge.export.architectures import ExportInputError, check_architecture
 from lwdpo_edge.export_contract import SIDECAR_FILE, ExportContract
 from lwdpo_edge.models import quiet_transformers
@@ -69,7 +69,7 @@ def save_merged(model, tokenizer, contract: ExportContract, out_dir: Path, **pro
         raise ExportInputError(f"{tokenizer.name_or_path}: the base tokenizer has no chat template to carry "
                                "the lambda header")
     out_dir = Path(out_dir)
-    if contract.conditioning == "header":
+    if contract.conditioning == Conditioning.HEADER:
         tokenizer.chat_template = lwdpo_chat_template(tokenizer.chat_template, contract)
     with quiet_transformers():
         model.save_pretrained(out_dir)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lwdpo_edge.contract import atomic_write_text
+from lwdpo_edge.contract import Conditioning, atomic_write_text
 from lwdpo_edge.export_contract import ExportContract
 
 # Go templates as in Ollama's library models (they render .System via the messages loop).
@@ -80,7 +80,8 @@ def modelfile_text(gguf_name: str, contract: ExportContract, chat_template: str,
         _, template, stops = CHAT_FORMATS[fmt]
         lines.append(f'TEMPLATE """{template}"""')
         lines += [f'PARAMETER stop "{stop}"' for stop in stops]
-    system = contract.default_header() if contract.conditioning == "header" else implicit_system(chat_template)
+    header = contract.conditioning == Conditioning.HEADER
+    system = contract.default_header() if header else implicit_system(chat_template)
     if system:
         lines.append(f'SYSTEM """{system}"""')
     return "\n".join(lines) + "\n"
@@ -91,10 +92,10 @@ def _lambda_comment(contract: ExportContract) -> list[str]:
     def words(lam):
         return ", ".join(f"{name}={lam[name]:.2f}" for name in contract.objectives)
 
-    if contract.conditioning == "header":
+    if contract.conditioning == Conditioning.HEADER:
         return [f"# lambda over {', '.join(contract.objectives)}: the system message must start with a header like the",
                 "# SYSTEM line below; send your own system message starting with '[lambda] ...' to steer."]
-    if contract.conditioning == "merged":
+    if contract.conditioning == Conditioning.MERGED:
         return [f"# a merged preset: lambda is fixed at {words(contract.lambda_merged)} (lwdpo.lambda_merged);",
                 "# export another preset for another lambda: lwdpo-edge export RUN --preset NAME / --lambda ..."]
     return [f"# an adapter-soup export at its default lambda {words(contract.lambda_default)}, strength "

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lwdpo_edge import gguf_keys as keys
+from lwdpo_edge.contract import Conditioning
 from lwdpo_edge.export.gguf import ConversionError, log_tail
 from lwdpo_edge.export_contract import LAMBDA_TEMPLATE_VARIABLE, SIDECAR_FILE, ExportContract
 
@@ -57,9 +58,10 @@ def onnx_metadata(contract: ExportContract) -> dict[str, str]:
         keys.TEMPLATE_VARIABLE: json.dumps(LAMBDA_TEMPLATE_VARIABLE),
         keys.CONDITIONING: json.dumps(contract.conditioning),
         **({keys.LAMBDA_MERGED: json.dumps([contract.lambda_merged[name] for name in contract.objectives]),
-            keys.SOUP_STRENGTH: json.dumps(contract.soup_strength)} if contract.conditioning == "merged" else {}),
+            keys.SOUP_STRENGTH: json.dumps(contract.soup_strength)}
+           if contract.conditioning == Conditioning.MERGED else {}),
         **({keys.SOUP_STRENGTH: json.dumps(contract.soup_strength), keys.LORA_BLOCKS: json.dumps(contract.lora_blocks)}
-           if contract.conditioning == "soup" else {}),
+           if contract.conditioning == Conditioning.SOUP else {}),
     }
 
 

@@ -24,6 +24,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from lwdpo_edge.contract import Conditioning
 from lwdpo_edge.export.architectures import ExportInputError
 from lwdpo_edge.export_contract import ExportContract
 from lwdpo_edge.lambdas import LambdaError, lambda_slug, parse_lambda_arg, preset_lambdas, quantize_lambda
@@ -136,7 +137,8 @@ def _merge_mix(run_dir, manifest, fmt, variant, lam, staged, work, verify, threa
     lam = model.soup_mixer.set_lambda(lam)  # the run's default strength
     strength = model.soup_mixer.default_strength
     contract = dataclasses.replace(ExportContract.from_manifest({**manifest, "conditioning": "header"}),
-                                   conditioning="merged", lambda_default=lam, lambda_merged=lam, soup_strength=strength)
+                                   conditioning=Conditioning.MERGED, lambda_default=lam, lambda_merged=lam,
+                                   soup_strength=strength)
     stop = stop_tokens(model, tokenizer)
     expected = None
     if verify:

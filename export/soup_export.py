@@ -30,7 +30,7 @@ import os
 import time
 from pathlib import Path
 
-from lwdpo_edge.contract import RunFolderError, read_run_manifest, soup_adapter_dirs
+from lwdpo_edge.contract import Conditioning, RunFolderError, read_run_manifest, soup_adapter_dirs
 from lwdpo_edge.export.architectures import ExportInputError, check_architecture
 from lwdpo_edge.export.atomic import keep_failed, staging, workdir
 from lwdpo_edge.export.progress import Stages
@@ -90,7 +90,7 @@ def export_soup_run(run_dir: Path, fmt: str, variant: str, final: Path, verify: 
 
     manifest, base_dir, dirs = read_soup_run(Path(run_dir), fmt)
     names = lora_names(final, manifest["objectives"])
-    contract = dataclasses.replace(ExportContract.from_manifest(manifest), conditioning="soup",
+    contract = dataclasses.replace(ExportContract.from_manifest(manifest), conditioning=Conditioning.SOUP,
                                    soup_adapters=tuple(names))
     result = ExportResult(fmt, variant, final)
     start = time.perf_counter()

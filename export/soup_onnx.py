@@ -20,6 +20,7 @@ import os
 import time
 from pathlib import Path
 
+from lwdpo_edge.contract import Conditioning
 from lwdpo_edge.export.architectures import ExportInputError
 from lwdpo_edge.export.atomic import keep_failed, publish, staging, workdir
 from lwdpo_edge.export.progress import Stages
@@ -36,7 +37,8 @@ def export_soup_onnx(run_dir: Path, variant: str, final: Path, verify: bool = Tr
     from lwdpo_edge.soup import soup_scales
 
     manifest, base_dir, dirs = read_soup_run(Path(run_dir), "onnx")
-    contract = dataclasses.replace(ExportContract.from_manifest(manifest), conditioning="soup", lora_blocks=BLOCKS_FILE)
+    contract = dataclasses.replace(ExportContract.from_manifest(manifest), conditioning=Conditioning.SOUP,
+                                   lora_blocks=BLOCKS_FILE)
     result = ExportResult("onnx", variant, final)
     start = time.perf_counter()
     with Stages(console, show_progress) as stage, workdir(final) as work, staging(final, is_dir=True) as staged:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,24 @@ ADAPTER_DIR = "adapter"
 ADAPTERS_DIR = "adapters"  # soup runs: one sub-folder per objective
 CHECKPOINTS_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
+
+
+class Conditioning(str, Enum):
+    """How lambda reaches a model (docs/design.md section 5); the value is what lwdpo.json and the
+    exported files say (`lwdpo.conditioning`)."""
+
+    SOUP = "soup"  # one LoRA adapter per objective, mixed with scales from lambda at inference
+    HEADER = "header"  # one adapter; lambda written as a header at the start of the system message
+    MERGED = "merged"  # an export with one lambda's mix folded into the weights (a preset)
+    NONE = "none"  # lambda never reaches the model (--no-condition-on-lambda)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TRAINED_CONDITIONINGS = (Conditioning.SOUP, Conditioning.HEADER)  # what `train --conditioning` takes
+RUN_CONDITIONINGS = (Conditioning.SOUP, Conditioning.HEADER, Conditioning.NONE)  # what a run folder may hold
+EXPORTED_CONDITIONINGS = (Conditioning.HEADER, Conditioning.SOUP, Conditioning.MERGED)  # what an export may hold
 
 
 class RunFolderError(ValueError):
@@ -58,7 +77,7 @@ def write_run_manifest(
     base_model: dict[str, Any],
     training: dict[str, Any],
     lambda_default: dict[str, float] | None = None,
-    conditioning: str = "header",
+    conditioning: str = Conditioning.HEADER,
     adapters: dict[str, str] | None = None,
     soup_strength: float | None = None,
 ) -> dict[str, Any]:

@@ -24,13 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lwdpo_edge.contract import CONTRACT_VERSION
+from lwdpo_edge.contract import CONTRACT_VERSION, EXPORTED_CONDITIONINGS, Conditioning
 from lwdpo_edge.lambdas import HEADER_FORMAT, format_lambda_header, quantize_lambda
 from lwdpo_edge.soup import check_strength
 
 SIDECAR_FILE = "lwdpo.json"  # next to model.onnx / model.safetensors in an exported folder
 LAMBDA_TEMPLATE_VARIABLE = "lwdpo_lambda"  # the chat-template variable apps set: {"helpfulness": 0.5, ...}
-CONDITIONINGS = ("header", "soup", "merged")
 
 
 @dataclass(frozen=True)
@@ -51,14 +50,15 @@ class ExportContract:
         """The contract of a run, from its lwdpo.json (as read by `read_run_manifest`)."""
         objectives = tuple(manifest["objectives"])
         conditioning = manifest.get("conditioning") or "header"  # absent in exports older than soup
-        if conditioning not in CONDITIONINGS:
-            raise ValueError(f"conditioning {conditioning!r}; expected one of {', '.join(CONDITIONINGS)}")
+        if conditioning not in EXPORTED_CONDITIONINGS:
+            raise ValueError(f"conditioning {conditioning!r}; expected one of {', '.join(EXPORTED_CONDITIONINGS)}")
         adapters = tuple(manifest.get("soup_adapters") or ())
         if adapters and len(adapters) != len(objectives):
             raise ValueError(f"soup_adapters lists {len(adapters)} files for {len(objectives)} objectives")
-        strength = check_strength(manifest.get("soup_strength", 1.0)) if conditioning in ("soup", "merged") else 1.0
+        mixes = conditioning in (Conditioning.SOUP, Conditioning.MERGED)
+        strength = check_strength(manifest.get("soup_strength", 1.0)) if mixes else 1.0
         merged = manifest.get("lambda_merged")
-        if (conditioning == "merged") != (merged is not None):
+        if (conditioning == Conditioning.MERGED) != (merged is not None):
             raise ValueError("lambda_merged is required for, and only for, conditioning 'merged'")
         merged = quantize_lambda(merged, objectives) if merged is not None else None
         default = merged or quantize_lambda(manifest["lambda_default"], objectives)  # a merged file's only lambda
@@ -81,10 +81,10 @@ class ExportContract:
             "conditioning": self.conditioning,
             "chat_template_variable": LAMBDA_TEMPLATE_VARIABLE,
             **({"soup_adapters": list(self.soup_adapters), "soup_strength": self.soup_strength}
-               if self.conditioning == "soup" else {}),
+               if self.conditioning == Conditioning.SOUP else {}),
             **({"lora_blocks": self.lora_blocks} if self.lora_blocks else {}),
             **({"lambda_merged": dict(self.lambda_merged), "soup_strength": self.soup_strength}
-               if self.conditioning == "merged" else {}),
+               if self.conditioning == Conditioning.MERGED else {}),
             **extra,
         }
 

@@ -23,6 +23,7 @@ import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from lwdpo_edge.contract import Conditioning
 from lwdpo_edge.export_contract import LAMBDA_TEMPLATE_VARIABLE
 from lwdpo_edge.lambdas import quantize_lambda
 
@@ -51,10 +52,10 @@ def add_lwdpo_keys(writer, contract) -> None:
     writer.add_string(HEADER_FORMAT, contract.header_format)
     writer.add_string(TEMPLATE_VARIABLE, LAMBDA_TEMPLATE_VARIABLE)
     writer.add_string(CONDITIONING, contract.conditioning)
-    if contract.conditioning == "soup":
+    if contract.conditioning == Conditioning.SOUP:
         writer.add_array(SOUP_ADAPTERS, list(contract.soup_adapters))
         writer.add_float32(SOUP_STRENGTH, float(contract.soup_strength))
-    if contract.conditioning == "merged":
+    if contract.conditioning == Conditioning.MERGED:
         writer.add_array(LAMBDA_MERGED, [float(contract.lambda_merged[name]) for name in contract.objectives])
         writer.add_float32(SOUP_STRENGTH, float(contract.soup_strength))
 
@@ -72,8 +73,8 @@ def read_lwdpo_metadata(gguf_path: Path) -> dict[str, Any]:
     # float32 in the file: 4 decimals restore what was written (strengths are set by hand, e.g. 2.5)
     strength = round(float(values.get(SOUP_STRENGTH, 1.0)), 4)
     soup = ({"soup_adapters": list(values.get(SOUP_ADAPTERS, [])), "soup_strength": strength}
-            if conditioning == "soup" else {})
-    if conditioning == "merged":  # hundredths in float32: re-quantising restores them exactly, as below
+            if conditioning == Conditioning.SOUP else {})
+    if conditioning == Conditioning.MERGED:  # hundredths in float32: re-quantising restores them exactly, as below
         soup = {"lambda_merged": quantize_lambda(list(values[LAMBDA_MERGED]), objectives), "soup_strength": strength}
     return {
         "lwdpo_version": int(values[VERSION]),

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lwdpo_edge.contract import read_run_manifest, soup_adapter_dirs
+from lwdpo_edge.contract import Conditioning, read_run_manifest, soup_adapter_dirs
 from lwdpo_edge.lambdas import LambdaError, normalize_lambda, quantize_lambda
 
 DEFAULT_STRENGTH = 2.5  # what `lwdpo-edge train` stores in a soup run (docs/results.md, Steering)
@@ -55,9 +55,9 @@ def strength_for(conditioning: str, strength: float | None, default: float | Non
     """The steering strength a model with this conditioning runs at: `strength` (or `default` when
     None) checked, for a soup; None for a header or plain model, which has no strength to set
     (LambdaError if one was asked for). The runtime, `generate` and `eval` all ask this one rule."""
-    if conditioning != "soup":
+    if conditioning != Conditioning.SOUP:
         if strength is not None:
-            fixed = " (a merged preset's strength was fixed at export)" if conditioning == "merged" else ""
+            fixed = " (a merged preset's strength was fixed at export)" if conditioning == Conditioning.MERGED else ""
             raise LambdaError(f"a steering strength applies to adapter-soup runs only; this one's conditioning is "
                               f"{conditioning!r}{fixed}")
         return None

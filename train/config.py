@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from lwdpo_edge.contract import TRAINED_CONDITIONINGS, Conditioning
 from lwdpo_edge.feedback_data import MIN_JUDGEMENTS
 from lwdpo_edge.soup import DEFAULT_STRENGTH as SOUP_STRENGTH_DEFAULT
 from lwdpo_edge.soup import MAX_STRENGTH
 
 SAMPLERS = ("dirichlet", "uniform", "fixed", "performance")
 SCORE_NORMALIZATIONS = ("zscore", "rank", "none")
-CONDITIONINGS = ("header", "soup")
 
 
 def _help(text: str, **metadata) -> dict:
@@ -92,7 +92,7 @@ class LambdaDPOConfig(TrainingArguments):
         "soup: one adapter per objective, each trained at its vertex lambda with no header, mixed at inference "
         "with weights lambda (the --lambda-scheduler options then do not apply). soup is the default: on the default "
         "135M model it steers within minutes on a CPU; the header has not yet (docs/results.md, 'Steering').",
-        choices=CONDITIONINGS))
+        choices=TRAINED_CONDITIONINGS))
     soup_strength: float = field(default=SOUP_STRENGTH_DEFAULT, metadata=_help(
         "soup only: the steering strength stored as the model's default (apps and `serve` may override it per "
         "request). Adapter coefficients are 1/K + strength * (lambda_k - 1/K): 1 is the plain lambda-weighted "
@@ -175,9 +175,11 @@ class LambdaDPOConfig(TrainingArguments):
             raise ValueError(f"--lambdas-per-prompt must be >= 1, got {self.lambdas_per_prompt}")
         if not 0.0 <= self.soup_strength <= MAX_STRENGTH:
             raise ValueError(f"--soup-strength must be in [0, {MAX_STRENGTH:g}], got {self.soup_strength}")
-        if self.conditioning not in CONDITIONINGS:
-            raise ValueError(f"--conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
-        if self.conditioning == "soup" and (self.lambda_scheduler == "performance" or self.lambdas_per_prompt > 1):
+        if self.conditioning not in TRAINED_CONDITIONINGS:
+            raise ValueError(f"--conditioning must be one of {', '.join(TRAINED_CONDITIONINGS)}, "
+                             f"got {self.conditioning!r}")
+        per_list = self.lambda_scheduler == "performance" or self.lambdas_per_prompt > 1
+        if self.conditioning == Conditioning.SOUP and per_list:
             raise ValueError("--conditioning soup trains each adapter at its own vertex lambda: "
                              "--lambda-scheduler performance and --lambdas-per-prompt > 1 do not apply")
         if self.lambda_scheduler == "fixed" and not self.fixed_lambda:

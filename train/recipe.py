@@ -17,7 +17,14 @@ import torch
 from transformers import set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from lwdpo_edge.contract import ADAPTER_DIR, CHECKPOINTS_DIR, METRICS_FILE, RunFolderError, write_run_manifest
+from lwdpo_edge.contract import (
+    ADAPTER_DIR,
+    CHECKPOINTS_DIR,
+    METRICS_FILE,
+    Conditioning,
+    RunFolderError,
+    write_run_manifest,
+)
 from lwdpo_edge.data.loaders import load_records
 from lwdpo_edge.data.schema import objectives_of
 from lwdpo_edge.data.usable import lists_per_objective, require_usable_lists, usable_objectives_of
@@ -184,7 +191,7 @@ def save(trainer: LambdaDPOTrainer, config: LambdaDPOConfig, objectives, model_d
     write_run_manifest(
         run_dir, objectives,
         base_model={"spec": config.model, "path": str(model_dir)},
-        conditioning="header" if config.condition_on_lambda else "none",
+        conditioning=Conditioning.HEADER if config.condition_on_lambda else "none",
         training={
             "steps": trainer.state.global_step,
             "records": n_records,
@@ -218,7 +225,7 @@ def run_training(config: LambdaDPOConfig) -> Path:
         from lwdpo_edge.train.user_objective import add_user_objective
 
         return add_user_objective(config)
-    if config.conditioning == "soup":  # one adapter per objective: its own small loop
+    if config.conditioning == Conditioning.SOUP:  # one adapter per objective: its own small loop
         from lwdpo_edge.train.soup import run_soup_training
 
         return run_soup_training(config)

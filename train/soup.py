@@ -25,14 +25,21 @@ from pathlib import Path
 from transformers import set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from lwdpo_edge.contract import ADAPTERS_DIR, CHECKPOINTS_DIR, RunFolderError, write_run_manifest
+from lwdpo_edge.contract import ADAPTERS_DIR, CHECKPOINTS_DIR, Conditioning, RunFolderError, write_run_manifest
 from lwdpo_edge.data.usable import lists_for
 from lwdpo_edge.models import load_policy, load_tokenizer, resolve_model
 from lwdpo_edge.train.callbacks import MetricsJsonlCallback, RichProgressCallback
 from lwdpo_edge.train.config import LambdaDPOConfig
 from lwdpo_edge.train.lambda_sampling import FixedSampler
-from lwdpo_edge.train.recipe import (SUMMARY_FIELDS, ListDataset, TrainSetupError, load_training_data, lora_settings,
-                                     open_reference_cache, reference_cache_summary)
+from lwdpo_edge.train.recipe import (
+    SUMMARY_FIELDS,
+    ListDataset,
+    TrainSetupError,
+    load_training_data,
+    lora_settings,
+    open_reference_cache,
+    reference_cache_summary,
+)
 from lwdpo_edge.train.trainer import LambdaDPOTrainer
 
 METRICS_DIR = "metrics"
@@ -41,7 +48,7 @@ METRICS_DIR = "metrics"
 def vertex_config(config: LambdaDPOConfig, objective: str) -> LambdaDPOConfig:
     """The sub-run of one objective: lambda fixed at its vertex, no header, checkpoints in their own folder."""
     return dataclasses.replace(
-        config, conditioning="header", condition_on_lambda=False, lambda_scheduler="fixed",
+        config, conditioning=Conditioning.HEADER, condition_on_lambda=False, lambda_scheduler="fixed",
         fixed_lambda=f"{objective}=1", lambdas_per_prompt=1,
         output_dir=str(Path(config.output_dir) / CHECKPOINTS_DIR / objective),
     )
@@ -127,7 +134,7 @@ def write_soup_manifest(config: LambdaDPOConfig, objectives, model_dir: Path, n_
     write_run_manifest(
         Path(config.output_dir), objectives,
         base_model={"spec": config.model, "path": str(model_dir)},
-        conditioning="soup",
+        conditioning=Conditioning.SOUP,
         adapters={name: f"{ADAPTERS_DIR}/{name}" for name in objectives},
         soup_strength=config.soup_strength,
         training={"steps": next((s["steps"] for s in summaries.values()), config.max_steps),  # per adapter

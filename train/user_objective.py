@@ -28,7 +28,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from lwdpo_edge.contract import ADAPTERS_DIR, CHECKPOINTS_DIR, RunFolderError, read_run_manifest, soup_adapter_dirs
+from lwdpo_edge.contract import (
+    ADAPTERS_DIR,
+    CHECKPOINTS_DIR,
+    Conditioning,
+    RunFolderError,
+    read_run_manifest,
+    soup_adapter_dirs,
+)
 from lwdpo_edge.data.loaders import load_records
 from lwdpo_edge.data.schema import DataError, ListwiseRecord
 from lwdpo_edge.feedback_data import USER_OBJECTIVE
@@ -71,7 +78,7 @@ def check_soup_run(run_dir: Path) -> dict:
     """The run's manifest, if it is a soup run with every adapter in place; a clear error otherwise."""
     manifest = read_run_manifest(run_dir)  # RunFolderError: not a run folder
     conditioning = manifest.get("conditioning", "header")
-    if conditioning != "soup":
+    if conditioning != Conditioning.SOUP:
         raise TrainSetupError(
             f"{run_dir}: --feedback adds a '{USER_OBJECTIVE}' adapter to an adapter-soup run; this run's conditioning "
             f"is {conditioning!r} (one adapter for every objective), which would have to be trained again on all "
@@ -135,6 +142,6 @@ def write_soup_manifest_keeping(run_dir: Path, manifest: dict, objectives: list[
     if "reference_cache" in summary:
         training["reference_cache"] = summary.pop("reference_cache")
     write_run_manifest(run_dir, objectives, base_model=manifest["base_model"], training=training,
-                       conditioning="soup",
+                       conditioning=Conditioning.SOUP,
                        adapters={name: manifest["adapters"].get(name, f"{ADAPTERS_DIR}/{name}") for name in objectives},
                        soup_strength=manifest.get("soup_strength"))

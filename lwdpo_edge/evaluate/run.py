@@ -21,7 +21,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lwdpo_edge.contract import ADAPTER_DIR, RunFolderError, read_run_manifest, soup_adapter_dirs
+from lwdpo_edge.contract import (
+    ADAPTER_DIR,
+    RUN_CONDITIONINGS,
+    Conditioning,
+    RunFolderError,
+    read_run_manifest,
+    soup_adapter_dirs,
+)
 from lwdpo_edge.decoding import REPETITION_PENALTY, check_repetition_penalty
 from lwdpo_edge.evaluate.grid import GRID_KINDS, lambda_grid, ranking_points
 from lwdpo_edge.evaluate.heldout import load_heldout_lists, load_prompt_file, prompts_from_lists, user_question
@@ -32,7 +39,6 @@ from lwdpo_edge.soup import strength_for
 from lwdpo_edge.threads import auto_threads
 
 EVAL_VERSION = 1
-CONDITIONINGS = ("header", "none", "soup")  # what lwdpo.json may say and this eval can reproduce
 GRIDS = GRID_KINDS
 
 
@@ -78,10 +84,10 @@ class Inputs:
 def check_run(run_dir: Path) -> dict:
     manifest = read_run_manifest(run_dir)
     conditioning = manifest.get("conditioning", "header")
-    if conditioning not in CONDITIONINGS:
+    if conditioning not in RUN_CONDITIONINGS:
         raise RunFolderError(f"{run_dir}: conditioning {conditioning!r} is not supported by this eval "
-                             f"(knows {CONDITIONINGS})")
-    if conditioning == "soup":
+                             f"(knows {', '.join(RUN_CONDITIONINGS)})")
+    if conditioning == Conditioning.SOUP:
         soup_adapter_dirs(run_dir, manifest)  # raises naming the missing adapter
         return manifest
     if not (Path(run_dir) / ADAPTER_DIR / "adapter_config.json").is_file():

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lwdpo_edge.conditioning import conditioned_messages
+from lwdpo_edge.contract import Conditioning
 from lwdpo_edge.decoding import REPETITION_PENALTY, check_repetition_penalty
 from lwdpo_edge.lambdas import HEADER_MARKER, LambdaError, parse_lambda_header, quantize_lambda, split_lambda_header
 from lwdpo_edge.soup import strength_for
@@ -93,12 +94,12 @@ class ChatModel:
     @property
     def lambda_merged(self) -> dict[str, float] | None:
         """The lambda a merged preset was folded at (the only one it runs at); None for any other model."""
-        return dict(self.contract.lambda_merged) if self.conditioning == "merged" else None
+        return dict(self.contract.lambda_merged) if self.conditioning == Conditioning.MERGED else None
 
     @property
     def steerable(self) -> bool:
         """True when lambda can change per request (header and soup models)."""
-        return self.conditioning in ("header", "soup")
+        return self.conditioning in (Conditioning.HEADER, Conditioning.SOUP)
 
     @property
     def info(self) -> dict[str, Any]:
@@ -111,7 +112,8 @@ class ChatModel:
             "architecture": self.architecture,
             "contract_version": self.contract.version if self.contract else None,
             "conditioning": self.conditioning,
-            "soup_strength": self.contract.soup_strength if self.conditioning in ("soup", "merged") else None,
+            "soup_strength": (self.contract.soup_strength
+                              if self.conditioning in (Conditioning.SOUP, Conditioning.MERGED) else None),
             "lambda_merged": self.lambda_merged,
         }
 
@@ -120,7 +122,7 @@ class ChatModel:
         if not self.contract:
             raise LambdaError(f"{self.path.name} has no lambda contract (no lwdpo objectives): it takes no lambda")
         lam = quantize_lambda(lam, self.objectives)
-        if self.conditioning == "merged" and lam != self.contract.lambda_merged:
+        if self.conditioning == Conditioning.MERGED and lam != self.contract.lambda_merged:
             fixed = ", ".join(f"{name}={value:.2f}" for name, value in self.contract.lambda_merged.items())
             raise LambdaError(f"{self.path.name} is a merged preset: lambda is fixed at {fixed}; load the steerable "
                               f"export (base + LoRA files) or the run folder to change it")
@@ -135,7 +137,7 @@ class ChatModel:
 
     def resolve(self, messages: Sequence[Mapping[str, str]], lam=None) -> tuple[list[dict[str, str]], dict | None]:
         """(final messages, the validated lambda the model is conditioned on; None for a plain model)."""
-        if self.conditioning in ("soup", "merged"):  # no header: the weights carry lambda
+        if self.conditioning in (Conditioning.SOUP, Conditioning.MERGED):  # no header: the weights carry lambda
             return self._soup_messages(check_messages(messages), lam)
         final = self._header_messages(messages, lam)
         return final, (parse_lambda_header(final[0]["content"], self.objectives) if self.contract else None)
@@ -204,7 +206,7 @@ class ChatModel:
         room = self.n_ctx - len(prompt_ids)
         if room < 1:
             raise ContextLengthError(f"prompt is {len(prompt_ids)} tokens; the context window is {self.n_ctx}")
-        mix = (applied, strength) if self.conditioning == "soup" else None
+        mix = (applied, strength) if self.conditioning == Conditioning.SOUP else None
         pieces = self._generate(prompt_ids, sampling, min(int(max_tokens), room), usage or Usage(), mix)
         return pieces if stream else "".join(pieces)
 
@@ -257,7 +259,7 @@ class ChatModel:
             raise ContextLengthError(f"prompt + continuation is {len(prompt_ids) + len(continuation)} tokens; "
                                      f"the context window is {self.n_ctx}")
         with self.lock:
-            if self.conditioning == "soup":
+            if self.conditioning == Conditioning.SOUP:
                 self.apply_mix(applied, strength)
             return self.logits_after(prompt_ids, [int(t) for t in continuation])
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import atexit
 import random
 import weakref
-
-import numpy as np
 from pathlib import Path
 
+import numpy as np
+
+from lwdpo_edge.contract import Conditioning
 from lwdpo_edge.decoding import REPETITION_WINDOW
 from lwdpo_edge.llama_load import load_llama, quiet_llama_cpp
 from lwdpo_edge.runtime.base import ChatModel, ModelLoadError, Sampling
@@ -57,7 +58,7 @@ class GGUFModel(ChatModel):
         super().__init__(path, contract, n_ctx, meta.get("general.architecture"), quant)
         self.template = meta.get("tokenizer.chat_template")
         self._vocab = self.llm._model.vocab  # for llama_vocab_is_eog (eos, eot, <|im_end|> ...)
-        self.loras = self._load_soup(path) if self.conditioning == "soup" else None
+        self.loras = self._load_soup(path) if self.conditioning == Conditioning.SOUP else None
         _OPEN.add(self)
 
     def _load_soup(self, path: Path):

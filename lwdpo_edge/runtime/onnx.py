@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lwdpo_edge.contract import Conditioning
 from lwdpo_edge.decoding import penalize_recent
 from lwdpo_edge.runtime.base import ChatModel, ModelLoadError, Sampling
 from lwdpo_edge.runtime.hf import sidecar_contract
@@ -50,7 +51,7 @@ class OnnxModel(ChatModel):
         self._stop = set(eos if isinstance(eos, list) else [eos]) - {None}
         template = path / TEMPLATE_FILE
         self.template = template.read_text(encoding="utf-8") if template.is_file() else None
-        self.mix = OnnxMix(self.og, self.model, path, contract) if self.conditioning == "soup" else None
+        self.mix = OnnxMix(self.og, self.model, path, contract) if self.conditioning == Conditioning.SOUP else None
 
     def apply_mix(self, lam, strength):
         from lwdpo_edge.soup import soup_scales
