@@ -222,8 +222,10 @@ def lam_of(lam_harmless: float) -> dict[str, float]:
     return {"helpfulness": round(1.0 - lam_harmless, 4), "harmlessness": lam_harmless}
 
 
-def transformers_answers(run: Path, questions: dict[str, list[str]], max_tokens: int, batch: int) -> dict:
-    """{point: {label: [answer]}}: the soup (lwdpo_edge.soup) batched, greedy, default repetition penalty."""
+def transformers_answers(run: Path, questions: dict[str, list[str]], max_tokens: int, batch: int,
+                         strength: float | None = None) -> dict:
+    """{point: {label: [answer]}}: the soup (lwdpo_edge.soup) batched, greedy, default repetition penalty,
+    at `strength` (None: the run's)."""
     from lwdpo_edge.evaluate.backends import TransformersBackend
     from lwdpo_edge.soup import load_soup
 
@@ -231,7 +233,7 @@ def transformers_answers(run: Path, questions: dict[str, list[str]], max_tokens:
     out = {}
     for lam_harmless in (*POINTS, None):
         if lam_harmless is not None:
-            model.soup_mixer.set_lambda(lam_of(lam_harmless))
+            model.soup_mixer.set_lambda(lam_of(lam_harmless), strength)
         backend = TransformersBackend(model, tokenizer, adapter=lam_harmless is not None)
         out[point_label(lam_harmless)] = {label: batched(backend, texts, max_tokens, batch)
                                           for label, texts in questions.items()}
@@ -245,9 +247,11 @@ def batched(backend, questions: list[str], max_tokens: int, batch: int) -> list[
             for a in backend.generate_batch(messages[start:start + batch], max_tokens)]
 
 
-def runtime_answers(model, questions: dict[str, list[str]], max_tokens: int, lam: dict | None) -> dict[str, list[str]]:
-    return {label: [model.chat([{"role": "user", "content": q}], lam, max_tokens=max_tokens, temperature=0).strip()
-                    for q in texts] for label, texts in questions.items()}
+def runtime_answers(model, questions: dict[str, list[str]], max_tokens: int, lam: dict | None,
+                    strength: float | None = None) -> dict[str, list[str]]:
+    return {label: [model.chat([{"role": "user", "content": q}], lam, max_tokens=max_tokens, temperature=0,
+                               strength=strength).strip() for q in texts]
+            for label, texts in questions.items()}
 
 
 def export_gguf(run: Path, out: Path, threads: int) -> tuple[Path, float]:
@@ -262,14 +266,16 @@ def export_gguf(run: Path, out: Path, threads: int) -> tuple[Path, float]:
     return files[0], time.time() - started
 
 
-def gguf_answers(gguf: Path, base_spec: str, questions: dict[str, list[str]], max_tokens: int, threads: int) -> dict:
+def gguf_answers(gguf: Path, base_spec: str, questions: dict[str, list[str]], max_tokens: int, threads: int,
+                 strength: float | None = None) -> dict:
     """{point: {label: [answer]}} through the runtime on the soup GGUF; the base row from the base's own GGUF."""
     from lwdpo_edge import load_model
 
     out = {}
     with load_model(gguf, threads=threads) as model:
         for lam_harmless in POINTS:
-            out[point_label(lam_harmless)] = runtime_answers(model, questions, max_tokens, lam_of(lam_harmless))
+            out[point_label(lam_harmless)] = runtime_answers(model, questions, max_tokens, lam_of(lam_harmless),
+                                                             strength)
             print(f"  gguf {point_label(lam_harmless)} done", file=sys.stderr, flush=True)
     base = "default" if base_spec == "default" else base_spec if str(base_spec).endswith(".gguf") else None
     if base is not None:
@@ -300,6 +306,8 @@ def train(args, lists: Path, run: Path) -> float:
         steps, warmup = config_steps(args.config)
         warmup_steps = warmup * args.steps / steps if warmup >= 1 else warmup
         command += ["--max-steps", str(args.steps), "--sft-warmup-steps", str(int(round(warmup_steps)))]
+    if args.strength is not None:
+        command += ["--soup-strength", str(args.strength)]
     command += args.train_args.split()
     print("$ " + " ".join(command[2:]).replace("lwdpo_edge.cli", "lwdpo-edge"), file=sys.stderr, flush=True)
     started = time.time()
@@ -310,6 +318,7 @@ def train(args, lists: Path, run: Path) -> float:
 def check_run_split(manifest: dict, heldout: set[str]) -> None:
     """A given --run must have been trained with the same held-out prompts (read back from its data file)."""
     data = Path(manifest.get("training", {}).get("config", {}).get("data", ""))
+    data = data if data.is_absolute() else ROOT / data  # training runs with the repository as its folder
     if not data.is_file():
         return
     rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -334,6 +343,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=None,
                         help="smoke runs: steps per adapter instead of the config's (SFT warm-up scaled alike)")
     parser.add_argument("--train-args", default="", help="extra `lwdpo-edge train` options, e.g. '--soup-strength 3'")
+    parser.add_argument("--strength", type=float, default=None,
+                        help="steering strength of the mix (default: the run's; when training, stored as its default)")
     parser.add_argument("--max-prompts", type=int, default=None,
                         help="smoke runs: answer only the first N held-out safe and N unsafe prompts")
     parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per answer (default: %(default)s)")
@@ -377,17 +388,18 @@ def main(argv=None) -> dict:
         check_run_split(manifest, heldout)
     per_objective = manifest["training"].get("per_objective", {})
     result["adapter_seconds"] = {name: s.get("seconds") for name, s in per_objective.items()}
-    result["run"], result["soup_strength"] = str(run), manifest.get("soup_strength")
+    strength = manifest.get("soup_strength") if args.strength is None else args.strength
+    result["run"], result["soup_strength"] = str(run), strength
     result["steps_per_adapter"] = manifest["training"].get("steps")
 
     questions = heldout_prompts(prompts, heldout, args.max_prompts)
-    answers = {"transformers": transformers_answers(run, questions, args.max_tokens, args.batch)}
+    answers = {"transformers": transformers_answers(run, questions, args.max_tokens, args.batch, strength)}
     if args.gguf:
         try:
             gguf, seconds = export_gguf(run, out / "export", 1)
             result["export_seconds"] = round(seconds, 1)
             answers["gguf q8_0"] = gguf_answers(gguf, manifest["base_model"].get("spec", ""), questions,
-                                                args.max_tokens, args.threads)
+                                                args.max_tokens, args.threads, strength)
         except (subprocess.CalledProcessError, RuntimeError, OSError) as err:
             result["gguf_error"] = f"{type(err).__name__}: {err}"
     result["tables"] = {backend: refusal_table(a) for backend, a in answers.items()}

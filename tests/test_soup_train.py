@@ -95,7 +95,7 @@ def test_soup_resume_skips_finished_adapters_and_continues_the_interrupted_one(t
 
 
 def test_soup_config_rejects_what_does_not_apply(tiny_llama_dir, dataset, tmp_path):
-    with pytest.raises(ValueError, match="--conditioning must be one of header, soup, got 'mix'"):
+    with pytest.raises(ValueError, match="--conditioning must be one of soup, header, got 'mix'"):
         tiny_config(tiny_llama_dir, dataset, tmp_path / "x", conditioning="mix")
     with pytest.raises(ValueError, match="lambdas-per-prompt"):
         tiny_config(tiny_llama_dir, dataset, tmp_path / "x", conditioning="soup", lambdas_per_prompt=2)
