@@ -19,13 +19,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio read
 import gradio as gr  # noqa: E402
 
 from lwdpo_edge.apps.alternatives_view import alternatives_panel  # noqa: E402
-from lwdpo_edge.apps.chat_config import ChatConfig  # noqa: E402
+from lwdpo_edge.apps.chat_config import ChatConfig, default_model_path  # noqa: E402
 from lwdpo_edge.apps.chat_logic import (  # noqa: E402
     conversation_messages, default_lambda, model_info_markdown, presets, received_system, simplex_markdown,
     slider_lambda)
 from lwdpo_edge.apps.history import ChatHistory, HistoryError  # noqa: E402
 from lwdpo_edge.feedback_data import FeedbackLog  # noqa: E402
+from lwdpo_edge.runtime import load_model  # noqa: E402
 from lwdpo_edge.runtime.base import mix_text  # noqa: E402
+from lwdpo_edge.contract import MAX_STRENGTH  # noqa: E402
 
 TITLE = "lwdpo-edge chat"
 
@@ -150,8 +152,6 @@ def _strength_slider(model) -> list:
     """Soup models only: the steering strength of the adapter mix (lwdpo_edge/soup.py). -> [slider] or []."""
     if not _is_soup(model):
         return []
-    from lwdpo_edge.soup import MAX_STRENGTH
-
     return [gr.Slider(0.0, MAX_STRENGTH / 2, value=model.info.get("soup_strength") or 1.0, step=0.1,
                       label="steering strength", elem_id="strength",
                       info="1 = the plain λ-weighted adapter mix; higher pushes each objective further "
@@ -230,9 +230,6 @@ def launch_app(demo: gr.Blocks, config: ChatConfig, *, block: bool = True):
 
 def main(config: ChatConfig) -> None:
     """Load the model (or the demo export), build the app and serve it until Ctrl-C."""
-    from lwdpo_edge.apps.chat_config import default_model_path
-    from lwdpo_edge.runtime import load_model
-
     path = Path(config.model) if config.model else default_model_path()
     model = load_model(path, threads=config.threads, n_ctx=config.n_ctx)  # ModelLoadError names the path
     launch_app(build_app(model, config.history_path, config), config)  # feedback file: config.feedback_path

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 
 from lwdpo_edge.apps.chat_config import HELP, ChatConfig, ChatSetupError
 
@@ -25,15 +26,13 @@ def chat(
     feedback_file: Annotated[Path, typer.Option(help=HELP["feedback_file"])] = ChatConfig.feedback_file,
 ):
     """A local chat app (Gradio, offline) with one lambda slider per objective; conversations saved as JSON."""
-    from rich.console import Console
-
-    from lwdpo_edge.runtime import ModelLoadError
+    from lwdpo_edge.runtime import ModelLoadError  # not loaded for --help
 
     config = ChatConfig(model=model, host=host, port=port, open_browser=browser, threads=threads, n_ctx=n_ctx,
                         history_dir=history_dir, feedback_file=feedback_file)
     err = Console(stderr=True)
     try:
-        from lwdpo_edge.apps.chat import main
+        from lwdpo_edge.apps.chat import main  # gradio at its top: not needed for --help
 
         main(config)
     except (ChatSetupError, ModelLoadError) as error:

@@ -18,13 +18,19 @@ import json
 import time
 from pathlib import Path
 
+import anyio
+import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from lwdpo_edge.apps.serve_schema import (
     ApiError, ChatRequest, Limits, chunk, completion, completion_id, validation_error,
 )
+from lwdpo_edge.lambdas import LambdaError, parse_lambda_header
+from lwdpo_edge.runtime import MessageError, load_model
 from lwdpo_edge.runtime.base import ContextLengthError, Usage
 
 
@@ -96,8 +102,6 @@ def start_chat(model, messages, lam, stream: bool, usage: Usage, settings: dict)
 
 async def sse_events(queue: asyncio.Lock, pieces, cid: str, model_id: str, usage: Usage, include_usage: bool):
     """The SSE body: a role chunk, one chunk per text piece, a finish chunk, [usage], [DONE]."""
-    import anyio
-
     async with queue:
         try:
             yield sse(chunk(cid, model_id, {"role": "assistant", "content": ""}))
@@ -122,9 +126,6 @@ def sse(body: dict) -> str:
 async def in_thread(fn, *args):
     """Run `fn` in the thread pool to completion even if the request is cancelled meanwhile: a
     llama.cpp call cannot be interrupted, and the model must not be touched again until it returns."""
-    import anyio
-    from starlette.concurrency import run_in_threadpool
-
     with anyio.CancelScope(shield=True):
         return await run_in_threadpool(fn, *args)
 
@@ -147,8 +148,6 @@ def too_large(max_bytes: int) -> ApiError:
 
 
 def parse_request(body: bytes, limits: Limits) -> ChatRequest:
-    from pydantic import ValidationError
-
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -165,9 +164,6 @@ def parse_request(body: bytes, limits: Limits) -> ChatRequest:
 
 def applied_lambda(model, messages, lam):
     """The lambda the model will read (None for a plain model); ApiError 400 for a bad lambda / message."""
-    from lwdpo_edge.lambdas import LambdaError, parse_lambda_header
-    from lwdpo_edge.runtime import MessageError
-
     try:
         final = model.prompt_messages(messages, lam)
         # no header to read back: the weights carry lambda
@@ -183,8 +179,6 @@ def applied_lambda(model, messages, lam):
 
 def steering_strength(model, strength):
     """The soup mix's strength this request gets (None for a header model); ApiError 400 if invalid."""
-    from lwdpo_edge.lambdas import LambdaError
-
     try:
         return model.steering_strength(strength)
     except LambdaError as err:
@@ -203,10 +197,6 @@ def run_server(model_path: Path | str, host: str = "127.0.0.1", port: int = 8000
                n_ctx: int = 2048, limits: Limits = Limits(), model_id: str | None = None,
                api_key: str | None = None, log_level: str = "info") -> None:
     """Load the model and serve it until interrupted."""
-    import uvicorn
-
-    from lwdpo_edge.runtime import load_model
-
     model = load_model(model_path, threads=threads, n_ctx=n_ctx)
     try:
         uvicorn.run(create_app(model, limits, model_id, api_key), host=host, port=port, log_level=log_level)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 
 from lwdpo_edge.apps.serve_schema import Limits
 
@@ -42,9 +43,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")] = "info",
 ):
     """An OpenAI-compatible server: GET /v1/models, POST /v1/chat/completions (JSON or SSE), lambda per request."""
-    from rich.console import Console
-
-    from lwdpo_edge.runtime import ModelLoadError
+    from lwdpo_edge.runtime import ModelLoadError  # not loaded for --help
 
     err = Console(stderr=True)
     limits = Limits(max_body_bytes=max_body_bytes, max_messages=max_messages, max_tokens=max_tokens,
@@ -53,7 +52,7 @@ def serve(
         err.print(f"[yellow]warning:[/] serving on {host} without --api-key: anyone who can reach this port can use it",
                   highlight=False, soft_wrap=True)
     try:
-        from lwdpo_edge.apps.serve import run_server
+        from lwdpo_edge.apps.serve import run_server  # fastapi, uvicorn at its top: not needed for --help
 
         run_server(model, host, port, threads, n_ctx, limits, model_id, api_key, log_level)
     except ModelLoadError as error:

@@ -128,7 +128,7 @@ def dpo_config(config, run_dir: Path):
 
 def trl_manifest_training(config, steps: int, n_rows: int, seconds: float, last_log: dict) -> dict:
     """The lwdpo.json "training" block of arm a: eval reads beta and the token caps from it."""
-    from lwdpo_edge.train.recipe import SUMMARY_FIELDS
+    from lwdpo_edge.train.setup import SUMMARY_FIELDS
 
     listwise_only = ("lambda", "scheduler", "tau", "score_normalization", "sft")  # knobs TRL never reads
     summary = {k: v for k, v in asdict(config).items()
@@ -149,7 +149,7 @@ def train_trl(config, run_dir: Path) -> tuple[float, int]:
     from lwdpo_edge.conditioning import conditioned_messages
     from lwdpo_edge.contract import ADAPTER_DIR, write_run_manifest
     from lwdpo_edge.models import load_policy, load_tokenizer, resolve_model
-    from lwdpo_edge.train.recipe import load_training_data, lora_settings as recipe_lora_settings
+    from lwdpo_edge.train.setup import load_training_data, lora_settings as recipe_lora_settings
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -262,7 +262,7 @@ def write_eval_lists(args, skip_scheduler_lists: bool = True) -> Path:
     """The held-out lists of the recipe's data, minus those the performance scheduler measures
     (skip_scheduler_lists=False when no arm uses that scheduler, e.g. bench/oasst.py)."""
     from lwdpo_edge.data.loaders import save_records
-    from lwdpo_edge.train.recipe import load_training_data
+    from lwdpo_edge.train.setup import load_training_data
 
     config = arm_config(args, ARMS["d"], Path(args.runs_dir) / "d")
     _, heldout, _ = load_training_data(config)

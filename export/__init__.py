@@ -14,6 +14,6 @@ Python API (import from the modules; this package imports nothing heavy):
 
 One idea per module: contract (the facts), keys (GGUF keys), chat_template, architectures (what is
 supported), merge, convert (the converter hook), gguf, onnx, modelfile (Ollama), runtimes (HF,
-llama.cpp, onnxruntime-genai behind one interface), verify, atomic (publication), progress, pipeline,
-cli. See docs/export.md.
+llama.cpp, onnxruntime-genai behind one interface), verify, atomic (publication), progress, result
+(what an export returns), pipeline, cli. See docs/export.md.
 """

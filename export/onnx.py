@@ -67,7 +67,7 @@ def onnx_metadata(contract: ExportContract) -> dict[str, str]:
 
 def write_onnx_metadata(model_path: Path, contract: ExportContract) -> None:
     """Add the lwdpo.* props to model.onnx without touching its external weight file."""
-    import onnx
+    import onnx  # optional: onnx extra
 
     model = onnx.load(str(model_path), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props if not p.key.startswith(keys.PREFIX)}
@@ -77,7 +77,7 @@ def write_onnx_metadata(model_path: Path, contract: ExportContract) -> None:
 
 def read_onnx_metadata(model_path: Path) -> dict[str, Any]:
     """The lwdpo.* props of a model.onnx, decoded; shaped like `keys.read_lwdpo_metadata`."""
-    import onnx
+    import onnx  # optional: onnx extra
 
     model = onnx.load(str(model_path), load_external_data=False)
     values = {p.key: json.loads(p.value) for p in model.metadata_props if p.key.startswith(keys.PREFIX)}

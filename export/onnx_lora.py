@@ -48,7 +48,7 @@ def node_prefix(module: str) -> str:
 
 def stacked_adapters(adapter_dirs, coefficients) -> tuple[dict, dict]:
     """({module: A (R, in)}, {module: {objective index: s_k B_k^T (r_k, out)}}) for adapters on the same modules."""
-    from lwdpo_edge.export.soup_gguf import adapter_config, lora_pairs
+    from lwdpo_edge.export.soup_gguf import adapter_config, lora_pairs  # imports torch at its top
 
     stacked_a, blocks = {}, {}
     for k, adapter_dir in enumerate(adapter_dirs):
@@ -67,7 +67,7 @@ def add_lora_branches(model_path: Path, adapter_dirs, objectives, coefficients) 
     """Edit model.onnx in place (its external weight file untouched) and write BLOCKS_FILE beside it.
     -> the new input names, in graph order."""
     import onnx  # optional dependency (the onnx extra)
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper  # optional: onnx extra
 
     model = onnx.load(str(model_path), load_external_data=False)
     stacked_a, blocks = stacked_adapters(adapter_dirs, coefficients)

@@ -15,45 +15,29 @@ Adapter-soup runs (lwdpo.json conditioning "soup") take their own path: soup_exp
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from lwdpo_edge.conditioning import stop_tokens
 from lwdpo_edge.contract import is_soup_run
+from lwdpo_edge.export import runtimes
 from lwdpo_edge.export.architectures import ExportInputError
 from lwdpo_edge.export.atomic import keep_failed, publish, staging, workdir
-from lwdpo_edge.export.gguf import DEFAULT_QUANT, QUANTS
-from lwdpo_edge.export.merge import read_run
-from lwdpo_edge.export.onnx import DEFAULT_PRECISION, PRECISIONS
+from lwdpo_edge.export.gguf import DEFAULT_QUANT, QUANTS, build_gguf
+from lwdpo_edge.export.merge import load_run_model, merge_adapter, read_run, save_merged
+from lwdpo_edge.export.modelfile import write_modelfile
+from lwdpo_edge.export.onnx import DEFAULT_PRECISION, PRECISIONS, build_onnx
 from lwdpo_edge.export.progress import Stages
+from lwdpo_edge.export.result import EXACT_VARIANTS, ExportResult, VerificationFailed  # also pipeline's names
+from lwdpo_edge.export.runtimes import HFRuntime
 from lwdpo_edge.export.soup_export import export_soup_run
+from lwdpo_edge.export.soup_onnx import export_soup_onnx
+from lwdpo_edge.export.verify import reference_probes, verify
 from lwdpo_edge.export_contract import SIDECAR_FILE, ExportContract
+from lwdpo_edge.gguf_keys import CHAT_TEMPLATE, read_gguf_keys
+from lwdpo_edge.models import quiet_transformers
 
 FORMATS = ("gguf", "onnx", "hf")
-EXACT_VARIANTS = {"f16", "fp32"}  # greedy tokens must agree with the fp32 reference
 EXPORT_DIR = "export"  # default output folder inside the run folder
-
-
-class VerificationFailed(RuntimeError):
-    def __init__(self, report, kept_at: Path):
-        super().__init__(f"{report.summary()}; kept as {kept_at}")
-        self.report, self.kept_at = report, kept_at
-
-
-@dataclass
-class ExportResult:
-    format: str
-    variant: str  # q8_0, int4, fp32 ...
-    output: Path
-    extra_files: list[Path] = field(default_factory=list)  # the Ollama Modelfile
-    preset: str | None = None  # merged presets (export/preset.py): the preset's name
-    report: object = None  # VerificationReport, or None with verify=False
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def size_bytes(self) -> int:
-        paths = self.output.rglob("*") if self.output.is_dir() else [self.output]
-        return sum(p.stat().st_size for p in paths if p.is_file())
 
 
 def check_options(fmt: str, quant: str | None, precision: str | None) -> tuple[str, str]:
@@ -102,8 +86,6 @@ def export_run(run_dir: Path, fmt: str = "gguf", quant: str | None = None, preci
     lambda_default: header runs, the default lambda the export carries instead of the run's (a preset)."""
     fmt, variant = check_options(fmt, quant, precision)
     if is_soup_run(run_dir) and fmt == "onnx":  # the base + LoRA branches with B as inputs (soup_onnx.py)
-        from lwdpo_edge.export.soup_onnx import export_soup_onnx
-
         return export_soup_onnx(run_dir, variant, output_path(run_dir, fmt, variant, output), verify, threads, console,
                                 show_progress)
     if is_soup_run(run_dir):  # base GGUF + one LoRA GGUF per objective (soup_export.py)
@@ -143,11 +125,6 @@ def build_verify_publish(result: ExportResult, merged_dir: Path, contract: Expor
 
 def _merge(run_dir, base_dir, manifest, contract, fmt, variant, staged, work, verify, threads, stage):
     """Load the run, record the reference probes, merge, write the merged folder. -> (folder, expected, stop)."""
-    from lwdpo_edge.conditioning import stop_tokens
-    from lwdpo_edge.export.merge import load_run_model, merge_adapter, save_merged
-    from lwdpo_edge.export.runtimes import HFRuntime
-    from lwdpo_edge.export.verify import reference_probes
-
     with stage("load base (fp32) + adapter"):
         model, tokenizer = load_run_model(run_dir, base_dir)
     stop = stop_tokens(model, tokenizer)
@@ -167,19 +144,13 @@ def _merge(run_dir, base_dir, manifest, contract, fmt, variant, staged, work, ve
 
 def _build(fmt, variant, merged_dir, staged, work, stage) -> None:
     if fmt == "gguf":
-        from lwdpo_edge.export.gguf import build_gguf
-
         build_gguf(merged_dir, staged, variant, work, stage)
     elif fmt == "onnx":
-        from lwdpo_edge.export.onnx import build_onnx
-
         build_onnx(merged_dir, staged, variant, work, stage)
 
 
 def _verify(fmt, variant, staged, expected, stop, threads):
     """Load the staged output in its runtime, check it against the reference, free it."""
-    from lwdpo_edge.export.verify import verify
-
     runtime, template = _open_output(fmt, staged, threads)
     target = {"gguf": "GGUF", "onnx": "ONNX", "hf": "HF safetensors"}[fmt] + f" {variant}"
     try:
@@ -191,19 +162,13 @@ def _verify(fmt, variant, staged, expected, stop, threads):
 
 def _open_output(fmt, staged: Path, threads: int):
     """(runtime, chat template) of an export, read the way an app would read it."""
-    from lwdpo_edge.export import runtimes
-
     if fmt == "gguf":
-        from lwdpo_edge.gguf_keys import CHAT_TEMPLATE, read_gguf_keys
-
         template = read_gguf_keys(staged, lambda key: key == CHAT_TEMPLATE).get(CHAT_TEMPLATE, "")
         return runtimes.LlamaCppRuntime(staged, n_threads=threads), template
     template = (staged / "chat_template.jinja").read_text(encoding="utf-8")
     if fmt == "onnx":
         return runtimes.OrtGenaiRuntime(staged, n_threads=threads), template
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lwdpo_edge.models import quiet_transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # transformers: heavy, only to verify an hf export
 
     with quiet_transformers():
         model = AutoModelForCausalLM.from_pretrained(staged)
@@ -211,6 +176,4 @@ def _open_output(fmt, staged: Path, threads: int):
 
 
 def _modelfile(final: Path, contract: ExportContract, template: str) -> Path:
-    from lwdpo_edge.export.modelfile import write_modelfile
-
     return write_modelfile(final, contract, template)

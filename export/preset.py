@@ -24,10 +24,20 @@ import dataclasses
 import time
 from pathlib import Path
 
-from lwdpo_edge.contract import Conditioning
+from lwdpo_edge.conditioning import prompt_text, stop_tokens
+from lwdpo_edge.contract import Conditioning, is_soup_run
 from lwdpo_edge.export.architectures import ExportInputError
+from lwdpo_edge.export.atomic import staging, workdir
+from lwdpo_edge.export.merge import save_merged
+from lwdpo_edge.export.pipeline import EXPORT_DIR, ExportResult, build_verify_publish, export_run
+from lwdpo_edge.export.progress import Stages
+from lwdpo_edge.export.runtimes import HFRuntime
+from lwdpo_edge.export.soup_export import read_soup_run
+from lwdpo_edge.export.verify import PROBE_PROMPTS, expected_probe
 from lwdpo_edge.export_contract import ExportContract
 from lwdpo_edge.lambdas import LambdaError, lambda_slug, parse_lambda_arg, preset_lambdas, quantize_lambda
+from lwdpo_edge.models import quiet_transformers
+from lwdpo_edge.soup import load_soup
 
 ALL_PRESETS = "all"
 
@@ -66,8 +76,6 @@ def preset_output(run_dir: Path, fmt: str, variant: str, output: Path | None, na
     file_name = {"gguf": f"{run}.{name}.{variant}.gguf", "onnx": f"{run}.{name}.onnx-{variant}",
                  "hf": f"{run}.{name}.hf"}[fmt]
     if output is None:
-        from lwdpo_edge.export.pipeline import EXPORT_DIR
-
         return Path(run_dir) / EXPORT_DIR / file_name
     output = Path(output)
     if fmt == "gguf" and output.suffix.lower() == ".gguf":
@@ -81,9 +89,6 @@ def export_presets(run_dir: Path, fmt: str, variant: str, presets: list[tuple[st
                    output: Path | None = None, verify: bool = True, threads: int = 1, console=None,
                    show_progress: bool = True) -> list:
     """Export every (name, lambda) in `presets` (module docstring). -> [pipeline.ExportResult], one per preset."""
-    from lwdpo_edge.contract import is_soup_run
-    from lwdpo_edge.export.pipeline import export_run
-
     results = []
     for name, lam in presets:
         final = preset_output(run_dir, fmt, variant, output, name, len(presets))
@@ -101,10 +106,6 @@ def export_presets(run_dir: Path, fmt: str, variant: str, presets: list[tuple[st
 def export_merged_soup(run_dir: Path, fmt: str, variant: str, final: Path, lam: dict[str, float], verify: bool = True,
                        threads: int = 1, console=None, show_progress: bool = True):
     """A soup run's mix at `lam` folded into one model and exported as `fmt` to `final`, verified."""
-    from lwdpo_edge.export.atomic import staging, workdir
-    from lwdpo_edge.export.pipeline import ExportResult, build_verify_publish
-    from lwdpo_edge.export.progress import Stages
-
     manifest = _soup_manifest(run_dir)
     result = ExportResult(fmt, variant, final)
     start = time.perf_counter()
@@ -118,20 +119,12 @@ def export_merged_soup(run_dir: Path, fmt: str, variant: str, final: Path, lam: 
 
 
 def _soup_manifest(run_dir: Path) -> dict:
-    from lwdpo_edge.export.soup_export import read_soup_run
-
     return read_soup_run(Path(run_dir), "gguf")[0]  # its checks (ExportInputError); any format merges the same way
 
 
 def _merge_mix(run_dir, manifest, fmt, variant, lam, staged, work, verify, threads, stage):
     """Load the soup at `lam`, record the reference probes, merge, write the merged folder.
     -> (folder, contract, expected probes or None, stop tokens)."""
-    from lwdpo_edge.conditioning import stop_tokens
-    from lwdpo_edge.export.merge import save_merged
-    from lwdpo_edge.export.runtimes import HFRuntime
-    from lwdpo_edge.models import quiet_transformers
-    from lwdpo_edge.soup import load_soup
-
     with stage("load base (fp32) + adapters"), quiet_transformers():
         model, tokenizer, _ = load_soup(Path(run_dir))
     lam = model.soup_mixer.set_lambda(lam)  # the run's default strength
@@ -156,9 +149,6 @@ def _merge_mix(run_dir, manifest, fmt, variant, lam, staged, work, verify, threa
 
 def plain_probes(runtime, tokenizer, stop) -> list:
     """The probes of export/verify.py without a header (the mix carries lambda): one per probe prompt."""
-    from lwdpo_edge.conditioning import prompt_text
-    from lwdpo_edge.export.verify import PROBE_PROMPTS, expected_probe
-
     return [expected_probe(runtime, prompt, None, "", prompt_text(tokenizer, [{"role": "user", "content": prompt}]),
                            stop)
             for prompt in PROBE_PROMPTS]

@@ -6,13 +6,14 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
 
 class Stages:
     """`with Stages() as stage: with stage("merge adapter"): ...`; `seconds` holds each stage's duration."""
 
     def __init__(self, console=None, show: bool = True):
-        from rich.console import Console
-
         self.console = console or Console(stderr=True)
         self.show = show
         self.seconds: dict[str, float] = {}
@@ -20,8 +21,6 @@ class Stages:
 
     def __enter__(self) -> Stages:
         if self.show:
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
             self.progress = Progress(SpinnerColumn(finished_text="[green]✓[/]"), TextColumn("{task.description}"),
                                      TimeElapsedColumn(), console=self.console)
             self.progress.start()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lwdpo_edge.llama_load import load_llama, quiet_llama_cpp
+
 
 class HFRuntime:
     """A transformers causal LM (fp32) and its tokenizer; torch runs on `n_threads` while it works."""
@@ -29,13 +31,13 @@ class HFRuntime:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
-        import torch
+        import torch  # torch: heavy, only to verify in transformers
 
         with torch.no_grad(), torch_threads(self.n_threads):
             return self.model(torch.tensor([list(tokens)])).logits[0].float().numpy()
 
     def greedy(self, tokens: Sequence[int], max_new: int, stop: Collection[int]) -> list[int]:
-        import torch
+        import torch  # torch: heavy, only to verify in transformers
 
         out: list[int] = []
         with torch.no_grad(), torch_threads(self.n_threads):
@@ -53,7 +55,7 @@ class HFRuntime:
 def torch_threads(n: int | None) -> Iterator[None]:
     """torch's intra-op threads set to `n` for a block (None: unchanged). On a loaded 2-core machine
     one thread is several times faster than two (docs/export.md, "Benchmark")."""
-    import torch
+    import torch  # torch: heavy, only to verify in transformers
 
     if n is None:
         yield
@@ -70,9 +72,6 @@ class LlamaCppRuntime:
     """A GGUF file in llama-cpp-python (CPU; one thread by default: faster than two on a busy machine)."""
 
     def __init__(self, gguf_path: Path, n_threads: int = 1, n_ctx: int = 1024):
-        from lwdpo_edge.llama_load import quiet_llama_cpp
-        from lwdpo_edge.llama_load import load_llama
-
         with quiet_llama_cpp():
             self.llm = load_llama(gguf_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                              logits_all=True, verbose=False)
@@ -99,8 +98,6 @@ class LlamaCppRuntime:
 
     def close(self) -> None:
         """Free the model now (quietly): llama.cpp logs on free, and a Llama freed at interpreter exit errors."""
-        from lwdpo_edge.llama_load import quiet_llama_cpp
-
         with quiet_llama_cpp():
             self.llm.close()
 
@@ -109,7 +106,7 @@ class OrtGenaiRuntime:
     """An onnxruntime-genai model folder (CPU)."""
 
     def __init__(self, model_dir: Path, n_threads: int | None = None):
-        import onnxruntime_genai as og
+        import onnxruntime_genai as og  # optional: onnx extra
 
         og.disable_telemetry_events()  # on by default in onnxruntime-genai
         config = og.Config(str(model_dir))

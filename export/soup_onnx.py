@@ -23,19 +23,22 @@ from pathlib import Path
 from lwdpo_edge.contract import Conditioning
 from lwdpo_edge.export.architectures import ExportInputError
 from lwdpo_edge.export.atomic import keep_failed, publish, staging, workdir
+from lwdpo_edge.export.onnx import build_onnx
+from lwdpo_edge.export.onnx_lora import BUILDER_OPTIONS, add_lora_branches
 from lwdpo_edge.export.progress import Stages
+from lwdpo_edge.export.result import EXACT_VARIANTS, ExportResult, VerificationFailed
+from lwdpo_edge.export.runtimes import OrtGenaiRuntime
+from lwdpo_edge.export.soup_export import _reference, read_soup_run, reference_lambdas
+from lwdpo_edge.export.verify import VerificationReport, verify
 from lwdpo_edge.export_contract import SIDECAR_FILE, ExportContract
+from lwdpo_edge.models import load_tokenizer
+from lwdpo_edge.onnx_adapter import BLOCKS_FILE, read_blocks, write_onnx_adapter
+from lwdpo_edge.soup import soup_scales
 
 
 def export_soup_onnx(run_dir: Path, variant: str, final: Path, verify: bool = True, threads: int = 1,
                      console=None, show_progress: bool = True):
     """Export a soup run as one steerable ONNX folder (module docstring). -> pipeline.ExportResult."""
-    from lwdpo_edge.export.onnx_lora import BUILDER_OPTIONS, add_lora_branches
-    from lwdpo_edge.export.pipeline import ExportResult, VerificationFailed
-    from lwdpo_edge.export.soup_export import _reference, read_soup_run, reference_lambdas
-    from lwdpo_edge.onnx_adapter import BLOCKS_FILE
-    from lwdpo_edge.soup import soup_scales
-
     manifest, base_dir, dirs = read_soup_run(Path(run_dir), "onnx")
     contract = dataclasses.replace(ExportContract.from_manifest(manifest), conditioning=Conditioning.SOUP,
                                    lora_blocks=BLOCKS_FILE)
@@ -44,8 +47,6 @@ def export_soup_onnx(run_dir: Path, variant: str, final: Path, verify: bool = Tr
     with Stages(console, show_progress) as stage, workdir(final) as work, staging(final, is_dir=True) as staged:
         expected, stop = _reference(run_dir, contract, threads, stage) if verify else (None, None)
         folder = _base_folder(run_dir, base_dir, manifest, contract, variant, work)
-        from lwdpo_edge.export.onnx import build_onnx
-
         build_onnx(folder, staged, variant, work, stage, BUILDER_OPTIONS)
         with stage(f"add {len(dirs)} adapters as one LoRA branch (B = graph input)"):
             scales = soup_scales(contract.lambda_default, contract.objectives, contract.soup_strength)
@@ -69,8 +70,6 @@ def _base_folder(run_dir, base_dir: Path, manifest, contract, variant, work: Pat
         if path.is_file() and path.name != SIDECAR_FILE:
             os.symlink(path.resolve(), folder / path.name)
     if not (folder / "chat_template.jinja").is_file():
-        from lwdpo_edge.models import load_tokenizer
-
         template = load_tokenizer(base_dir).chat_template
         if not template:
             raise ExportInputError(f"{base_dir}: the base tokenizer has no chat template")
@@ -83,12 +82,6 @@ def _base_folder(run_dir, base_dir: Path, manifest, contract, variant, work: Pat
 
 def _verify(staged: Path, contract, expected, stop, variant: str, lambdas, work: Path, threads: int):
     """onnxruntime-genai with the mix at each lambda as an .onnx_adapter, against the HF mix (verify.py checks)."""
-    from lwdpo_edge.export.pipeline import EXACT_VARIANTS
-    from lwdpo_edge.export.runtimes import OrtGenaiRuntime
-    from lwdpo_edge.export.verify import VerificationReport, verify
-    from lwdpo_edge.onnx_adapter import read_blocks, write_onnx_adapter
-    from lwdpo_edge.soup import soup_scales
-
     template = (staged / "chat_template.jinja").read_text(encoding="utf-8")
     report = VerificationReport(f"ONNX {variant} + LoRA inputs", exact=variant in EXACT_VARIANTS)
     runtime = OrtGenaiRuntime(staged, n_threads=threads)

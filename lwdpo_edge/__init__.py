@@ -50,11 +50,11 @@ __all__ = [
 def __getattr__(name):
     # The loss needs torch; import it lazily so `import lwdpo_edge` stays light for chat-only installs.
     if name == "lambda_dpo_loss":
-        from lwdpo_edge.objective import lambda_dpo_loss
+        from lwdpo_edge.objective import lambda_dpo_loss  # torch: the objective imports it at its top
 
         return lambda_dpo_loss
     if name == "load_model":  # the runtime imports its backends (llama.cpp, torch ...) only on use
-        from lwdpo_edge.runtime import load_model
+        from lwdpo_edge.runtime import load_model  # lazy: `import lwdpo_edge` (run by every submodule) stays light
 
         return load_model
     raise AttributeError(name)

@@ -153,8 +153,8 @@ def render_chat_template(template: str, messages, add_generation_prompt: bool = 
 
 @lru_cache(maxsize=8)
 def _compiled(template: str):
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2.exceptions import TemplateError  # optional: jinja2 (not a core dependency)
+    from jinja2.sandbox import ImmutableSandboxedEnvironment  # optional: jinja2 (not a core dependency)
 
     def raise_exception(message):
         raise TemplateError(message)

@@ -14,7 +14,12 @@ from rich.console import Console
 from rich.markup import escape
 
 import lwdpo_edge  # noqa: F401  (sets offline / no-telemetry environment first)
-from lwdpo_edge.decoding import REPETITION_PENALTY
+from lwdpo_edge.contract import RunFolderError
+from lwdpo_edge.data.pointwise import convert_pointwise, pointwise_columns, skipped_lines, summary_line
+from lwdpo_edge.data.schema import DataError
+from lwdpo_edge.data.validate import render_report, validate_path
+from lwdpo_edge.decoding import REPETITION_PENALTY, check_repetition_penalty
+from lwdpo_edge.lambdas import LambdaError, format_lambda_header, parse_lambda_arg
 
 app = typer.Typer(
     help="Train small LMs with multi-preference lambda-weighted listwise DPO and steer them with lambda.",
@@ -40,14 +45,12 @@ def fail(message: str) -> None:
 )
 def train(ctx: typer.Context):
     """Train an adapter (QLoRA with --qlora). `lwdpo-edge train --help` lists every option."""
-    from lwdpo_edge.train.cli_args import parse_train_args
+    from lwdpo_edge.train.cli_args import parse_train_args  # train stage: torch at its top, not for --help
 
     config = parse_train_args(ctx.args)
-    from lwdpo_edge.contract import RunFolderError
-    from lwdpo_edge.data.schema import DataError
-    from lwdpo_edge.lambdas import LambdaError
-    from lwdpo_edge.models import ModelError
-    from lwdpo_edge.train.recipe import TrainSetupError, run_training
+    from lwdpo_edge.models import ModelError  # not loaded for --help
+    from lwdpo_edge.train.recipe import run_training  # train stage: torch at its top, not for --help
+    from lwdpo_edge.train.setup import TrainSetupError  # train stage: torch at its top, not for --help
 
     try:
         run_dir = run_training(config)
@@ -63,8 +66,6 @@ def data_validate(
         "Comma-separated objective names the data must use."))] = None,
 ):
     """Check a dataset; print every bad row as FILE:LINE: field: problem. Exit 1 if any."""
-    from lwdpo_edge.data.validate import render_report, validate_path
-
     names = [n.strip() for n in objectives.split(",")] if objectives else None
     report = validate_path(path, names)
     render_report(report, console)
@@ -93,9 +94,6 @@ def data_pointwise(
         "Repeatable."))] = None,
 ):
     """Group pointwise rows (one answer per row, label columns) by prompt into ranked lists."""
-    from lwdpo_edge.data.pointwise import convert_pointwise, pointwise_columns, skipped_lines, summary_line
-    from lwdpo_edge.data.schema import DataError
-
     try:
         columns = pointwise_columns(prompt_column, response_column, score, keep_column or [], keep_answer_column or [])
         result = convert_pointwise(inputs, columns, output)
@@ -113,7 +111,7 @@ def data_pointwise(
 )
 def data_synth(ctx: typer.Context):
     """Sample N candidates per prompt from a model and score them with the built-in raters (--help for options)."""
-    from lwdpo_edge.synth import main as synth_main
+    from lwdpo_edge.synth import main as synth_main  # not loaded for --help
 
     synth_main(ctx.args, prog="lwdpo-edge data synth")
 
@@ -132,18 +130,14 @@ def generate(
         "eval, the runtime, app and server); 1 = plain greedy."))] = REPETITION_PENALTY,
 ):
     """Greedy answers of a trained run to one prompt, once per --lambda (default: the run's default lambda)."""
-    from lwdpo_edge.contract import RunFolderError
-    from lwdpo_edge.decoding import check_repetition_penalty
-    from lwdpo_edge.generate import generate_answer, load_run
-    from lwdpo_edge.lambdas import LambdaError, format_lambda_header, parse_lambda_arg
+    from lwdpo_edge.generate import generate_answer, load_run  # imports torch at its top, not needed for --help
+    from lwdpo_edge.soup import strength_for  # not loaded for --help
 
     try:
         model, tokenizer, manifest = load_run(run_dir)
         objectives = manifest["objectives"]
         lambdas = [parse_lambda_arg(text) for text in lam] if lam else [manifest["lambda_default"]]
         headers = [format_lambda_header(x, objectives) for x in lambdas]  # validates before generating
-        from lwdpo_edge.soup import strength_for
-
         strength_for(manifest.get("conditioning", "header"), soup_strength)  # LambdaError for a header run
         check_repetition_penalty(repetition_penalty)
     except (LambdaError, RunFolderError, ValueError) as err:

@@ -23,7 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from lwdpo_edge.lambdas import HEADER_FORMAT, normalize_lambda
+from lwdpo_edge.lambdas import HEADER_FORMAT, LambdaError, normalize_lambda
 
 CONTRACT_VERSION = 1
 MANIFEST_FILE = "lwdpo.json"
@@ -49,6 +49,20 @@ class Conditioning(str, Enum):
 TRAINED_CONDITIONINGS = (Conditioning.SOUP, Conditioning.HEADER)  # what `train --conditioning` takes
 RUN_CONDITIONINGS = (Conditioning.SOUP, Conditioning.HEADER, Conditioning.NONE)  # what a run folder may hold
 EXPORTED_CONDITIONINGS = (Conditioning.HEADER, Conditioning.SOUP, Conditioning.MERGED)  # what an export may hold
+
+# The steering strength of a soup (lwdpo_edge/soup.py), as lwdpo.json and the exports carry it.
+MAX_STRENGTH = 8.0  # far past where answers degenerate (~3-4 on the demo run); beyond it is a typo
+
+
+def check_strength(strength: float) -> float:
+    """The steering strength as a float in [0, MAX_STRENGTH]; LambdaError otherwise."""
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        raise LambdaError(f"steering strength must be a number, got {strength!r}") from None
+    if not 0.0 <= value <= MAX_STRENGTH:  # also rejects NaN
+        raise LambdaError(f"steering strength must be in [0, {MAX_STRENGTH:g}], got {strength!r}")
+    return value
 
 
 class RunFolderError(ValueError):

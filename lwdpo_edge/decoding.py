@@ -51,7 +51,7 @@ def penalize_recent(logits, generated: Sequence[int], penalty: float, window: in
         out, picked = logits.copy(), logits[recent]
         out[recent] = np.where(picked > 0, picked / penalty, picked * penalty)
         return out
-    import torch
+    import torch  # torch: heavy, not needed for --help
 
     out, picked = logits.clone(), logits[recent]
     out[recent] = torch.where(picked > 0, picked / penalty, picked * penalty)
@@ -61,7 +61,7 @@ def penalize_recent(logits, generated: Sequence[int], penalty: float, window: in
 def transformers_processors(penalty: float, prompt_length: int):
     """A LogitsProcessorList for `model.generate` applying the rule to the tokens after `prompt_length`
     (the padded prompt width of a left-padded batch); empty at penalty 1."""
-    from transformers import LogitsProcessorList
+    from transformers import LogitsProcessorList  # transformers: heavy, not needed for --help
 
     return LogitsProcessorList([RecentRepetitionPenalty(penalty, prompt_length)] if penalty != 1.0 else [])
 
@@ -73,7 +73,7 @@ class RecentRepetitionPenalty:
         self.penalty, self.prompt_length, self.window = check_repetition_penalty(penalty), int(prompt_length), window
 
     def __call__(self, input_ids, scores):
-        import torch
+        import torch  # torch: heavy, not needed for --help
 
         generated = input_ids[:, self.prompt_length:]  # (B, T_new): left padding ends every prompt here
         if generated.shape[1] == 0:

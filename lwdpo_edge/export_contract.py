@@ -24,9 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lwdpo_edge.contract import CONTRACT_VERSION, EXPORTED_CONDITIONINGS, Conditioning
+from lwdpo_edge.contract import CONTRACT_VERSION, EXPORTED_CONDITIONINGS, Conditioning, check_strength
 from lwdpo_edge.lambdas import HEADER_FORMAT, format_lambda_header, quantize_lambda
-from lwdpo_edge.soup import check_strength
 
 SIDECAR_FILE = "lwdpo.json"  # next to model.onnx / model.safetensors in an exported folder
 LAMBDA_TEMPLATE_VARIABLE = "lwdpo_lambda"  # the chat-template variable apps set: {"helpfulness": 0.5, ...}

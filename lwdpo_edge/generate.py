@@ -14,20 +14,18 @@ import torch
 from lwdpo_edge.conditioning import conditioned_messages, prompt_text
 from lwdpo_edge.contract import ADAPTER_DIR, read_run_manifest
 from lwdpo_edge.decoding import REPETITION_PENALTY, transformers_processors
+from lwdpo_edge.models import load_tokenizer
+from lwdpo_edge.soup import load_soup
 
 
 def load_run(run_dir: Path):
     """(model, tokenizer, manifest): the fp32 base with the run's adapter applied, in eval mode.
     A soup run's model holds every objective's adapter and a `soup_mixer` (lwdpo_edge.soup)."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    from lwdpo_edge.models import load_tokenizer
+    from peft import PeftModel  # peft: heavy, only when a run is loaded
+    from transformers import AutoModelForCausalLM  # transformers: heavy, only when a run is loaded
 
     manifest = read_run_manifest(run_dir)
     if manifest.get("conditioning") == "soup":
-        from lwdpo_edge.soup import load_soup
-
         return load_soup(run_dir)
     base_dir = Path(manifest["base_model"]["path"])
     tokenizer = load_tokenizer(base_dir)

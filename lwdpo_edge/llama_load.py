@@ -31,8 +31,8 @@ _SWAP_LOCK = threading.Lock()
 def load_llama(path: str | Path, **kwargs):
     """`llama_cpp.Llama(model_path=path, **kwargs)` with use_extra_bufts = False. Every GGUF this
     project opens with llama.cpp goes through here (tests/test_llama_load.py checks the sources)."""
-    import llama_cpp
-    import llama_cpp.llama_cpp as api
+    import llama_cpp  # optional: llama extra
+    import llama_cpp.llama_cpp as api  # optional: llama extra
 
     default = api.llama_model_default_params
 

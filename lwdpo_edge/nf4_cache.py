@@ -23,8 +23,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lwdpo_edge.publish import publish_once
+
+if TYPE_CHECKING:
+    import torch
 
 # Bump when what is saved changes (quant type, double quantisation, compute dtype), so stale
 # checkpoints are not reused.
@@ -64,18 +68,32 @@ def nf4_checkpoint(model_dir: Path, root: Path) -> Path:
     return final
 
 
+def nf4_config(device: torch.device):
+    """The QLoRA 4-bit config: NF4 with double quantisation."""
+    import torch  # torch: heavy, only when a model is touched
+    from transformers import BitsAndBytesConfig  # transformers: heavy, only when a model is touched
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        # bf16 compute on GPU (the QLoRA recipe); fp32 on CPU, the precision the CPU pipeline uses
+        bnb_4bit_compute_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+        bnb_4bit_use_double_quant=True,
+    )
+
+
 def quantize_and_save(model_dir: Path, out_dir: Path) -> None:
     """Load `model_dir` 4-bit on the CPU and save it (this is the step that holds the fp32 pages)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    import torch  # torch: heavy, only in the child process
+    from transformers import AutoModelForCausalLM  # transformers: heavy, only in the child process
 
-    from lwdpo_edge.models import nf4_config, quiet_transformers
-
-    with quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, device_map={"": "cpu"},
-                                                     quantization_config=nf4_config(torch.device("cpu")))
-        model.save_pretrained(out_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, device_map={"": "cpu"},
+                                                 quantization_config=nf4_config(torch.device("cpu")))
+    model.save_pretrained(out_dir)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the child process of nf4_checkpoint
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # as models.quiet_transformers: no tqdm bars in the stderr it keeps
     quantize_and_save(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -88,7 +88,7 @@ def distinct_sentences(text: str, min_words: int = 3) -> list[str]:
 
 @lru_cache(maxsize=1)
 def _hyphenator():
-    import pyphen
+    import pyphen  # optional: pyphen (train extra)
 
     return pyphen.Pyphen(lang="en_US")
 
@@ -174,8 +174,8 @@ def minilm_path() -> Path:
 @lru_cache(maxsize=2)
 def _load_encoder(path: str):
     # Loaded once per process and shared by every HelpfulnessRater: ~0.3 s, 90 MB.
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
+    from sentence_transformers import SentenceTransformer  # sentence_transformers: heavy, optional (train extra)
+    from transformers.utils import logging as hf_logging  # transformers: heavy
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bar inside synth's progress display
     return SentenceTransformer(path, device="cpu", local_files_only=True)

@@ -33,22 +33,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lwdpo_edge.contract import Conditioning, read_run_manifest, soup_adapter_dirs
+from lwdpo_edge.contract import (
+    Conditioning,
+    check_strength,
+    read_run_manifest,
+    soup_adapter_dirs,
+)
 from lwdpo_edge.lambdas import LambdaError, normalize_lambda, quantize_lambda
+from lwdpo_edge.models import load_tokenizer
 
 DEFAULT_STRENGTH = 2.5  # what `lwdpo-edge train` stores in a soup run (docs/results.md, Steering)
-MAX_STRENGTH = 8.0  # far past where answers degenerate (~3-4 on the demo run); beyond it is a typo
-
-
-def check_strength(strength: float) -> float:
-    """The steering strength as a float in [0, MAX_STRENGTH]; LambdaError otherwise."""
-    try:
-        value = float(strength)
-    except (TypeError, ValueError):
-        raise LambdaError(f"steering strength must be a number, got {strength!r}") from None
-    if not 0.0 <= value <= MAX_STRENGTH:  # also rejects NaN
-        raise LambdaError(f"steering strength must be in [0, {MAX_STRENGTH:g}], got {strength!r}")
-    return value
 
 
 def strength_for(conditioning: str, strength: float | None, default: float | None = None) -> float | None:
@@ -77,11 +71,9 @@ def soup_scales(lam: Mapping[str, float], objectives: Sequence[str], strength: f
 def load_soup(run_dir: Path):
     """(model, tokenizer, manifest): the fp32 base with every objective's adapter loaded (adapter
     name = objective), in eval mode, mixed at the run's default lambda; `model.soup_mixer` changes the mix."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    from lwdpo_edge.models import load_tokenizer
+    import torch  # torch: heavy, only when a soup is loaded
+    from peft import PeftModel  # peft: heavy, only when a soup is loaded
+    from transformers import AutoModelForCausalLM  # transformers: heavy, only when a soup is loaded
 
     manifest = read_run_manifest(run_dir)
     dirs = soup_adapter_dirs(run_dir, manifest)
@@ -98,7 +90,7 @@ def load_soup(run_dir: Path):
 
 
 def lora_layers(model) -> list:
-    from peft.tuners.lora import LoraLayer
+    from peft.tuners.lora import LoraLayer  # peft: heavy, only when a soup is loaded
 
     return [module for module in model.modules() if isinstance(module, LoraLayer)]
 

@@ -20,6 +20,7 @@ and atomically renamed to OUTPUT at the end.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib.util
 import json
@@ -28,13 +29,17 @@ import random
 import re
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 from lwdpo_edge.contract import atomic_write_text
+from lwdpo_edge.llama_load import load_llama
 from lwdpo_edge.models import default_gguf, resolve_model
 from lwdpo_edge.raters import Rater, count_words, default_raters, score_answers
 
@@ -229,8 +234,6 @@ def llama_cpp_available() -> bool:
 
 class LlamaCppGenerator:
     def __init__(self, gguf: Path, threads: int, n_ctx: int = 2048):
-        from lwdpo_edge.llama_load import load_llama
-
         self.llm = load_llama(gguf, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
 
     def generate(self, messages, max_new_tokens, temperature, seed):
@@ -245,6 +248,7 @@ class LlamaCppGenerator:
 
 class TransformersGenerator:
     def __init__(self, folder: Path, threads: int):
+        # transformers: heavy, only for the transformers backend
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -254,7 +258,7 @@ class TransformersGenerator:
         self.pad_id = self.tokenizer.eos_token_id if pad is None else pad
 
     def generate(self, messages, max_new_tokens, temperature, seed):
-        import torch
+        import torch  # torch: heavy, only for the transformers backend
 
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
@@ -394,9 +398,6 @@ def write_atomic(path: Path, records: list[dict]) -> None:
 
 
 def _progress():
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
     return Progress(
         TextColumn("[bold]synth"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -548,9 +549,6 @@ def dataset_stats(records: list[dict], objectives: list[str] | None = None) -> d
 
 
 def print_stats(stats: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     objectives = list(stats["spread"])
     table = Table(title=f"{stats['lists']} lists, {stats['responses']} responses, "
                         f"top candidate differs across objectives in {stats['top_disagree']:.0%}")
@@ -566,9 +564,6 @@ def print_stats(stats: dict) -> None:
 
 def main(argv: list[str] | None = None, prog: str = "python -m lwdpo_edge.synth") -> None:
     """lwdpo-edge data synth [--field value ...]: flags are SynthConfig's fields."""
-    import argparse
-    from dataclasses import fields
-
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     for f in fields(SynthConfig):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,

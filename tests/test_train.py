@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lwdpo_edge.batching import encode_listwise
-from lwdpo_edge.contract import read_run_manifest
+from lwdpo_edge.contract import RunFolderError, read_run_manifest
 from lwdpo_edge.data.loaders import load_records
 from lwdpo_edge.lambdas import parse_lambda_header
 from train_helpers import OBJECTIVES, read_metrics, tiny_config, write_dataset
@@ -143,7 +143,7 @@ def test_resume_continues_the_same_run(tiny_llama_dir, dataset, tmp_path, monkey
         with pytest.raises(Crash):
             recipe.run_training(config)
     assert [r["step"] for r in read_metrics(tmp_path / "resumed")] == [1, 2]  # crashed before logging step 3
-    with pytest.raises(recipe.RunFolderError, match="--resume"):
+    with pytest.raises(RunFolderError, match="--resume"):
         recipe.run_training(config)  # refuses to overwrite a run silently
     recipe.run_training(tiny_config(tiny_llama_dir, dataset, tmp_path / "resumed", max_steps=6, resume=True))
 

@@ -20,7 +20,8 @@ from lwdpo_edge.apps.alternatives import Candidate
 from lwdpo_edge.contract import read_run_manifest, write_run_manifest
 from lwdpo_edge.export.verify import PROBE_PROMPTS
 from lwdpo_edge.feedback_data import FeedbackLog, judgement_record
-from lwdpo_edge.train.recipe import TrainSetupError, run_training
+from lwdpo_edge.train.recipe import run_training
+from lwdpo_edge.train.setup import TrainSetupError
 from train_helpers import tiny_config
 
 USER = "Purple, always purple."

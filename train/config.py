@@ -16,7 +16,7 @@ from transformers import TrainingArguments
 from lwdpo_edge.contract import TRAINED_CONDITIONINGS, Conditioning
 from lwdpo_edge.feedback_data import MIN_JUDGEMENTS
 from lwdpo_edge.soup import DEFAULT_STRENGTH as SOUP_STRENGTH_DEFAULT
-from lwdpo_edge.soup import MAX_STRENGTH
+from lwdpo_edge.contract import MAX_STRENGTH
 
 SAMPLERS = ("dirichlet", "uniform", "fixed", "performance")
 SCORE_NORMALIZATIONS = ("zscore", "rank", "none")

@@ -1,11 +1,12 @@
-"""Adapter soup (`--conditioning soup`): one LoRA adapter per objective, mixed at inference.
+"""`lwdpo-edge train` (the default, `--conditioning soup`): one LoRA adapter per objective, mixed at inference.
 
     lwdpo-edge train --conditioning soup --max-steps 60 --output runs/soup   # 60 steps per adapter
 
 Adapter k is an ordinary lambda-DPO run with lambda fixed at objective k's vertex (the listwise
 loss of objective k alone) and no header in the prompt: the adapter, not the prompt, is the
 condition. Every adapter gets the same data, steps, seed and learning rate. At inference
-lwdpo_edge.soup computes base + sum_k lambda_k * delta_k.
+lwdpo_edge.soup computes base + sum_k lambda_k * delta_k. `run` reads top to bottom: setup, train
+each objective's adapter, save the manifest.
 
     RUN/adapters/<objective>/      the trained adapter of that objective
     RUN/checkpoints/<objective>/   its Trainer checkpoints
@@ -22,6 +23,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+import torch
 from transformers import set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -31,10 +33,11 @@ from lwdpo_edge.models import load_policy, load_tokenizer, resolve_model
 from lwdpo_edge.train.callbacks import MetricsJsonlCallback, RichProgressCallback
 from lwdpo_edge.train.config import LambdaDPOConfig
 from lwdpo_edge.train.lambda_sampling import FixedSampler
-from lwdpo_edge.train.recipe import (
+from lwdpo_edge.train.setup import (
     SUMMARY_FIELDS,
     ListDataset,
     TrainSetupError,
+    last_checkpoint,
     load_training_data,
     lora_settings,
     open_reference_cache,
@@ -45,26 +48,28 @@ from lwdpo_edge.train.trainer import LambdaDPOTrainer
 METRICS_DIR = "metrics"
 
 
-def vertex_config(config: LambdaDPOConfig, objective: str) -> LambdaDPOConfig:
-    """The sub-run of one objective: lambda fixed at its vertex, no header, checkpoints in their own folder."""
-    return dataclasses.replace(
-        config, conditioning=Conditioning.HEADER, condition_on_lambda=False, lambda_scheduler="fixed",
-        fixed_lambda=f"{objective}=1", lambdas_per_prompt=1,
-        output_dir=str(Path(config.output_dir) / CHECKPOINTS_DIR / objective),
-    )
-
-
-def adapter_done(run_dir: Path, objective: str) -> bool:
-    return (run_dir / ADAPTERS_DIR / objective / "adapter_config.json").is_file()
-
-
-def last_checkpoint(folder: Path) -> Path | None:
-    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return checkpoints[-1] if checkpoints else None
+def run(config: LambdaDPOConfig) -> Path:
+    """Train every objective's adapter in turn, then write lwdpo.json; returns the run folder."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    records, _, objectives = load_training_data(config)
+    if len(objectives) < 2:
+        raise TrainSetupError(f"--conditioning soup needs at least 2 objectives, the data has {objectives}")
+    check_soup_folder(config, objectives)
+    model_dir = resolve_model(config.model)
+    tokenizer = load_tokenizer(model_dir)
+    run_dir, summaries = Path(config.output_dir), {}
+    (run_dir / METRICS_DIR).mkdir(parents=True, exist_ok=True)
+    for objective in objectives:
+        if adapter_done(run_dir, objective):
+            continue  # finished before an interruption; its summary is lost, its adapter is not
+        summaries[objective] = train_one(config, objective, objectives, records, model_dir, tokenizer)
+    write_soup_manifest(config, objectives, model_dir, len(records), summaries)
+    return run_dir
 
 
 def check_soup_folder(config: LambdaDPOConfig, objectives: list[str]) -> None:
-    """Refuse to mix two runs in one folder (as recipe.check_run_folder does for header runs)."""
+    """Refuse to mix two runs in one folder (as header.check_run_folder does for header runs)."""
     run_dir = Path(config.output_dir)
     started = any(adapter_done(run_dir, name) or last_checkpoint(run_dir / CHECKPOINTS_DIR / name)
                   for name in objectives)
@@ -72,6 +77,10 @@ def check_soup_folder(config: LambdaDPOConfig, objectives: list[str]) -> None:
         raise RunFolderError(f"{run_dir}: --resume given but there is no soup adapter or checkpoint to resume from")
     if not config.resume and (started or (run_dir / CHECKPOINTS_DIR).exists()):
         raise RunFolderError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output")
+
+
+def adapter_done(run_dir: Path, objective: str) -> bool:
+    return (run_dir / ADAPTERS_DIR / objective / "adapter_config.json").is_file()
 
 
 def train_one(config: LambdaDPOConfig, objective: str, objectives, records, model_dir: Path, tokenizer) -> dict:
@@ -107,26 +116,13 @@ def train_one(config: LambdaDPOConfig, objective: str, objectives, records, mode
             **reference_cache_summary(trainer.reference_cache)}
 
 
-def run_soup_training(config: LambdaDPOConfig) -> Path:
-    """Train every objective's adapter in turn, then write lwdpo.json; returns the run folder."""
-    if config.threads:
-        import torch
-
-        torch.set_num_threads(config.threads)
-    records, _, objectives = load_training_data(config)
-    if len(objectives) < 2:
-        raise TrainSetupError(f"--conditioning soup needs at least 2 objectives, the data has {objectives}")
-    check_soup_folder(config, objectives)
-    model_dir = resolve_model(config.model)
-    tokenizer = load_tokenizer(model_dir)
-    run_dir, summaries = Path(config.output_dir), {}
-    (run_dir / METRICS_DIR).mkdir(parents=True, exist_ok=True)
-    for objective in objectives:
-        if adapter_done(run_dir, objective):
-            continue  # finished before an interruption; its summary is lost, its adapter is not
-        summaries[objective] = train_one(config, objective, objectives, records, model_dir, tokenizer)
-    write_soup_manifest(config, objectives, model_dir, len(records), summaries)
-    return run_dir
+def vertex_config(config: LambdaDPOConfig, objective: str) -> LambdaDPOConfig:
+    """The sub-run of one objective: lambda fixed at its vertex, no header, checkpoints in their own folder."""
+    return dataclasses.replace(
+        config, conditioning=Conditioning.HEADER, condition_on_lambda=False, lambda_scheduler="fixed",
+        fixed_lambda=f"{objective}=1", lambdas_per_prompt=1,
+        output_dir=str(Path(config.output_dir) / CHECKPOINTS_DIR / objective),
+    )
 
 
 def write_soup_manifest(config: LambdaDPOConfig, objectives, model_dir: Path, n_records: int, summaries: dict) -> None:

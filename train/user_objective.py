@@ -16,6 +16,9 @@ Asked again with more judgements, the `user` adapter is trained again from the b
 
 Only soup runs can gain an objective this way: a header run is one adapter trained on every
 objective's header at once, and adding one would mean training it again on all objectives.
+
+`run` reads top to bottom: setup (the soup run, the judgements, the sub-run's settings), train the
+`user` adapter (train/soup.py's `train_one`), save lwdpo.json.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.text import Text
 
@@ -35,12 +39,50 @@ from lwdpo_edge.contract import (
     RunFolderError,
     read_run_manifest,
     soup_adapter_dirs,
+    write_run_manifest,
 )
 from lwdpo_edge.data.loaders import load_records
 from lwdpo_edge.data.schema import DataError, ListwiseRecord
 from lwdpo_edge.feedback_data import USER_OBJECTIVE
+from lwdpo_edge.models import load_tokenizer
 from lwdpo_edge.train.config import LambdaDPOConfig
-from lwdpo_edge.train.recipe import TrainSetupError
+from lwdpo_edge.train.setup import TrainSetupError
+from lwdpo_edge.train.soup import METRICS_DIR, train_one
+
+
+
+def run(config: LambdaDPOConfig) -> Path:
+    """Train the `user` adapter of the soup run in config.output_dir on config.feedback; update lwdpo.json."""
+    run_dir = Path(config.output_dir)
+    manifest = check_soup_run(run_dir)
+    records = load_feedback(config.feedback, config.feedback_min)
+    sub = feedback_config(config, run_dir, manifest)
+    if sub.threads:
+        torch.set_num_threads(sub.threads)
+    shutil.rmtree(run_dir / CHECKPOINTS_DIR / USER_OBJECTIVE, ignore_errors=True)  # a retrain starts from the base
+    (run_dir / METRICS_DIR / f"{USER_OBJECTIVE}.jsonl").unlink(missing_ok=True)
+    (run_dir / METRICS_DIR).mkdir(parents=True, exist_ok=True)
+    model_dir = Path(sub.model)
+    summary = train_one(sub, USER_OBJECTIVE, [USER_OBJECTIVE], records, model_dir, load_tokenizer(model_dir))
+    summary.update(feedback=str(Path(config.feedback).expanduser()), judgements=len(records))
+    objectives = [name for name in manifest["objectives"] if name != USER_OBJECTIVE] + [USER_OBJECTIVE]
+    training = dict(manifest.get("training") or {})
+    training["per_objective"] = {**(training.get("per_objective") or {}), USER_OBJECTIVE: summary}
+    write_soup_manifest_keeping(run_dir, manifest, objectives, training)
+    return run_dir
+
+
+def check_soup_run(run_dir: Path) -> dict:
+    """The run's manifest, if it is a soup run with every adapter in place; a clear error otherwise."""
+    manifest = read_run_manifest(run_dir)  # RunFolderError: not a run folder
+    conditioning = manifest.get("conditioning", "header")
+    if conditioning != Conditioning.SOUP:
+        raise TrainSetupError(
+            f"{run_dir}: --feedback adds a '{USER_OBJECTIVE}' adapter to an adapter-soup run; this run's conditioning "
+            f"is {conditioning!r} (one adapter for every objective), which would have to be trained again on all "
+            f"objectives. Train a soup run (the default: lwdpo-edge train --output NEW_RUN), then add --feedback to it")
+    soup_adapter_dirs(run_dir, manifest)  # RunFolderError when an adapter folder is missing
+    return manifest
 
 
 def load_feedback(path: str, minimum: int, console: Console | None = None) -> list[ListwiseRecord]:
@@ -74,17 +116,14 @@ def load_feedback(path: str, minimum: int, console: Console | None = None) -> li
     return good
 
 
-def check_soup_run(run_dir: Path) -> dict:
-    """The run's manifest, if it is a soup run with every adapter in place; a clear error otherwise."""
-    manifest = read_run_manifest(run_dir)  # RunFolderError: not a run folder
-    conditioning = manifest.get("conditioning", "header")
-    if conditioning != Conditioning.SOUP:
-        raise TrainSetupError(
-            f"{run_dir}: --feedback adds a '{USER_OBJECTIVE}' adapter to an adapter-soup run; this run's conditioning "
-            f"is {conditioning!r} (one adapter for every objective), which would have to be trained again on all "
-            f"objectives. Train a soup run (the default: lwdpo-edge train --output NEW_RUN), then add --feedback to it")
-    soup_adapter_dirs(run_dir, manifest)  # RunFolderError when an adapter folder is missing
-    return manifest
+def feedback_config(config: LambdaDPOConfig, run_dir: Path, manifest: dict) -> LambdaDPOConfig:
+    """The sub-run's settings: the run's base model and LoRA shape; epochs over the judgements unless --max-steps."""
+    base = Path(manifest["base_model"]["path"])
+    if not (base / "config.json").is_file():
+        raise RunFolderError(f"{run_dir}: its base model {base} is gone; it is needed to train a matching adapter")
+    epochs = config.feedback_epochs if config.max_steps == -1 else config.num_train_epochs
+    return dataclasses.replace(config, model=str(base), data=str(config.feedback), num_train_epochs=epochs,
+                               **sibling_lora(run_dir, manifest))
 
 
 def sibling_lora(run_dir: Path, manifest: dict) -> dict:
@@ -98,46 +137,8 @@ def sibling_lora(run_dir: Path, manifest: dict) -> dict:
             "lora_target_modules": targets if isinstance(targets, str) else ",".join(sorted(targets))}
 
 
-def feedback_config(config: LambdaDPOConfig, run_dir: Path, manifest: dict) -> LambdaDPOConfig:
-    """The sub-run's settings: the run's base model and LoRA shape; epochs over the judgements unless --max-steps."""
-    base = Path(manifest["base_model"]["path"])
-    if not (base / "config.json").is_file():
-        raise RunFolderError(f"{run_dir}: its base model {base} is gone; it is needed to train a matching adapter")
-    epochs = config.feedback_epochs if config.max_steps == -1 else config.num_train_epochs
-    return dataclasses.replace(config, model=str(base), data=str(config.feedback), num_train_epochs=epochs,
-                               **sibling_lora(run_dir, manifest))
-
-
-def add_user_objective(config: LambdaDPOConfig) -> Path:
-    """Train the `user` adapter of the soup run in config.output_dir on config.feedback; update lwdpo.json."""
-    from lwdpo_edge.models import load_tokenizer
-    from lwdpo_edge.train.soup import METRICS_DIR, train_one
-
-    run_dir = Path(config.output_dir)
-    manifest = check_soup_run(run_dir)
-    records = load_feedback(config.feedback, config.feedback_min)
-    sub = feedback_config(config, run_dir, manifest)
-    if sub.threads:
-        import torch
-
-        torch.set_num_threads(sub.threads)
-    shutil.rmtree(run_dir / CHECKPOINTS_DIR / USER_OBJECTIVE, ignore_errors=True)  # a retrain starts from the base
-    (run_dir / METRICS_DIR / f"{USER_OBJECTIVE}.jsonl").unlink(missing_ok=True)
-    (run_dir / METRICS_DIR).mkdir(parents=True, exist_ok=True)
-    model_dir = Path(sub.model)
-    summary = train_one(sub, USER_OBJECTIVE, [USER_OBJECTIVE], records, model_dir, load_tokenizer(model_dir))
-    summary.update(feedback=str(Path(config.feedback).expanduser()), judgements=len(records))
-    objectives = [name for name in manifest["objectives"] if name != USER_OBJECTIVE] + [USER_OBJECTIVE]
-    training = dict(manifest.get("training") or {})
-    training["per_objective"] = {**(training.get("per_objective") or {}), USER_OBJECTIVE: summary}
-    write_soup_manifest_keeping(run_dir, manifest, objectives, training)
-    return run_dir
-
-
 def write_soup_manifest_keeping(run_dir: Path, manifest: dict, objectives: list[str], training: dict) -> None:
     """lwdpo.json with the new objective list, every adapter, the same base and strength; default lambda uniform."""
-    from lwdpo_edge.contract import write_run_manifest
-
     summary = training["per_objective"][USER_OBJECTIVE]
     if "reference_cache" in summary:
         training["reference_cache"] = summary.pop("reference_cache")

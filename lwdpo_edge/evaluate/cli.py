@@ -9,8 +9,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 
+from lwdpo_edge.contract import RunFolderError
+from lwdpo_edge.data.schema import DataError
 from lwdpo_edge.decoding import REPETITION_PENALTY
+from lwdpo_edge.lambdas import LambdaError
 
 RATER_HELP = ("OBJECTIVE=module.path:callable or OBJECTIVE=path/to/file.py:callable: score OBJECTIVE's answers with "
               "your own rater instead of the built-in one: a Rater object (lwdpo_edge/raters.py) or a function "
@@ -54,15 +58,9 @@ def evaluate(
     rater: Annotated[Optional[list[str]], typer.Option("--rater", help=RATER_HELP)] = None,
 ):
     """Ranking accuracy on held-out lists, controllability under a lambda sweep, and the base-model baseline."""
-    from rich.console import Console
-
-    from lwdpo_edge.contract import RunFolderError
-    from lwdpo_edge.data.schema import DataError
-    from lwdpo_edge.lambdas import LambdaError
-    from lwdpo_edge.models import ModelError
-
-    from lwdpo_edge.evaluate.rater_plugins import RaterError
-    from lwdpo_edge.evaluate.run import EvalConfig, EvalError, run_evaluation
+    from lwdpo_edge.evaluate.rater_plugins import RaterError  # not loaded for --help
+    from lwdpo_edge.evaluate.run import EvalConfig, EvalError, run_evaluation  # not loaded for --help
+    from lwdpo_edge.models import ModelError  # not loaded for --help
 
     config = EvalConfig(run_dir=run_dir, data=data, prompts=prompts, n_prompts=n_prompts, max_new_tokens=max_new_tokens,
                         output=output, baseline=baseline, grid=grid, batch_size=batch_size, max_lists=max_lists,

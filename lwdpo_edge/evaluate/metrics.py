@@ -34,7 +34,7 @@ def chance_top1(scores: np.ndarray) -> float:
 
 def kendall_tau(values: np.ndarray, scores: np.ndarray) -> float:
     """Kendall tau-b between `values` and `scores`; 0 when `values` are all equal (no order at all)."""
-    from scipy.stats import kendalltau
+    from scipy.stats import kendalltau  # scipy: heavy, optional (train extra)
 
     if np.all(values == values[0]):
         return 0.0
@@ -74,7 +74,7 @@ def chance_ndcg(scores: np.ndarray) -> float:
 
 def spearman(x, y) -> float | None:
     """Spearman rank correlation, or None when either side is constant (the correlation is undefined)."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # scipy: heavy, optional (train extra)
 
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):

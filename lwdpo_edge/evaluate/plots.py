@@ -19,10 +19,10 @@ MODELS = (("policy", "trained run", "tab:blue", "o"), ("base", "base model", "ta
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # matplotlib: heavy, optional (train extra)
 
     matplotlib.use("Agg")  # no display on a server, never open a window
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: heavy, optional (train extra)
 
     return plt
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from lwdpo_edge.contract import (
     ADAPTER_DIR,
@@ -30,11 +31,15 @@ from lwdpo_edge.contract import (
     soup_adapter_dirs,
 )
 from lwdpo_edge.decoding import REPETITION_PENALTY, check_repetition_penalty
+from lwdpo_edge.evaluate.controllability import controllability_report, generate_answers, make_jobs, rate_generations
+from lwdpo_edge.evaluate.criteria import judge, judged_points
 from lwdpo_edge.evaluate.grid import GRID_KINDS, lambda_grid, ranking_points
 from lwdpo_edge.evaluate.heldout import load_heldout_lists, load_prompt_file, prompts_from_lists, user_question
+from lwdpo_edge.evaluate.pareto import pareto_report
 from lwdpo_edge.evaluate.rater_plugins import load_raters, parse_rater_spec
 from lwdpo_edge.evaluate.report import check_output_folder, write_report
 from lwdpo_edge.lambdas import LambdaError
+from lwdpo_edge.raters import default_raters
 from lwdpo_edge.soup import strength_for
 from lwdpo_edge.threads import auto_threads
 
@@ -121,8 +126,6 @@ def prepare(config: EvalConfig, raters: Mapping | None) -> Inputs:
     except FileExistsError as err:
         raise EvalError(str(err)) from None
     if raters is None:
-        from lwdpo_edge.raters import default_raters
-
         raters = default_raters()
     raters = {**raters, **given}
     rated = {name: raters[name] for name in objectives if name in raters}
@@ -130,15 +133,6 @@ def prepare(config: EvalConfig, raters: Mapping | None) -> Inputs:
 
 
 def _progress():
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
 
@@ -152,6 +146,7 @@ def _advancer(progress, task) -> Callable[[int], None]:
 
 def rank_heldout(model, tokenizer, inputs: Inputs, settings, config: EvalConfig, progress) -> dict:
     """Ranking metrics of the run, the base model's log-prob and chance, per ranking point."""
+    # imports torch at its top
     from lwdpo_edge.evaluate.ranking import ranking_report, score_lists, weighted_ranking_report
 
     points = ranking_points(inputs.objectives, config.grid)
@@ -173,8 +168,6 @@ def rank_heldout(model, tokenizer, inputs: Inputs, settings, config: EvalConfig,
 
 def generate_grid(backend, inputs: Inputs, points, conditioned: bool, config: EvalConfig, progress, label: str):
     """Greedy answers of one backend at every (prompt, lambda point), rated; and the seconds spent generating."""
-    from lwdpo_edge.evaluate.controllability import generate_answers, make_jobs, rate_generations
-
     jobs = make_jobs(inputs.prompts, points, inputs.objectives, conditioned)
     task = progress.add_task(f"generating ({label})", total=len(jobs))
     answers, seconds = timed(generate_answers, backend, jobs, config.max_new_tokens, config.batch_size,
@@ -187,7 +180,7 @@ def generate_all(model, tokenizer, inputs: Inputs, points, conditioned: bool, co
     """{"base": [...], "policy": [...]} generations; the base model first, so that the policy can then
     generate with the adapter merged into the fp32 weights (~15% faster than unmerged LoRA): nothing
     after this needs the unmerged model."""
-    from lwdpo_edge.evaluate.backends import TransformersBackend
+    from lwdpo_edge.evaluate.backends import TransformersBackend  # imports torch at its top
 
     generations = {}
     mixer = getattr(model, "soup_mixer", None)
@@ -208,8 +201,6 @@ def generate_all(model, tokenizer, inputs: Inputs, points, conditioned: bool, co
 def generate_soup_grid(backend, mixer, inputs: Inputs, points, config: EvalConfig, progress):
     """generate_grid for a soup run's policy: point by point, with the adapter mix set to that point
     and no header; generations come back in make_jobs' prompt-major order."""
-    from lwdpo_edge.evaluate.controllability import generate_answers, make_jobs, rate_generations
-
     task = progress.add_task("generating (policy, soup mix per point)", total=len(inputs.prompts) * len(points))
     jobs, answers, seconds = [], [], 0.0
     for point in points:
@@ -235,8 +226,8 @@ def count_tokens(tokenizer, generations) -> int:
 
 def run_evaluation(config: EvalConfig, raters: Mapping | None = None) -> Path:
     """Evaluate the run folder and write the report folder; returns its path."""
-    import torch
-    from transformers.utils import logging as hf_logging
+    import torch  # torch: heavy, not needed for --help
+    from transformers.utils import logging as hf_logging  # transformers: heavy, not needed for --help
 
     started = time.perf_counter()
     inputs = prepare(config, raters)
@@ -254,11 +245,8 @@ def run_evaluation(config: EvalConfig, raters: Mapping | None = None) -> Path:
 
 
 def evaluate_loaded(config: EvalConfig, inputs: Inputs, started: float) -> Path:
-    from lwdpo_edge.evaluate.controllability import controllability_report
-    from lwdpo_edge.evaluate.criteria import judge
-    from lwdpo_edge.evaluate.pareto import pareto_report
-    from lwdpo_edge.evaluate.ranking import RankingSettings
-    from lwdpo_edge.generate import load_run
+    from lwdpo_edge.evaluate.ranking import RankingSettings  # imports torch at its top
+    from lwdpo_edge.generate import load_run  # imports torch at its top
 
     model, tokenizer, _ = load_run(config.run_dir)
     if getattr(model, "soup_mixer", None) is not None and config.soup_strength is None:
@@ -288,8 +276,7 @@ def evaluate_loaded(config: EvalConfig, inputs: Inputs, started: float) -> Path:
 
 def imitation_ceiling(inputs: Inputs, points) -> dict:
     """The held-out lists' own ceiling (ceiling.py) at the judged points (vertices and centre)."""
-    from lwdpo_edge.evaluate.ceiling import data_ceiling
-    from lwdpo_edge.evaluate.criteria import judged_points
+    from lwdpo_edge.evaluate.ceiling import data_ceiling  # imports torch at its top
 
     normalization = inputs.manifest.get("training", {}).get("config", {}).get("score_normalization", "zscore")
     return data_ceiling(inputs.lists, judged_points(points), inputs.objectives, list(inputs.raters), normalization)

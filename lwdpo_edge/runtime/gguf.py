@@ -20,10 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from lwdpo_edge.chat_template import render_chat_template
 from lwdpo_edge.contract import Conditioning
 from lwdpo_edge.decoding import REPETITION_WINDOW
+from lwdpo_edge.export_contract import ExportContract
+from lwdpo_edge.gguf_keys import read_gguf_keys, read_lwdpo_metadata
 from lwdpo_edge.llama_load import load_llama, quiet_llama_cpp
 from lwdpo_edge.runtime.base import ChatModel, ModelLoadError, Sampling
+from lwdpo_edge.runtime.lora import LoraSet
+from lwdpo_edge.soup import soup_scales
 
 # llama_ftype values (llama.h) of the file types one meets on small models
 FILE_TYPES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1", 10: "q2_k", 12: "q3_k_m",
@@ -34,9 +39,6 @@ class GGUFModel(ChatModel):
     format = "gguf"
 
     def __init__(self, path: Path, threads: int | None = None, n_ctx: int = 2048):
-        from lwdpo_edge.export_contract import ExportContract
-        from lwdpo_edge.gguf_keys import read_gguf_keys, read_lwdpo_metadata
-
         try:
             contract = ExportContract.from_json(read_lwdpo_metadata(path))
         except ValueError:
@@ -63,8 +65,6 @@ class GGUFModel(ChatModel):
 
     def _load_soup(self, path: Path):
         """The LoRA files the base lists (lwdpo.soup_adapters), beside it; ModelLoadError if one is missing."""
-        from lwdpo_edge.runtime.lora import LoraSet
-
         files = [Path(path).parent / name for name in self.contract.soup_adapters]
         try:
             with quiet_llama_cpp():
@@ -75,8 +75,6 @@ class GGUFModel(ChatModel):
             raise ModelLoadError(str(err)) from None
 
     def apply_mix(self, lam, strength):
-        from lwdpo_edge.soup import soup_scales
-
         # New scales invalidate the KV cache (keys and values were computed with the old adapters), so
         # the prefix cache is dropped; the same lambda and strength again keep it.
         if self.loras.set_scales(soup_scales(lam, self.objectives, strength)):
@@ -88,7 +86,6 @@ class GGUFModel(ChatModel):
     def render(self, messages):
         if not self.template:
             return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-        from lwdpo_edge.chat_template import render_chat_template
 
         # transformers passes the special tokens to the template; llama.cpp's own formatter does too
         return render_chat_template(self.template, messages, bos_token=self._special(self.llm.token_bos()),
@@ -101,7 +98,7 @@ class GGUFModel(ChatModel):
         return self.llm.detokenize(ids).decode("utf-8", errors="replace")
 
     def is_stop(self, token):
-        import llama_cpp
+        import llama_cpp  # optional: llama extra
 
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
@@ -125,7 +122,7 @@ class GGUFModel(ChatModel):
         return np.stack(rows)
 
     def _last_logits(self) -> np.ndarray:
-        import llama_cpp
+        import llama_cpp  # optional: llama extra
 
         pointer = llama_cpp.llama_get_logits(self.llm.ctx)
         return np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),)).astype(np.float32)  # a copy

@@ -11,19 +11,21 @@ import json
 import random
 from pathlib import Path
 
+from lwdpo_edge.conditioning import prompt_text, stop_tokens
+from lwdpo_edge.contract import RunFolderError
 from lwdpo_edge.decoding import penalize_recent
+from lwdpo_edge.export_contract import SIDECAR_FILE, ExportContract
+from lwdpo_edge.models import quiet_transformers
 from lwdpo_edge.runtime.base import ChatModel, ModelLoadError, Sampling
+from lwdpo_edge.soup import load_soup
 
 
 class HFModel(ChatModel):
     format = "hf"
 
     def __init__(self, path: Path, threads: int | None = None, n_ctx: int = 2048):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from lwdpo_edge.conditioning import stop_tokens
-        from lwdpo_edge.models import quiet_transformers
+        import torch  # torch: heavy, only for HF models
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # transformers: heavy, only for HF models
 
         if threads:
             torch.set_num_threads(threads)  # process-wide: torch has no per-model thread pool
@@ -39,8 +41,6 @@ class HFModel(ChatModel):
         self._stop = stop_tokens(self.model, self.tokenizer)
 
     def render(self, messages):
-        from lwdpo_edge.conditioning import prompt_text
-
         if not self.tokenizer.chat_template:
             return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
         return prompt_text(self.tokenizer, messages)
@@ -55,7 +55,7 @@ class HFModel(ChatModel):
         return token in self._stop
 
     def sample(self, prompt_ids, sampling: Sampling, max_new):
-        import torch
+        import torch  # torch: heavy, only for HF models
 
         seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
         generator = torch.Generator().manual_seed(seed)
@@ -68,7 +68,7 @@ class HFModel(ChatModel):
             out = self._forward([token], out.past_key_values)
 
     def _forward(self, ids, past):
-        import torch
+        import torch  # torch: heavy, only for HF models
 
         # inference_mode per step, not around the loop: grad mode is per thread, and a server may
         # resume this generator on a different thread for every token.
@@ -76,7 +76,7 @@ class HFModel(ChatModel):
             return self.model(torch.tensor([ids]), past_key_values=past, use_cache=True)
 
     def logits_after(self, prompt_ids, continuation):
-        import torch
+        import torch  # torch: heavy, only for HF models
 
         with torch.inference_mode():
             logits = self.model(torch.tensor([prompt_ids + continuation])).logits[0]  # (T, V)
@@ -92,13 +92,7 @@ class HFSoupModel(HFModel):
     mixed per request by lwdpo_edge.soup (base + sum_k lambda_k * delta_k); no header, no export needed."""
 
     def __init__(self, path: Path, threads: int | None = None, n_ctx: int = 2048):
-        import torch
-
-        from lwdpo_edge.conditioning import stop_tokens
-        from lwdpo_edge.contract import RunFolderError
-        from lwdpo_edge.export_contract import ExportContract
-        from lwdpo_edge.models import quiet_transformers
-        from lwdpo_edge.soup import load_soup
+        import torch  # torch: heavy, only for HF models
 
         if threads:
             torch.set_num_threads(threads)
@@ -119,7 +113,7 @@ class HFSoupModel(HFModel):
 
 def pick_token(logits, sampling: Sampling, generator) -> int:
     """argmax at temperature 0; otherwise sample from the top-p nucleus of softmax(logits / T)."""
-    import torch
+    import torch  # torch: heavy, only for HF models
 
     if sampling.temperature <= 0:
         return int(logits.argmax())
@@ -134,8 +128,6 @@ def pick_token(logits, sampling: Sampling, generator) -> int:
 
 def sidecar_contract(folder: Path):
     """The ExportContract in FOLDER/lwdpo.json, or None for a folder not exported by lwdpo-edge."""
-    from lwdpo_edge.export_contract import SIDECAR_FILE, ExportContract
-
     sidecar = Path(folder) / SIDECAR_FILE
     if not sidecar.is_file():
         return None

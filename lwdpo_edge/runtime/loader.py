@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lwdpo_edge.contract import is_soup_run
 from lwdpo_edge.gguf_keys import GGUF_MAGIC
+from lwdpo_edge.models import ModelError, default_gguf
 from lwdpo_edge.runtime.base import ChatModel, ModelLoadError
+from lwdpo_edge.runtime.gguf import GGUFModel
+from lwdpo_edge.runtime.hf import HFModel, HFSoupModel
+from lwdpo_edge.runtime.onnx import OnnxModel
 
 
 def load_model(path: str | Path, *, threads: int | None = None, n_ctx: int = 2048) -> ChatModel:
@@ -29,22 +34,14 @@ def load_model(path: str | Path, *, threads: int | None = None, n_ctx: int = 204
             if f.read(4) != GGUF_MAGIC:
                 raise ModelLoadError(f"{path} is not a GGUF file (no GGUF magic bytes); expected a .gguf file, "
                                      "an ONNX export folder or a Hugging Face folder")
-        from lwdpo_edge.runtime.gguf import GGUFModel
 
         return GGUFModel(path, threads, n_ctx)
-    from lwdpo_edge.contract import is_soup_run
 
     if (path / "genai_config.json").is_file():  # an ONNX export, soup ones included (their lwdpo.json says "soup")
-        from lwdpo_edge.runtime.onnx import OnnxModel
-
         return OnnxModel(path, threads, n_ctx)
     if is_soup_run(path):
-        from lwdpo_edge.runtime.hf import HFSoupModel
-
         return HFSoupModel(path, threads, n_ctx)
     if (path / "config.json").is_file():
-        from lwdpo_edge.runtime.hf import HFModel
-
         return HFModel(path, threads, n_ctx)
     raise ModelLoadError(f"{path}: {folder_hint(path)}")
 
@@ -60,8 +57,6 @@ def folder_hint(path: Path) -> str:
 
 
 def default_path() -> Path:
-    from lwdpo_edge.models import ModelError, default_gguf
-
     try:
         return default_gguf()
     except ModelError as err:

@@ -22,7 +22,7 @@ class LoraSet:
     """LoRA GGUF files loaded for one `llama_cpp.Llama`; `set_scales` applies them."""
 
     def __init__(self, llm, paths: Sequence[Path]):
-        import llama_cpp
+        import llama_cpp  # optional: llama extra
 
         self.llm, self.paths, self.handles = llm, [Path(p) for p in paths], []
         self.scales: list[float] | None = None
@@ -39,7 +39,7 @@ class LoraSet:
 
     def set_scales(self, scales: Sequence[float]) -> bool:
         """Apply the adapters at `scales` (one per file); True when they changed (the KV cache is then stale)."""
-        import llama_cpp
+        import llama_cpp  # optional: llama extra
 
         scales = [float(s) for s in scales]
         if scales == self.scales:
@@ -55,7 +55,7 @@ class LoraSet:
 
     def close(self) -> None:
         """Detach and free the adapters; call before closing the Llama (llama.cpp frees them with the model)."""
-        import llama_cpp
+        import llama_cpp  # optional: llama extra
 
         if self.handles and getattr(self.llm, "_ctx", None) is not None and self.scales is not None:
             llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)

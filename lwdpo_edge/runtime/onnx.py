@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from lwdpo_edge.chat_template import render_chat_template
 from lwdpo_edge.contract import Conditioning
 from lwdpo_edge.decoding import penalize_recent
+from lwdpo_edge.onnx_adapter import read_blocks, write_onnx_adapter
 from lwdpo_edge.runtime.base import ChatModel, ModelLoadError, Sampling
 from lwdpo_edge.runtime.hf import sidecar_contract
+from lwdpo_edge.soup import soup_scales
 
 GENAI_CONFIG = "genai_config.json"
 TEMPLATE_FILE = "chat_template.jinja"
@@ -30,7 +35,7 @@ class OnnxModel(ChatModel):
     format = "onnx"
 
     def __init__(self, path: Path, threads: int | None = None, n_ctx: int = 2048):
-        import onnxruntime_genai as og
+        import onnxruntime_genai as og  # optional: onnx extra
 
         og.disable_telemetry_events()  # on by default in onnxruntime-genai
         genai = json.loads((path / GENAI_CONFIG).read_text(encoding="utf-8"))["model"]
@@ -54,8 +59,6 @@ class OnnxModel(ChatModel):
         self.mix = OnnxMix(self.og, self.model, path, contract) if self.conditioning == Conditioning.SOUP else None
 
     def apply_mix(self, lam, strength):
-        from lwdpo_edge.soup import soup_scales
-
         self.mix.set_scales(soup_scales(lam, self.objectives, strength))
 
     def _generator(self, params):
@@ -67,7 +70,6 @@ class OnnxModel(ChatModel):
     def render(self, messages):
         if self.template is None:
             return self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
-        from lwdpo_edge.chat_template import render_chat_template
 
         return render_chat_template(self.template, messages)
 
@@ -121,10 +123,6 @@ class OnnxMix:
     KEEP = 8
 
     def __init__(self, og, model, path: Path, contract):
-        import tempfile
-
-        from lwdpo_edge.onnx_adapter import read_blocks
-
         blocks_file = Path(path) / contract.lora_blocks
         if not blocks_file.is_file():
             raise ModelLoadError(f"{blocks_file}: missing (listed as lora_blocks in {path}/lwdpo.json)")
@@ -135,8 +133,6 @@ class OnnxMix:
         self.active: str | None = None
 
     def set_scales(self, scales) -> None:
-        from lwdpo_edge.onnx_adapter import write_onnx_adapter
-
         name = ",".join(f"{s:.6g}" for s in scales)
         if name not in self.loaded:
             path = write_onnx_adapter(self.folder / f"{len(self.loaded)}-{abs(hash(name))}.onnx_adapter", self.blocks,
@@ -153,8 +149,6 @@ class OnnxMix:
             generator.set_active_adapter(self.adapters, self.active)
 
     def close(self) -> None:
-        import shutil
-
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
