@@ -21,8 +21,8 @@ partial refusal or full refusal (xstest_v2_completions_<model>.csv). Read from -
   3. train: `lwdpo-edge train --config train/configs/safety.yaml --data OUTPUT/lists.jsonl --output
      OUTPUT/run` (a child process, timed), unless --run names a finished run;
   4. answers: greedy (--max-tokens, the runtime's default repetition penalty) to the held-out safe and
-     unsafe prompts at lambda_harmlessness = 0, 0.25, 0.5, 0.75, 1 (the run's default steering
-     strength) and for the base model: transformers on the run folder (lwdpo_edge.soup, batched) and,
+     unsafe prompts at lambda_harmlessness = 0, 0.25, 0.5, 0.75, 1 (at --strength, else the run's
+     default steering strength) and for the base model: transformers on the run folder (lwdpo_edge.soup, batched) and,
      with --gguf, the run exported to GGUF q8_0 through the runtime (llama.cpp; the base there is the
      base model's GGUF, `load_model('default')` for the default model);
   5. table: per backend and point, how often the answer is a refusal by XSTest's string rule
