@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from lwdpo_edge.conditioning import stop_tokens
-from lwdpo_edge.contract import is_soup_run
+from lwdpo_edge.contract import Conditioning, is_soup_run
 from lwdpo_edge.export import runtimes
 from lwdpo_edge.export.architectures import ExportInputError
 from lwdpo_edge.export.atomic import keep_failed, publish, staging, workdir
@@ -92,6 +92,9 @@ def export_run(run_dir: Path, fmt: str = "gguf", quant: str | None = None, preci
         return export_soup_run(run_dir, fmt, variant, output_path(run_dir, fmt, variant, output), verify, threads,
                                console, show_progress)
     manifest, base_dir, _arch = read_run(Path(run_dir))
+    if manifest.get("conditioning") == Conditioning.NONE:
+        raise ExportInputError(f"{run_dir} was trained with --no-condition-on-lambda: lambda never reaches it, so it "
+                               f"has no lambda contract to export (export takes header and soup runs)")
     contract = ExportContract.from_manifest(
         {**manifest, **({"lambda_default": lambda_default} if lambda_default else {})})
     final = output_path(run_dir, fmt, variant, output)

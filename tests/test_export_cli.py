@@ -38,12 +38,22 @@ def gpt2_run(tmp_path, llama_run):
     return tmp_path / "run"
 
 
+def unconditioned_run(tmp_path, llama_run):
+    """The tiny run as `train --no-condition-on-lambda` writes it: conditioning "none"."""
+    (tmp_path / "plain").mkdir()
+    manifest = json.loads((llama_run / "lwdpo.json").read_text())
+    (tmp_path / "plain" / "lwdpo.json").write_text(json.dumps({**manifest, "conditioning": "none"}))
+    (tmp_path / "plain" / "adapter").symlink_to(llama_run / "adapter")
+    return tmp_path / "plain"
+
+
 @pytest.mark.parametrize("case, expected", [
     ("not a run", "not a lwdpo-edge run folder"),
     ("bad quant", "unknown quant 'q3'; choose one of f16, q8_0, q4_k_m"),
     ("bad format", "unknown format 'safetensors'; choose one of gguf, onnx, hf"),
     ("precision for gguf", "--precision applies to --format onnx"),
     ("gpt2", "unsupported architecture GPT2LMHeadModel"),
+    ("no lambda", "was trained with --no-condition-on-lambda: lambda never reaches it"),
 ])
 def test_bad_input_exits_2_with_one_line(case, expected, llama_run, tmp_path):
     args = {
@@ -52,6 +62,7 @@ def test_bad_input_exits_2_with_one_line(case, expected, llama_run, tmp_path):
         "bad format": [llama_run, "--format", "safetensors"],
         "precision for gguf": [llama_run, "--precision", "int4"],
         "gpt2": [gpt2_run(tmp_path, llama_run), "--output", tmp_path / "out"],
+        "no lambda": [unconditioned_run(tmp_path, llama_run), "--output", tmp_path / "out"],
     }[case]
     result = invoke(*args)
     assert result.exit_code == 2
