@@ -29,7 +29,7 @@ def evaluate(
     prompts: Annotated[Optional[str], typer.Option(help=(
         "Prompts to generate for: a .jsonl file (rows with 'prompt', held-out split if rows carry one) or a text "
         "file with one prompt per line. Default: the prompts of the held-out lists."))] = None,
-    n_prompts: Annotated[int, typer.Option(help="Generate for the first N prompts (issue 6 judges with >= 30).")] = 30,
+    n_prompts: Annotated[int, typer.Option(help="Generate for the first N prompts (the steering verdict needs >= 30).")] = 30,
     max_new_tokens: Annotated[int, typer.Option(help="Longest greedy answer in tokens.")] = 96,
     output: Annotated[Optional[Path], typer.Option(help=(
         "Report folder (default RUN_DIR/eval); replaced atomically, an earlier report stays until the new one is "
@@ -50,7 +50,7 @@ def evaluate(
         "run's own (lwdpo.json soup_strength)."))] = None,
     repetition_penalty: Annotated[float, typer.Option(help=(
         "Penalty on tokens repeated within the last 64 generated ones (lwdpo_edge/decoding.py; the same default as "
-        "the runtime, app and server). 1 = plain greedy, how issue 6 judged."))] = REPETITION_PENALTY,
+        "the runtime, app and server). 1 = plain greedy."))] = REPETITION_PENALTY,
     threads: Annotated[Optional[int], typer.Option(help=(
         "torch CPU threads. Default: all of torch's threads when the cores are idle, 1 when other work keeps half of "
         "them busy (measured over 0.5 s; oversubscribed threads can run 10-50x slower). The choice is printed."
