@@ -29,7 +29,8 @@ def evaluate(
     prompts: Annotated[Optional[str], typer.Option(help=(
         "Prompts to generate for: a .jsonl file (rows with 'prompt', held-out split if rows carry one) or a text "
         "file with one prompt per line. Default: the prompts of the held-out lists."))] = None,
-    n_prompts: Annotated[int, typer.Option(help="Generate for the first N prompts (the steering verdict needs >= 30).")] = 30,
+    n_prompts: Annotated[int, typer.Option(help=(
+        "Generate for the first N prompts (the steering verdict needs >= 30)."))] = 30,
     max_new_tokens: Annotated[int, typer.Option(help="Longest greedy answer in tokens.")] = 96,
     output: Annotated[Optional[Path], typer.Option(help=(
         "Report folder (default RUN_DIR/eval); replaced atomically, an earlier report stays until the new one is "
