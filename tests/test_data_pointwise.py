@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lwdpo_edge.data import DataError, load_records
+from lwdpo_edge.data.usable import lists_per_objective
 from lwdpo_edge.data.pointwise import (
     PointwiseColumns,
     ScoreColumn,
@@ -110,11 +111,13 @@ def test_mappings_partial_labels_and_nulls(tmp_path):
         [{"safety": None, "quality": None}, {"safety": 0.0, "quality": None}],
     ]
     assert dict(result.unmapped) == {("safety", "9_unknown"): 1}
-    assert result.ranked_lists() == {"safety": 1, "quality": 1}  # P has one scored answer on safety
+    # P has one scored answer on safety and none on quality: it trains neither
+    assert lists_per_objective(result.records, result.objectives) == {"safety": 1, "quality": 1}
     line = summary_line(result, "out.jsonl")
     assert line == (
         "out.jsonl: 2 lists, 6 answers from 6 rows; 0 prompts skipped, 0 duplicate answers dropped; "
-        "lists with >= 2 scored answers: safety 1, quality 1; labels not in the mapping (null): safety '9_unknown' x1"
+        "lists that can train each objective: safety 1, quality 1; "
+        "labels not in the mapping (null): safety '9_unknown' x1"
     )
 
 

@@ -93,13 +93,6 @@ class PointwiseResult:
     def n_answers(self) -> int:
         return sum(len(record.responses) for record in self.records)
 
-    def ranked_lists(self) -> dict[str, int]:
-        """Per objective, the lists with >= 2 scored answers: the only ones that rank anything on it."""
-        return {
-            name: sum(sum(r.scores[name] is not None for r in record.responses) >= 2 for record in self.records)
-            for name in self.objectives
-        }
-
 
 # ----------------------------------------------------------------------------- column specs
 
@@ -364,12 +357,16 @@ def convert_pointwise(paths: Sequence[str | Path], columns: PointwiseColumns, ou
 
 
 def summary_line(result: PointwiseResult, output: str | Path) -> str:
-    """One line for the terminal: what was written, what was dropped, how much each objective ranks."""
-    ranked = ", ".join(f"{name} {n}" for name, n in result.ranked_lists().items())
+    """One line for the terminal: what was written, what was dropped, and per objective the lists that can
+    train it (>= 2 answers scored on it, not all equal: lwdpo_edge/data/usable.py)."""
+    from lwdpo_edge.data.usable import lists_per_objective  # imports torch: lwdpo_edge.data stays light without it
+
+    counts = lists_per_objective(result.records, result.objectives)  # training's own rule
+    ranked = ", ".join(f"{name} {n}" for name, n in counts.items())
     line = (
         f"{output}: {len(result.records)} lists, {result.n_answers} answers from {result.n_rows} rows; "
         f"{len(result.skipped)} prompts skipped, {result.duplicates} duplicate answers dropped; "
-        f"lists with >= 2 scored answers: {ranked}"
+        f"lists that can train each objective: {ranked}"
     )
     if result.unmapped:
         labels = ", ".join(f"{name} {label!r} x{n}" for (name, label), n in result.unmapped.most_common(5))
