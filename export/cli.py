@@ -50,7 +50,7 @@ def export(
     """  # noqa: E501
     from lwdpo_edge.export.architectures import ExportInputError  # not loaded for --help
     from lwdpo_edge.export.gguf import ConversionError  # not loaded for --help
-    from lwdpo_edge.export.pipeline import VerificationFailed  # not loaded for --help
+    from lwdpo_edge.export.result import VerificationFailed  # not loaded for --help
 
     err = Console(stderr=True)
     try:

@@ -27,7 +27,7 @@ from lwdpo_edge.export.merge import load_run_model, merge_adapter, read_run, sav
 from lwdpo_edge.export.modelfile import write_modelfile
 from lwdpo_edge.export.onnx import DEFAULT_PRECISION, PRECISIONS, build_onnx
 from lwdpo_edge.export.progress import Stages
-from lwdpo_edge.export.result import EXACT_VARIANTS, ExportResult, VerificationFailed  # also pipeline's names
+from lwdpo_edge.export.result import EXACT_VARIANTS, ExportResult, VerificationFailed
 from lwdpo_edge.export.runtimes import HFRuntime
 from lwdpo_edge.export.soup_export import export_soup_run
 from lwdpo_edge.export.soup_onnx import export_soup_onnx

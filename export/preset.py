@@ -29,7 +29,8 @@ from lwdpo_edge.contract import Conditioning, is_soup_run
 from lwdpo_edge.export.architectures import ExportInputError
 from lwdpo_edge.export.atomic import staging, workdir
 from lwdpo_edge.export.merge import save_merged
-from lwdpo_edge.export.pipeline import EXPORT_DIR, ExportResult, build_verify_publish, export_run
+from lwdpo_edge.export.pipeline import EXPORT_DIR, build_verify_publish, export_run
+from lwdpo_edge.export.result import ExportResult
 from lwdpo_edge.export.progress import Stages
 from lwdpo_edge.export.runtimes import HFRuntime
 from lwdpo_edge.export.soup_export import read_soup_run
@@ -88,7 +89,7 @@ def preset_output(run_dir: Path, fmt: str, variant: str, output: Path | None, na
 def export_presets(run_dir: Path, fmt: str, variant: str, presets: list[tuple[str, dict[str, float]]],
                    output: Path | None = None, verify: bool = True, threads: int = 1, console=None,
                    show_progress: bool = True) -> list:
-    """Export every (name, lambda) in `presets` (module docstring). -> [pipeline.ExportResult], one per preset."""
+    """Export every (name, lambda) in `presets` (module docstring). -> [result.ExportResult], one per preset."""
     results = []
     for name, lam in presets:
         final = preset_output(run_dir, fmt, variant, output, name, len(presets))

@@ -95,7 +95,7 @@ def reference_lambdas(contract: ExportContract) -> list[dict[str, float]]:
 
 def export_soup_run(run_dir: Path, fmt: str, variant: str, final: Path, verify: bool = True, threads: int = 1,
                     console=None, show_progress: bool = True):
-    """Export a soup run (module docstring); returns pipeline.ExportResult with the LoRA files in extra_files."""
+    """Export a soup run (module docstring); returns result.ExportResult with the LoRA files in extra_files."""
     manifest, base_dir, dirs = read_soup_run(Path(run_dir), fmt)
     names = lora_names(final, manifest["objectives"])
     contract = dataclasses.replace(ExportContract.from_manifest(manifest), conditioning=Conditioning.SOUP,

@@ -38,7 +38,7 @@ from lwdpo_edge.soup import soup_scales
 
 def export_soup_onnx(run_dir: Path, variant: str, final: Path, verify: bool = True, threads: int = 1,
                      console=None, show_progress: bool = True):
-    """Export a soup run as one steerable ONNX folder (module docstring). -> pipeline.ExportResult."""
+    """Export a soup run as one steerable ONNX folder (module docstring). -> result.ExportResult."""
     manifest, base_dir, dirs = read_soup_run(Path(run_dir), "onnx")
     contract = dataclasses.replace(ExportContract.from_manifest(manifest), conditioning=Conditioning.SOUP,
                                    lora_blocks=BLOCKS_FILE)
