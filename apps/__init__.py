@@ -1,1 +1,1 @@
-"""Apps stage (installed as lwdpo_edge.apps). Chat app and server arrive with the runtime issue."""
+"""Apps stage (installed as lwdpo_edge.apps). The chat app (chat.py) and the OpenAI-compatible server (serve.py)."""

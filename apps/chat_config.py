@@ -32,7 +32,8 @@ class ChatConfig:
     model: Path | None = field(default=None, metadata=_help(
         "A .gguf file, an ONNX export folder or a HF folder. Default: the newest .gguf in runs/demo/export/."))
     host: str = field(default="127.0.0.1", metadata=_help(
-        "Address to listen on. The default keeps the app on this machine; 0.0.0.0 exposes it to your network."))
+        "Address to listen on. The default lets only your own computer reach the app; 0.0.0.0 exposes it to "
+        "your network."))
     port: int | None = field(default=None, metadata=_help(
         "Port to listen on. Default: the first free port from 7860."))
     open_browser: bool = field(default=True, metadata=_help(

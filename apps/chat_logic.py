@@ -80,6 +80,8 @@ def model_info_markdown(info: dict) -> str:
             ("quantization", info.get("quantization") or "?"), ("architecture", info.get("architecture") or "?"),
             ("objectives", ", ".join(info.get("objectives") or []) or "none (no lwdpo contract)"),
             ("default lambda", default_text), ("contract version", str(info.get("contract_version") or "none"))]
+    if info.get("conditioning") == "none":
+        rows.append(("lambda", "none: trained without lambda conditioning, a plain model"))
     merged = info.get("lambda_merged")
     if merged:
         rows.append(("lambda", "merged at export, fixed: " + ", ".join(f"{k}={v:.2f}" for k, v in merged.items())))

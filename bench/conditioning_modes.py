@@ -1,4 +1,4 @@
-"""Issue 13's side-by-side table: soup vs mixture vs header runs, each judged by one `lwdpo-edge eval`.
+"""Conditioning modes side by side: soup vs jointly trained vs header runs, each judged by one `lwdpo-edge eval`.
 
     lwdpo-edge eval runs/m13/soup    --grid dense --n-prompts 30 --max-lists 30 --output runs/m13/soup/eval-dense
     lwdpo-edge eval runs/m13/mixture --grid dense --n-prompts 30 --max-lists 30 --output runs/m13/mixture/eval-dense
@@ -12,8 +12,8 @@ off the vertices (edge midpoints, centre, interior), the Pareto hypervolume agai
 mean point (0 when no point beats the base on every objective) and against one reference shared
 by all modes (the componentwise worst mean of every mode's and the base's points, so the volumes
 compare), the worst per-point loop rate against the base model's (under the eval's repetition penalty,
-printed: compare modes judged with the same one), and the training cost. The
-issue's bars are checked for the mode named by --new against the one named by --old.
+printed: compare modes judged with the same one), and the training cost. The joint-training
+bars (docs/experiments.md) are checked for the mode named by --new against the one named by --old.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def verdict(rows: dict[str, dict], new: str, old: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("evals", nargs="+", help="MODE=EVAL_FOLDER, in the table's column order")
-    parser.add_argument("--new", default="mixture", help="the mode the issue's bars are checked for")
+    parser.add_argument("--new", default="mixture", help="the mode the bars are checked for")
     parser.add_argument("--old", default="soup", help="the mode it must match or beat")
     parser.add_argument("--markdown", type=Path, help="also write the table and verdict to this file")
     args = parser.parse_args()

@@ -1,4 +1,4 @@
-"""`make demo`'s training before and after issue 14, side by side in one run (same steps, same data).
+"""`make demo`'s training on the full-logits path and on the defaults, side by side in one run (same steps, data).
 
     .venv/bin/python bench/demo_train_time.py --threads 1                 # both arms at once, 1 thread each
     .venv/bin/python bench/demo_train_time.py --max-steps 4 --out runs/bench-demo-smoke   # a quick look
@@ -6,8 +6,8 @@
 Arms (each a `lwdpo-edge train --config train/configs/demo.yaml` child process, as the demo runs it):
   new  the defaults: candidate log-probs through the LM head in chunks, the prompt once per list,
        reference log-probs cached;
-  old  --no-chunked-logps --no-shared-prompt --no-cache-reference-logps: the full-logits path of
-       before issue 14.
+  old  --no-chunked-logps --no-shared-prompt --no-cache-reference-logps: the full-logits path
+       (no chunked LM head, no shared prompt, no reference cache).
 By default the two run at the same time (--threads each), so the machine's noise falls on both alike;
 --sequential runs them one after the other. Prints wall seconds, training seconds per adapter, the
 ratio old / new, and the losses of both (the two paths are exact to ~1e-6 per step, so the curves

@@ -9,7 +9,7 @@ the default lambda header): NEW_TOKENS greedy tokens after the prompt, argmax in
 runtime, best of REPEATS (the machine is shared: the best run is the least disturbed; a measurement
 stops after MAX_SECONDS and keeps its rate), at 1 and 2 threads, as tokens/s and as a ratio to HF
 fp32 at the same thread count. The load average is printed: other processes change the 2-thread
-numbers most (DESIGN.md section 6).
+numbers most (docs/design.md, section 8).
 """
 
 from __future__ import annotations

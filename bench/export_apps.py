@@ -1,4 +1,4 @@
-"""One soup run exported for every app (issue 16): size on disk and export time per form, from one run.
+"""One soup run exported for every app: size on disk and export time per form, from one run.
 
     lwdpo-edge train --config train/configs/demo.yaml --max-steps 3 --sft-warmup-steps 2 --output /tmp/x16/run
     .venv/bin/python bench/export_apps.py /tmp/x16/run --out /tmp/x16/out

@@ -1,4 +1,4 @@
-"""Do greedy answers loop at any lambda point through the exported GGUF? (issue 13's repetition bar)
+"""Do greedy answers loop at any lambda point through the exported GGUF? (bar: <= the base model's rate + 0.03)
 
     lwdpo-edge export RUN --format gguf --quant q8_0 --output runs/m13/export
     .venv/bin/python bench/gguf_loops.py runs/m13/export/NAME.q8_0.gguf [--prompts 30] [--grid dense] \

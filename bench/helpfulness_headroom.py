@@ -1,4 +1,4 @@
-"""How much room does the helpfulness rater leave within one prompt? (issue 6: helpfulness does not steer)
+"""How much room does the helpfulness rater leave within one prompt?
 
     .venv/bin/python bench/helpfulness_headroom.py --lists 60 --extra-plain 2 --threads 2 --aggregate answer
 

@@ -1,4 +1,4 @@
-"""Issue 15 end to end with a simulated user: judgements in the app's code path -> `train --feedback` -> a
+"""Your own slider end to end with a simulated user: judgements in the app's code path -> `train --feedback` -> a
 `user` slider that steers toward a rule the project's raters do not know.
 
     .venv/bin/python bench/simulated_user.py --run runs/simuser --judgements 50 --threads 2
@@ -144,7 +144,7 @@ def rule_rates(run: Path, questions: list[str], max_new: int, batch: int) -> dic
         if lam is not None:
             model.soup_mixer.set_lambda(lam)
         # Plain greedy, the protocol every recorded run used; under the runtime's default penalty (1.1) the
-        # measured gap is smaller (docs/feedback.md, 'Under the repetition penalty').
+        # measured gap is smaller (docs/feedback.md, 'How large the effect is').
         backend = TransformersBackend(model, tokenizer, adapter=adapter, repetition_penalty=1.0)
         answers = [a for start in range(0, len(messages), batch)
                    for a in backend.generate_batch(messages[start:start + batch], max_new)]

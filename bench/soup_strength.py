@@ -1,4 +1,4 @@
-"""Steering strength of an adapter soup, side by side (issue 6): how far do the vertices move, and
+"""Steering strength of an adapter soup, side by side: how far do the vertices move, and
 when do answers break?
 
     .venv/bin/python bench/soup_strength.py RUN_DIR [--prompts 15] [--strengths 1,2,3] [--repetition-penalties 1,1.1]
@@ -8,7 +8,7 @@ the centre, for each strength in one process (same model, same prompts), rated b
 raters. Prints per strength: Spearman(lambda_k, score_k) over (prompt, point) pairs, the mean
 score and words per point, and two signs of broken answers: the share under 5 words and the share
 that repeat a 4-word sequence 3+ times; for each repetition penalty too (lwdpo_edge/decoding.py's rule,
-default 1 = plain greedy as issue 6 judged). A quick look, not the judged eval (that is
+default 1 = plain greedy). A quick look, not the judged eval (that is
 `lwdpo-edge eval RUN --soup-strength S`).
 """
 import argparse

@@ -47,6 +47,8 @@ def export(
     lambda through onnxruntime-genai's adapter API. hf cannot take lambda at run time (load the run folder itself for
     that): it exports the merged preset at the run's default lambda unless --preset / --lambda say otherwise, and says
     so in its lwdpo.json (conditioning "merged", lambda_merged).
+
+    A run trained with --no-condition-on-lambda exports as a plain model: its adapter merged, the base's own chat template, no lambda contract (conditioning "none"), no --preset / --lambda.
     """  # noqa: E501
     from lwdpo_edge.export.architectures import ExportInputError  # not loaded for --help
     from lwdpo_edge.export.gguf import ConversionError  # not loaded for --help

@@ -1,13 +1,13 @@
 """An Ollama Modelfile beside an exported GGUF.
 
-Ollama renders prompts with Go templates, not the GGUF's Jinja template, so it cannot evaluate the
-lambda prelude. For a header export the Modelfile instead puts the default header in SYSTEM; an app
-steers by sending a system message that starts with its own header (`format_lambda_header`). A merged
-preset or a soup export has no header: SYSTEM is the base template's implicit system message, if any,
-so Ollama's prompt equals the runtime's. A soup export's Modelfile applies its default mix as one LoRA
-(export/soup_gguf.py write_mix_lora_gguf): Ollama takes one ADAPTER at a fixed scale. TEMPLATE is written for the
-two chat formats the supported architectures use (ChatML: SmolLM2, Qwen; Llama 3); for anything else
-Ollama's own template detection is left to work.
+Ollama renders prompts with Go templates, not the GGUF's Jinja template, so it cannot evaluate the lambda
+prelude. For a header export the Modelfile instead puts the default header in SYSTEM; an app steers by sending
+a system message that starts with its own header (`format_lambda_header`). A merged preset, a soup export or a
+plain export (a run trained without lambda) has no header: SYSTEM is the base template's implicit system
+message, if any, so Ollama's prompt equals the runtime's. A soup export's Modelfile applies its default mix as
+one LoRA (export/soup_gguf.py write_mix_lora_gguf): Ollama takes one ADAPTER at a fixed scale. TEMPLATE is
+written for the two chat formats the supported architectures use (ChatML: SmolLM2, Qwen; Llama 3); for
+anything else Ollama's own template detection is left to work.
 """
 
 from __future__ import annotations
@@ -94,6 +94,8 @@ def _lambda_comment(contract: ExportContract) -> list[str]:
     if contract.conditioning == Conditioning.HEADER:
         return [f"# lambda over {', '.join(contract.objectives)}: the system message must start with a header like the",
                 "# SYSTEM line below; send your own system message starting with '[lambda] ...' to steer."]
+    if not contract.takes_lambda:
+        return ["# a plain model: trained without lambda conditioning (--no-condition-on-lambda), it takes no lambda."]
     if contract.conditioning == Conditioning.MERGED:
         return [f"# a merged preset: lambda is fixed at {words(contract.lambda_merged)} (lwdpo.lambda_merged);",
                 "# export another preset for another lambda: lwdpo-edge export RUN --preset NAME / --lambda ..."]

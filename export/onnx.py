@@ -50,6 +50,8 @@ def run_builder(merged_dir: Path, out_dir: Path, precision: str, cache_dir: Path
 
 def onnx_metadata(contract: ExportContract) -> dict[str, str]:
     """The lwdpo.* metadata_props of model.onnx: the GGUF keys, values JSON-encoded (props are strings)."""
+    if not contract.takes_lambda:  # a plain model, as in lwdpo_edge/gguf_keys.py
+        return {keys.VERSION: json.dumps(contract.version), keys.CONDITIONING: json.dumps(contract.conditioning)}
     return {
         keys.VERSION: json.dumps(contract.version),
         keys.OBJECTIVES: json.dumps(list(contract.objectives)),
@@ -81,6 +83,8 @@ def read_onnx_metadata(model_path: Path) -> dict[str, Any]:
 
     model = onnx.load(str(model_path), load_external_data=False)
     values = {p.key: json.loads(p.value) for p in model.metadata_props if p.key.startswith(keys.PREFIX)}
+    if values.get(keys.CONDITIONING) == Conditioning.NONE:
+        return {"lwdpo_version": values[keys.VERSION], "conditioning": Conditioning.NONE.value}
     if keys.OBJECTIVES not in values:
         raise ValueError(f"{model_path}: no {keys.OBJECTIVES} metadata; not exported by lwdpo-edge")
     objectives = values[keys.OBJECTIVES]

@@ -9,7 +9,10 @@
     verify       load the output in its runtime and compare (verify.py)
     publish      rename into place (atomic.py); a failed verification publishes NAME.failed instead
 
-Adapter-soup runs (lwdpo.json conditioning "soup") take their own path: soup_export.py.
+Adapter-soup runs (lwdpo.json conditioning "soup") take their own path: soup_export.py. A run trained with
+--no-condition-on-lambda (conditioning "none") goes the same way as a header run, as a plain model: the
+base's own chat template, a contract that says only "none" (lwdpo_edge/export_contract.py), probes without
+a header, as for a merged preset.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from pathlib import Path
 
 from lwdpo_edge.conditioning import stop_tokens
-from lwdpo_edge.contract import Conditioning, is_soup_run
+from lwdpo_edge.contract import MANIFEST_FILE, is_soup_run
 from lwdpo_edge.export import runtimes
 from lwdpo_edge.export.architectures import ExportInputError
 from lwdpo_edge.export.atomic import keep_failed, publish, staging, workdir
@@ -31,7 +34,7 @@ from lwdpo_edge.export.result import EXACT_VARIANTS, ExportResult, VerificationF
 from lwdpo_edge.export.runtimes import HFRuntime
 from lwdpo_edge.export.soup_export import export_soup_run
 from lwdpo_edge.export.soup_onnx import export_soup_onnx
-from lwdpo_edge.export.verify import reference_probes, verify
+from lwdpo_edge.export.verify import plain_probes, reference_probes, verify
 from lwdpo_edge.export_contract import SIDECAR_FILE, ExportContract
 from lwdpo_edge.gguf_keys import CHAT_TEMPLATE, read_gguf_keys
 from lwdpo_edge.models import quiet_transformers
@@ -92,11 +95,7 @@ def export_run(run_dir: Path, fmt: str = "gguf", quant: str | None = None, preci
         return export_soup_run(run_dir, fmt, variant, output_path(run_dir, fmt, variant, output), verify, threads,
                                console, show_progress)
     manifest, base_dir, _arch = read_run(Path(run_dir))
-    if manifest.get("conditioning") == Conditioning.NONE:
-        raise ExportInputError(f"{run_dir} was trained with --no-condition-on-lambda: lambda never reaches it, so it "
-                               f"has no lambda contract to export (export takes header and soup runs)")
-    contract = ExportContract.from_manifest(
-        {**manifest, **({"lambda_default": lambda_default} if lambda_default else {})})
+    contract = run_contract(run_dir, manifest, lambda_default)
     final = output_path(run_dir, fmt, variant, output)
     result = ExportResult(fmt, variant, final)
     start = time.perf_counter()
@@ -107,6 +106,16 @@ def export_run(run_dir: Path, fmt: str = "gguf", quant: str | None = None, preci
         build_verify_publish(result, merged_dir, contract, staged, work, expected, stop, threads, stage)
     result.stage_seconds, result.seconds = stage.seconds, time.perf_counter() - start
     return result
+
+
+def run_contract(run_dir: Path, manifest: dict, lambda_default: dict[str, float] | None) -> ExportContract:
+    """The contract the export carries; ExportInputError (one line, not a traceback) for a lwdpo.json it cannot
+    export, such as an unknown conditioning."""
+    preset = {"lambda_default": lambda_default} if lambda_default else {}
+    try:
+        return ExportContract.from_manifest({**manifest, **preset})
+    except ValueError as err:
+        raise ExportInputError(f"{Path(run_dir) / MANIFEST_FILE}: {err}") from None
 
 
 def build_verify_publish(result: ExportResult, merged_dir: Path, contract: ExportContract, staged: Path, work: Path,
@@ -134,7 +143,9 @@ def _merge(run_dir, base_dir, manifest, contract, fmt, variant, staged, work, ve
     expected = None
     if verify:
         with stage("reference probes (unmerged model)"):
-            expected = reference_probes(HFRuntime(model, tokenizer, threads), tokenizer, contract, stop)
+            runtime = HFRuntime(model, tokenizer, threads)
+            expected = (reference_probes(runtime, tokenizer, contract, stop) if contract.takes_lambda
+                        else plain_probes(runtime, tokenizer, stop))  # no header: the prompt as the user wrote it
     with stage("merge adapter"):
         merged = merge_adapter(model)
     with stage("write merged HF folder"):

@@ -24,7 +24,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from lwdpo_edge.conditioning import prompt_text, stop_tokens
+from lwdpo_edge.conditioning import stop_tokens
 from lwdpo_edge.contract import Conditioning, is_soup_run
 from lwdpo_edge.export.architectures import ExportInputError
 from lwdpo_edge.export.atomic import staging, workdir
@@ -34,7 +34,7 @@ from lwdpo_edge.export.result import ExportResult
 from lwdpo_edge.export.progress import Stages
 from lwdpo_edge.export.runtimes import HFRuntime
 from lwdpo_edge.export.soup_export import read_soup_run
-from lwdpo_edge.export.verify import PROBE_PROMPTS, expected_probe
+from lwdpo_edge.export.verify import plain_probes
 from lwdpo_edge.export_contract import ExportContract
 from lwdpo_edge.lambdas import LambdaError, lambda_slug, parse_lambda_arg, preset_lambdas, quantize_lambda
 from lwdpo_edge.models import quiet_transformers
@@ -46,6 +46,9 @@ ALL_PRESETS = "all"
 def choose_presets(manifest: dict, presets: list[str], lambdas: list[str]) -> list[tuple[str, dict[str, float]]]:
     """[(name, quantised lambda)] for --preset NAME (or 'all') and --lambda SPEC; ExportInputError otherwise.
     A --lambda that equals a named preset keeps the preset's name; duplicates are dropped."""
+    if manifest.get("conditioning") == Conditioning.NONE:
+        raise ExportInputError("the run was trained with --no-condition-on-lambda: it takes no lambda, so it has no "
+                               "presets; export it without --preset / --lambda (a plain model)")
     objectives = manifest["objectives"]
     table = preset_lambdas(objectives, manifest.get("lambda_default"))
     chosen: dict[str, dict[str, float]] = {}
@@ -146,10 +149,3 @@ def _merge_mix(run_dir, manifest, fmt, variant, lam, staged, work, verify, threa
                       "lambda": lam, "soup_strength": strength, "base_model": manifest["base_model"]}}
         save_merged(merged, tokenizer, contract, target, **provenance)
     return target, contract, expected, stop
-
-
-def plain_probes(runtime, tokenizer, stop) -> list:
-    """The probes of export/verify.py without a header (the mix carries lambda): one per probe prompt."""
-    return [expected_probe(runtime, prompt, None, "", prompt_text(tokenizer, [{"role": "user", "content": prompt}]),
-                           stop)
-            for prompt in PROBE_PROMPTS]

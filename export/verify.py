@@ -2,9 +2,10 @@
 
 The reference is the run itself: the fp32 base with the adapter applied (not yet merged), i.e. what
 `lwdpo-edge generate` runs, so a wrong merge shows up as well as a wrong conversion. For each probe
-prompt at two lambdas (the default, and all weight on the first objective) the reference records
-the prompt text, its tokens, the greedy continuation, and at every position (prompt + continuation)
-its argmax and top-2 margin (lwdpo_edge/agreement.py). The export is then checked for:
+prompt at two lambdas (the default, and all weight on the first objective), or once without a header
+for a model that reads none (`plain_probes`), the reference records the prompt text, its tokens, the
+greedy continuation, and at every position (prompt + continuation) its argmax and top-2 margin
+(lwdpo_edge/agreement.py). The export is then checked for:
 
     template  its own chat template, rendered with `lwdpo_lambda` (or without it, for the default),
               gives exactly the reference prompt text
@@ -67,6 +68,15 @@ def expected_probe(runtime, prompt: str, lam, header: str, text: str, stop: Coll
     greedy = runtime.greedy(tokens, max_new, stop)
     choices = ReferenceChoices.from_logits(runtime.logits(tokens + greedy))
     return Expected(prompt, lam, header, text, tokens, greedy, max_new, choices)
+
+
+def plain_probes(runtime, tokenizer, stop: Collection[int], prompts: Sequence[str] = PROBE_PROMPTS,
+                 max_new: int = GREEDY_TOKENS) -> list[Expected]:
+    """The probes of a model that reads no header (a merged preset, whose weights carry lambda, or a run
+    trained without lambda): one per prompt, in the base's own chat template."""
+    return [expected_probe(runtime, prompt, None, "", prompt_text(tokenizer, [{"role": "user", "content": prompt}]),
+                           stop, max_new)
+            for prompt in prompts]
 
 
 def probe_lambdas(contract: ExportContract) -> list[dict[str, float] | None]:

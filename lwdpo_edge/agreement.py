@@ -3,7 +3,7 @@
 Two correct computations of one model (fp32 in torch, f16 in llama.cpp, llama.cpp built with AVX-512
 or with AVX2 only) add their floats in a different order, so their logits differ a little. Where
 the reference's best two tokens are closer than that, which one wins is decided by the CPU's SIMD
-kernels, and free-running greedy text then diverges for good (issue 17: 'La' 25.085 vs 'The' 25.042).
+kernels, and free-running greedy text then diverges for good (docs/testing.md: 'La' 25.085 vs 'The' 25.042).
 So two backends are compared teacher-forced, over one fixed token sequence, and only where the
 reference has a clear winner:
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from lwdpo_edge.conditioning import conditioned_messages, prompt_text, response_text
-from lwdpo_edge.logprobs import ScoredTokens
+from lwdpo_edge.logprobs import ScoredTokens, scored_sequence_logps
 from lwdpo_edge.objective import normalize_scores
 
 TokenSequence = tuple[tuple[int, ...], tuple[int, ...]]  # (prompt ids, candidate ids)
@@ -284,3 +284,24 @@ def encode_listwise_packed(records, lambdas: Sequence[dict[str, float]], tokeniz
         candidate_index=candidate_index, candidate_mask=candidate_mask, scores=tokens.scores, lam=tokens.lam,
         shared_prompt=shared_prompt, pad_token_id=tokenizer.pad_token_id,
     )
+
+
+# Log-probs of every candidate
+
+
+def on_candidate_grid(sums: torch.Tensor, batch: PackedListwiseBatch, length_normalize: bool) -> torch.Tensor:
+    """(S,) summed log-prob per distinct sequence -> (B, N_max) per candidate (padding 0); differentiable.
+    length_normalize: divided by the candidate's token count (the mean per-token log-prob)."""
+    per_candidate = sums[batch.sequence_of_candidate]  # (M,) copies share one value (and its gradient)
+    if length_normalize:
+        per_candidate = per_candidate / batch.candidate_lengths().clamp_min(1)
+    grid = per_candidate.new_zeros(batch.candidate_mask.numel()).index_put((batch.candidate_index,), per_candidate)
+    return grid.view(batch.candidate_mask.shape)
+
+
+def candidate_logps(model, batch: PackedListwiseBatch, length_normalize: bool = False,
+                    chunked: bool = True) -> torch.Tensor:
+    """Log-prob of every candidate of the batch under `model`, (B, N_max): each distinct sequence once,
+    the LM head on candidate positions only (chunked). Training and evaluation both score lists here."""
+    sums = scored_sequence_logps(model, batch.rows.model_inputs(), batch.rows.scored, chunked=chunked)  # (S,)
+    return on_candidate_grid(sums, batch, length_normalize)

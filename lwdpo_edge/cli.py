@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import lwdpo_edge  # noqa: F401  (sets offline / no-telemetry environment first)
-from lwdpo_edge.contract import RunFolderError
+from lwdpo_edge.contract import Conditioning, RunFolderError
 from lwdpo_edge.data.pointwise import convert_pointwise, pointwise_columns, skipped_lines, summary_line
 from lwdpo_edge.data.schema import DataError
 from lwdpo_edge.data.validate import render_report, validate_path
@@ -56,7 +56,22 @@ def train(ctx: typer.Context):
         run_dir = run_training(config)
     except (DataError, ModelError, LambdaError, RunFolderError, TrainSetupError) as err:
         fail(str(err))
+    if config.conditioning == Conditioning.SOUP and config.calibrate and config.soup_strength is None:
+        calibrate_after_training(run_dir)
     console.print(f"[green]done:[/] adapter and lwdpo.json in {run_dir}")
+
+
+def calibrate_after_training(run_dir: Path) -> None:
+    """The last step of training a soup: its steering strength from held-out prompts. A run that cannot be
+    calibrated (no held-out split, no rater) keeps the default strength and says why; it is not an error."""
+    from lwdpo_edge.evaluate.calibrate import CalibrationConfig, CalibrationError, run_calibration  # not for --help
+
+    try:
+        run_calibration(CalibrationConfig(run_dir=run_dir),
+                        progress=lambda line: console.print(line, highlight=False, markup=False))
+    except CalibrationError as err:
+        err_console.print(f"[yellow]calibrate skipped:[/] {err}; the run keeps its default steering strength "
+                          f"(`lwdpo-edge calibrate {run_dir} --prompts FILE` sets it later)", highlight=False)
 
 
 @data_app.command("validate")
@@ -151,12 +166,13 @@ def generate(
 
 
 # Stage commands live beside their stage; their modules import nothing heavy at load time.
-from lwdpo_edge.evaluate.cli import evaluate  # noqa: E402
+from lwdpo_edge.evaluate.cli import calibrate, evaluate  # noqa: E402
 from lwdpo_edge.export.cli import export  # noqa: E402
 from lwdpo_edge.apps.chat_cli import chat  # noqa: E402
 from lwdpo_edge.apps.serve_cli import serve  # noqa: E402
 
 app.command("eval")(evaluate)
+app.command("calibrate")(calibrate)
 app.command("export")(export)
 app.command("chat")(chat)
 app.command("serve")(serve)

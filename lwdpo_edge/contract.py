@@ -40,7 +40,7 @@ class Conditioning(str, Enum):
     SOUP = "soup"  # one LoRA adapter per objective, mixed with scales from lambda at inference
     HEADER = "header"  # one adapter; lambda written as a header at the start of the system message
     MERGED = "merged"  # an export with one lambda's mix folded into the weights (a preset)
-    NONE = "none"  # lambda never reaches the model (--no-condition-on-lambda)
+    NONE = "none"  # lambda never reaches the model (--no-condition-on-lambda); its export is a plain model
 
     def __str__(self) -> str:
         return self.value
@@ -48,7 +48,8 @@ class Conditioning(str, Enum):
 
 TRAINED_CONDITIONINGS = (Conditioning.SOUP, Conditioning.HEADER)  # what `train --conditioning` takes
 RUN_CONDITIONINGS = (Conditioning.SOUP, Conditioning.HEADER, Conditioning.NONE)  # what a run folder may hold
-EXPORTED_CONDITIONINGS = (Conditioning.HEADER, Conditioning.SOUP, Conditioning.MERGED)  # what an export may hold
+# what an export may hold; "none" marks a plain model (no objectives, takes no lambda)
+EXPORTED_CONDITIONINGS = (Conditioning.HEADER, Conditioning.SOUP, Conditioning.MERGED, Conditioning.NONE)
 
 # The steering strength of a soup (lwdpo_edge/soup.py), as lwdpo.json and the exports carry it.
 MAX_STRENGTH = 8.0  # far past where answers degenerate (~3-4 on the demo run); beyond it is a typo
@@ -112,6 +113,13 @@ def write_run_manifest(
         manifest["adapters"] = dict(adapters)
     if soup_strength is not None:
         manifest["soup_strength"] = float(soup_strength)
+    atomic_write_text(Path(run_dir) / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def update_run_manifest(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    """Set top-level `fields` of RUN_DIR/lwdpo.json (checked first, replaced atomically); returns the new manifest."""
+    manifest = {**read_run_manifest(run_dir), **fields}
     atomic_write_text(Path(run_dir) / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
     return manifest
 

@@ -14,7 +14,7 @@ the window with `last_n_tokens_size`). transformers' RepetitionPenaltyLogitsProc
 prompt too and has no window, so the transformers paths use `RecentRepetitionPenalty` below, and the
 transformers and ONNX runtime loops call `penalize_recent`: the same rule, written once here.
 Why a penalty at all: greedy answers of the 135M soup repeat a 4-gram three times in 12% of answers
-(37% at the readability vertex) without one (docs/results.md, issue 13).
+(37% at the readability vertex) without one (docs/experiments.md, "Repetition penalty").
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-REPETITION_PENALTY = 1.1  # measured choice: docs/results.md "Repetition penalty"
+REPETITION_PENALTY = 1.1  # measured choice: docs/experiments.md "Repetition penalty"
 REPETITION_WINDOW = 64  # llama.cpp's default penalty window
 MAX_REPETITION_PENALTY = 2.0  # far past where answers lose common words; beyond it is a typo
 

@@ -15,7 +15,9 @@ at scales lwdpo_edge.soup.soup_scales(lambda, strength); `soup_adapters` names t
 objective order (GGUF; an ONNX soup has `lora_blocks` instead: lwdpo_edge/onnx_adapter.py), and
 `soup_strength` is the default steering strength, 1 when absent) or "merged"
 (a soup's mix at one lambda folded into plain weights by `export --preset/--lambda`: no header, no
-adapters, lambda fixed at `lambda_merged`, which is also the default; export/preset.py).
+adapters, lambda fixed at `lambda_merged`, which is also the default; export/preset.py) or "none"
+(a run trained with --no-condition-on-lambda: lambda never reached it, so its export is a plain model
+that records only the contract version and "none": no objectives, no default lambda, no header format).
 """
 
 from __future__ import annotations
@@ -47,10 +49,13 @@ class ExportContract:
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> ExportContract:
         """The contract of a run, from its lwdpo.json (as read by `read_run_manifest`)."""
-        objectives = tuple(manifest["objectives"])
         conditioning = manifest.get("conditioning") or "header"  # absent in exports older than soup
         if conditioning not in EXPORTED_CONDITIONINGS:
             raise ValueError(f"conditioning {conditioning!r}; expected one of {', '.join(EXPORTED_CONDITIONINGS)}")
+        if conditioning == Conditioning.NONE:
+            # the run's objectives and default lambda never reached the model: nothing of them is exported
+            return cls((), {}, int(manifest.get("lwdpo_version", CONTRACT_VERSION)), conditioning=conditioning)
+        objectives = tuple(manifest["objectives"])
         adapters = tuple(manifest.get("soup_adapters") or ())
         if adapters and len(adapters) != len(objectives):
             raise ValueError(f"soup_adapters lists {len(adapters)} files for {len(objectives)} objectives")
@@ -65,12 +70,19 @@ class ExportContract:
                    manifest.get("header_format", HEADER_FORMAT), conditioning, adapters, strength, merged,
                    manifest.get("lora_blocks") or "")
 
+    @property
+    def takes_lambda(self) -> bool:
+        """False for the export of a run trained without lambda ("none"): a plain model."""
+        return self.conditioning != Conditioning.NONE
+
     def default_header(self) -> str:
         """The header line the model reads when no lambda is given."""
         return format_lambda_header(self.lambda_default, self.objectives)
 
     def to_json(self, **extra: Any) -> dict[str, Any]:
         """The sidecar lwdpo.json of an exported folder (`extra`: provenance such as the format)."""
+        if not self.takes_lambda:  # a plain model: nothing an app could build a header or sliders from
+            return {"lwdpo_version": self.version, "conditioning": self.conditioning, **extra}
         return {
             "lwdpo_version": self.version,
             "objectives": list(self.objectives),

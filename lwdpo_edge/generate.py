@@ -1,7 +1,7 @@
 """Greedy answers from a trained run folder (base + adapter), under a chosen lambda.
 
-The runtime issue brings GGUF / ONNX backends; this is the transformers path used by the demo and
-by evaluation.
+The transformers path used by the demo, `lwdpo-edge generate` and evaluation; GGUF and ONNX files run
+through lwdpo_edge.runtime.
 """
 
 from __future__ import annotations

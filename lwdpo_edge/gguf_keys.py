@@ -5,7 +5,8 @@
     lwdpo.lambda_default     array[float32] default lambda, same order, hundredths summing to 1
     lwdpo.header_format      string         "[lambda] {name}={value:.2f} ..."
     lwdpo.template_variable  string         "lwdpo_lambda": the chat-template variable that sets lambda
-    lwdpo.conditioning       string         "header" or "soup" (absent in files older than soup: "header")
+    lwdpo.conditioning       string         "header", "soup", "merged" or "none" (absent in files older than soup:
+                                            "header"); "none": a plain model, lwdpo.version is the only other key
     lwdpo.soup_adapters      array[string]  soup only: LoRA GGUF file names beside this file, objective order
     lwdpo.soup_strength      float32        soup only: default steering strength (absent: 1, the plain soup);
                                             merged: the strength the mix was merged at
@@ -47,6 +48,9 @@ GGUF_MAGIC = b"GGUF"
 def add_lwdpo_keys(writer, contract) -> None:
     """Add the contract's keys to a gguf-py GGUFWriter (before its header is written)."""
     writer.add_uint32(VERSION, contract.version)
+    if not contract.takes_lambda:  # a plain model: no key a runtime could build a header from
+        writer.add_string(CONDITIONING, contract.conditioning)
+        return
     writer.add_array(OBJECTIVES, list(contract.objectives))
     writer.add_array(LAMBDA_DEFAULT, [float(contract.lambda_default[name]) for name in contract.objectives])
     writer.add_string(HEADER_FORMAT, contract.header_format)
@@ -63,9 +67,12 @@ def add_lwdpo_keys(writer, contract) -> None:
 def read_lwdpo_metadata(gguf_path: Path) -> dict[str, Any]:
     """The contract stored in a GGUF, shaped like an exported folder's lwdpo.json sidecar.
 
-    Raises ValueError when the file is not a GGUF or carries no lwdpo.* keys.
+    Raises ValueError when the file is not a GGUF or carries no lwdpo.* keys. A plain export
+    (conditioning "none") gives only its version and conditioning.
     """
     values = read_gguf_keys(gguf_path, lambda key: key.startswith(PREFIX))
+    if values.get(CONDITIONING) == Conditioning.NONE:
+        return {"lwdpo_version": int(values[VERSION]), "conditioning": Conditioning.NONE.value}
     if OBJECTIVES not in values:
         raise ValueError(f"{gguf_path}: no {OBJECTIVES} key; not exported by lwdpo-edge")
     objectives = list(values[OBJECTIVES])

@@ -206,7 +206,8 @@ class HelpfulnessRater:
     returns. Range [0, inf); an empty answer scores 0, the lowest.
     aggregate="answer": the first definition, one cosine of prompt and whole answer, in [-1, 1]
     (empty -> -1). Measured on the shipped data it rates every on-topic style about the same, so
-    a "more helpful" answer had no room to differ from the centre's (docs/results.md, "Helpfulness").
+    a "more helpful" answer had no room to differ from the centre's (docs/experiments.md, "Balanced lists",
+    "Helpfulness rated as on-topic words").
 
     Both are proxies: they reward covering the topic, not being right. Verbatim copies of the prompt
     are removed from the answer first (`strip_echo`).

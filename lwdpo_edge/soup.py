@@ -25,12 +25,21 @@ peft's `add_weighted_adapter(combination_type="linear")` is not this (it average
 separately: (sum w A)(sum w B) != sum w BA); "cat" is exact but builds a new rank-sum(r) adapter
 per lambda. Adapters with lambda_k = 0 are deactivated, so a vertex costs one adapter, not K.
 
+Folded. Unmerged, every forward pays for K LoRA branches (measured with 3 adapters on the default
+135M model, 2 threads: 2.2x the base model's time to score 8 lists, and in batched greedy decoding
+45 against 535 tokens/s). Work that holds one lambda
+for many forwards (evaluation, calibration) uses `mixer.folded(lam)` instead: the mix is added into the
+base weights once, W' = W + sum_k c_k s_k B_k A_k, and the model runs with its adapters disabled, at
+the base model's speed. The same float sums in another order, so it agrees with the unmerged mix to
+float rounding; leaving the block restores the exact original weights.
+
 `model.disable_adapter()` still gives the base model (the DPO reference and the baseline).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from lwdpo_edge.contract import (
@@ -103,6 +112,7 @@ class SoupMixer:
         self.default_strength = check_strength(strength)
         self.layers = lora_layers(model)
         self.current: tuple[dict[str, float], float] | None = None  # (lambda, strength) last applied
+        self.base_weights: list | None = None  # the LoRA layers' original weights, once `folded` is used
 
     def set_lambda(self, lam: Mapping[str, float], strength: float | None = None) -> dict[str, float]:
         """Mix at `lam` (normalised and quantised as the header would be) and `strength` (None: the
@@ -122,3 +132,26 @@ class SoupMixer:
                 layer.set_scale(name, scales[name])  # scaling = c_k * alpha / r
         self.current = (lam, strength)
         return lam
+
+    @contextmanager
+    def folded(self, lam: Mapping[str, float], strength: float | None = None) -> Iterator[dict[str, float]]:
+        """Inside the block the model, adapters disabled, is the soup at `lam`: the mix is added into
+        the base weights once (see the module docstring). Yields the lambda used. Nothing else may
+        change the mix or merge adapters inside the block."""
+        import torch  # torch: heavy, only when a soup is loaded
+
+        lam = self.set_lambda(lam, strength)
+        if self.base_weights is None:  # the exact originals, kept once: restoring never accumulates rounding
+            self.base_weights = [layer.get_base_layer().weight.detach().clone() for layer in self.layers]
+        scales = dict(zip(self.objectives, soup_scales(lam, self.objectives, self.current[1])))
+        try:
+            with torch.no_grad():
+                for layer, original in zip(self.layers, self.base_weights):
+                    delta = sum(layer.get_delta_weight(name) for name in self.objectives if scales[name] != 0)
+                    layer.get_base_layer().weight.copy_(original + delta)  # delta: (out, in), scaling included
+            with self.model.disable_adapter():
+                yield lam
+        finally:
+            with torch.no_grad():
+                for layer, original in zip(self.layers, self.base_weights):
+                    layer.get_base_layer().weight.copy_(original)

@@ -2,7 +2,7 @@
 # Build llama-cpp-python WITHOUT AVX-512 (AVX2 + FMA + F16C only, the instruction set of many laptops and
 # CI machines) into .llama-avx2/, beside the normal build in .venv. `make test-avx2` then runs the
 # suite with this build shadowing .venv's (PYTHONPATH), to check that no test depends on the SIMD
-# kernels llama.cpp was compiled with (issue 17). ~6-11 min on 2 cores. --no-cache-dir: pip would
+# kernels llama.cpp was compiled with (docs/testing.md). ~6-11 min on 2 cores. --no-cache-dir: pip would
 # otherwise reuse its cached native wheel of the same version (the cache key ignores CMAKE_ARGS).
 set -euo pipefail
 cd "$(dirname "$0")/.."

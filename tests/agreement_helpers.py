@@ -1,4 +1,4 @@
-"""Backend comparisons that hold on any x86-64 CPU (issue 17): see lwdpo_edge/agreement.py.
+"""Backend comparisons that hold on any x86-64 CPU (docs/testing.md): see lwdpo_edge/agreement.py.
 
 Two rules, used by every test that compares backends or checks a model's answer:
   - `confident_answer`: a greedy answer is compared as text only once every one of its tokens (and

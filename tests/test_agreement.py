@@ -1,4 +1,4 @@
-"""lwdpo_edge/agreement.py: the rule every backend comparison uses (issue 17)."""
+"""lwdpo_edge/agreement.py: the rule every backend comparison uses (docs/testing.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from lwdpo_edge.agreement import MIN_MARGIN, ReferenceChoices, compare, compare_logits, top2_margin
 
 REFERENCE = np.array([[5.0, 1.0, 0.0],    # confident: margin 4
-                      [2.0, 1.96, 0.0],   # near tie: margin 0.04 (issue 17's 'La' vs 'The')
+                      [2.0, 1.96, 0.0],   # near tie: margin 0.04 (docs/testing.md's 'La' vs 'The')
                       [0.0, 0.0, 3.0]])   # confident: margin 3
 
 

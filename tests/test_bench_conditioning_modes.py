@@ -1,4 +1,4 @@
-"""bench/conditioning_modes.py: the issue 13 table and bars, read from eval reports made by hand."""
+"""bench/conditioning_modes.py: the side-by-side table and its bars, read from eval reports made by hand."""
 
 from __future__ import annotations
 

@@ -26,9 +26,9 @@ def test_export_and_eval_name_the_modes_they_take(tmp_path):
     from lwdpo_edge.evaluate.run import check_run
     from lwdpo_edge.export_contract import ExportContract
 
-    with pytest.raises(ValueError, match="expected one of header, soup, merged"):
+    with pytest.raises(ValueError, match="expected one of header, soup, merged, none"):
         ExportContract.from_manifest({"objectives": ["a", "b"], "lambda_default": {"a": 0.5, "b": 0.5},
-                                      "conditioning": "none"})
+                                      "conditioning": "mixture"})
     write_run_manifest(tmp_path, ["a", "b"], base_model={"spec": "x"}, training={}, conditioning="mixture")
     with pytest.raises(RunFolderError, match="knows soup, header, none"):
         check_run(tmp_path)

@@ -1,4 +1,4 @@
-"""Ranking metrics over lists, issue 6's verdict, and the all-or-nothing report folder (no model needed)."""
+"""Ranking metrics over lists, the steering verdict, and the all-or-nothing report folder (no model needed)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`lwdpo-edge export` as a command: exit status 0 / 1 / 2, one clear line for bad input, .failed files."""
+"""`lwdpo-edge export` as a command: exit status 0 / 1 / 2, one clear line for bad input, .failed files; a run
+trained without lambda exports as a plain model."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from export_helpers import tiny_run
+from export_helpers import gguf_keys, read_json, tiny_run
+from lwdpo_edge.apps.chat_logic import model_info_markdown, presets, slider_lambda
+from lwdpo_edge.apps.serve import applied_lambda, model_card
+from lwdpo_edge.apps.serve_schema import ApiError
 from lwdpo_edge.export import merge
 from lwdpo_edge.export.cli import export
+from lwdpo_edge.export_contract import LAMBDA_TEMPLATE_VARIABLE
+from lwdpo_edge.lambdas import HEADER_MARKER, LambdaError
+from lwdpo_edge.runtime import load_model
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 app.command("export")(export)
@@ -38,13 +45,14 @@ def gpt2_run(tmp_path, llama_run):
     return tmp_path / "run"
 
 
-def unconditioned_run(tmp_path, llama_run):
-    """The tiny run as `train --no-condition-on-lambda` writes it: conditioning "none"."""
-    (tmp_path / "plain").mkdir()
+def unconditioned_run(tmp_path, llama_run, conditioning="none"):
+    """The tiny run as `train --no-condition-on-lambda` writes it: conditioning "none" (or another word)."""
+    run = tmp_path / f"run-{conditioning}"
+    run.mkdir()
     manifest = json.loads((llama_run / "lwdpo.json").read_text())
-    (tmp_path / "plain" / "lwdpo.json").write_text(json.dumps({**manifest, "conditioning": "none"}))
-    (tmp_path / "plain" / "adapter").symlink_to(llama_run / "adapter")
-    return tmp_path / "plain"
+    (run / "lwdpo.json").write_text(json.dumps({**manifest, "conditioning": conditioning}))
+    (run / "adapter").symlink_to(llama_run / "adapter")
+    return run
 
 
 @pytest.mark.parametrize("case, expected", [
@@ -53,7 +61,8 @@ def unconditioned_run(tmp_path, llama_run):
     ("bad format", "unknown format 'safetensors'; choose one of gguf, onnx, hf"),
     ("precision for gguf", "--precision applies to --format onnx"),
     ("gpt2", "unsupported architecture GPT2LMHeadModel"),
-    ("no lambda", "was trained with --no-condition-on-lambda: lambda never reaches it"),
+    ("preset of a plain run", "trained with --no-condition-on-lambda: it takes no lambda, so it has no presets"),
+    ("unknown conditioning", "lwdpo.json: conditioning 'mixture'; expected one of header, soup, merged, none"),
 ])
 def test_bad_input_exits_2_with_one_line(case, expected, llama_run, tmp_path):
     args = {
@@ -62,13 +71,58 @@ def test_bad_input_exits_2_with_one_line(case, expected, llama_run, tmp_path):
         "bad format": [llama_run, "--format", "safetensors"],
         "precision for gguf": [llama_run, "--precision", "int4"],
         "gpt2": [gpt2_run(tmp_path, llama_run), "--output", tmp_path / "out"],
-        "no lambda": [unconditioned_run(tmp_path, llama_run), "--output", tmp_path / "out"],
+        "preset of a plain run": [unconditioned_run(tmp_path, llama_run), "--preset", "balanced", "--output",
+                                  tmp_path / "out"],
+        "unknown conditioning": [unconditioned_run(tmp_path, llama_run, "mixture"), "--output", tmp_path / "out"],
     }[case]
     result = invoke(*args)
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and expected in " ".join(result.output.split())
     assert not (tmp_path / "out").exists()
+
+
+USER = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def plain_export_contract(fmt, output):
+    """The lwdpo.* facts an export carries: GGUF metadata keys, or the hf folder's sidecar less its provenance."""
+    if fmt == "gguf":
+        return {key: value for key, value in gguf_keys(output).items() if key.startswith("lwdpo.")}
+    sidecar = read_json(output / "lwdpo.json")
+    return {key: value for key, value in sidecar.items() if key not in ("format", "exported_from")}
+
+
+@pytest.mark.parametrize("fmt, name, verified, contract", [
+    ("gguf", "plain.f16.gguf", "GGUF f16: verification passed",
+     {"lwdpo.version": 1, "lwdpo.conditioning": "none"}),
+    ("hf", "plain.hf", "HF safetensors fp32: verification passed", {"lwdpo_version": 1, "conditioning": "none"}),
+], ids=["gguf", "hf"])
+def test_an_unconditioned_run_exports_as_a_plain_model(fmt, name, verified, contract, llama_run, tmp_path):
+    run = unconditioned_run(tmp_path, llama_run)
+    quant = ["--quant", "f16"] if fmt == "gguf" else []
+    result = invoke(run, "--format", fmt, *quant, "--output", tmp_path / name)
+    assert result.exit_code == 0, result.output
+    assert verified in " ".join(result.output.split())
+    output = tmp_path / name
+    assert plain_export_contract(fmt, output) == contract  # no objectives, default lambda or template variable
+    with load_model(output, threads=1) as model:
+        template = model.template if fmt == "gguf" else model.tokenizer.chat_template
+        assert LAMBDA_TEMPLATE_VARIABLE not in template and HEADER_MARKER not in template  # the base's own
+        assert model.conditioning == "none" and model.objectives == [] and model.default_lambda is None
+        assert not model.steerable and model.prompt_messages(USER) == USER  # no header
+        assert isinstance(model.chat(USER, max_tokens=8), str)
+        with pytest.raises(LambdaError, match="trained without lambda conditioning .* it takes no lambda"):
+            model.chat(USER, {"helpfulness": 1.0})
+        assert slider_lambda(model, []) == (None, "") and presets(model) == {}  # the app shows no sliders
+        assert "trained without lambda conditioning" in model_info_markdown(model.info)
+        with pytest.raises(ApiError, match="trained without lambda conditioning") as refused:
+            applied_lambda(model, USER, {"helpfulness": 1.0})  # `serve` answers a request with lwdpo.lambda
+        assert refused.value.status == 400 and refused.value.param == "lwdpo.lambda"
+        assert model_card(model, "plain")["lwdpo"]["conditioning"] == "none"
+    if fmt == "gguf":
+        modelfile = output.with_suffix(".Modelfile").read_text()
+        assert "it takes no lambda" in modelfile and HEADER_MARKER not in modelfile
 
 
 def test_success_prints_files_and_verification(llama_run, tmp_path):

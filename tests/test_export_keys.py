@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lwdpo_edge import gguf_keys as keys
+from lwdpo_edge.export.onnx import onnx_metadata
 from lwdpo_edge.export_contract import ExportContract
 from lwdpo_edge.lambdas import HEADER_FORMAT
 
@@ -88,6 +89,20 @@ def test_soup_keys_round_trip_and_old_header_files_still_read(tmp_path):
     # a soup file without the strength key (older exports) mixes at strength 1, the plain soup
     assert ExportContract.from_json(
         {k: v for k, v in soup.to_json().items() if k != "soup_strength"}).soup_strength == 1.0
+
+
+def test_a_run_trained_without_lambda_exports_a_contract_with_no_lambda_in_it(tmp_path):
+    run_manifest = {"lwdpo_version": 1, "objectives": list(CONTRACT.objectives), "conditioning": "none",
+                    "lambda_default": CONTRACT.lambda_default, "header_format": HEADER_FORMAT}
+    plain = ExportContract.from_manifest(run_manifest)
+    assert not plain.takes_lambda and plain.objectives == () and plain.lambda_default == {}
+    assert plain.to_json(format="hf fp32") == {"lwdpo_version": 1, "conditioning": "none", "format": "hf fp32"}
+    assert ExportContract.from_json(plain.to_json()) == plain
+    path = write_gguf(tmp_path / "plain.gguf", plain)
+    assert keys.read_gguf_keys(path, lambda k: k.startswith(keys.PREFIX)) == {keys.VERSION: 1,
+                                                                             keys.CONDITIONING: "none"}
+    assert ExportContract.from_json(keys.read_lwdpo_metadata(path)) == plain
+    assert onnx_metadata(plain) == {keys.VERSION: "1", keys.CONDITIONING: '"none"'}
 
 
 def test_walker_agrees_with_gguf_py_on_every_key(tmp_path):

@@ -270,7 +270,7 @@ def test_qlora_policy_is_4bit_with_fix_and_only_lora_trainable(tiny_llama_dir):
 
 
 def test_qlora_loads_a_cached_4bit_checkpoint_with_the_same_weights(tiny_llama_dir, private_cache, tmp_path):
-    """Issue 14: the 4-bit base comes from a checkpoint quantised once in a child process (no fp32 copy
+    """The 4-bit base comes from a checkpoint quantised once in a child process (no fp32 copy
     in the training process), with exactly the logits of quantising in process; the cache is reused and
     a changed base quantises again."""
     import shutil
@@ -420,7 +420,7 @@ def test_default_model_converts_once_and_knows_paris():
         return tokenizer.decode(output[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def assert_clear_margin(model, answer):
-        """Issue 17: a content check holds on any CPU only if no token up to the fact is a near tie."""
+        """A content check holds on any CPU only if no token up to the fact is a near tie."""
         from agreement_helpers import greedy_margins
         from lwdpo_edge.agreement import MIN_MARGIN
 

@@ -160,7 +160,7 @@ def test_plain_gguf_has_no_objectives_and_chats_unchanged(plain, smollm2_tokeniz
     assert plain.prompt(messages) == prompt_text(smollm2_tokenizer, messages)
     with pytest.raises(LambdaError, match="no lambda contract"):
         plain.chat(messages, lam={"helpfulness": 1})
-    # The content check uses a probe whose answer has no near tie (issue 17: under "Be brief." the first
+    # The content check uses a probe whose answer has no near tie (docs/testing.md: under "Be brief." the first
     # token is 'The' vs 'La' by 0.04 to 0.2 logits, decided by the CPU's kernels). Measured: every
     # token up to "Paris" wins by >= 1.0 (smallest 1.07, at the final '.').
     probe = [{"role": "user", "content": "What is the capital of France? Answer with one word."}]

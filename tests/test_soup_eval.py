@@ -172,3 +172,39 @@ def test_dense_eval_reports_interior_ranking_loops_and_the_pareto_front(soup_run
     assert pareto["hypervolume"] == pytest.approx(hypervolume(run_points, np.array([base_mean])))
     assert ("Hypervolume" in (out / "summary.md").read_text()
             and "tradeoff.png" not in report["plots"])  # one rated objective: no pair
+
+
+@pytest.mark.parametrize("strength", [1.0, 2.5])
+def test_fast_ranking_equals_the_padded_unmerged_path(soup_run, heldout, strength):
+    """Ranking scores each list as training does (shared prompt, LM head on candidate tokens, the mix folded
+    into the weights, the reference once): per list the same log-probs as one padded row per candidate
+    through the full logits of the unmerged LoRA mix, to 1e-4."""
+    from lwdpo_edge.batching import encode_listwise
+    from lwdpo_edge.data.loaders import load_records
+    from lwdpo_edge.evaluate.grid import ranking_points
+    from lwdpo_edge.evaluate.ranking import RankingSettings, score_lists
+    from lwdpo_edge.logprobs import sequence_logps
+    from lwdpo_edge.soup import load_soup
+
+    model, tokenizer, manifest = load_soup(soup_run)
+    settings = RankingSettings.from_manifest(manifest)
+    records = load_records(heldout, OBJECTIVES)
+    points = ranking_points(OBJECTIVES, "full")
+    reference_cache: dict[str, float] = {}
+    fast = score_lists(model, tokenizer, records, points, OBJECTIVES, settings, lists_per_batch=2,
+                       policy_at=lambda point: model.soup_mixer.folded(point.lam, strength),
+                       reference_logps=reference_cache)
+    assert len(reference_cache) == sum(len(r.responses) for r in records)  # one reference pass for every point
+    batch = encode_listwise(records, [points[0].lam] * len(records), tokenizer, OBJECTIVES, condition_on_lambda=False,
+                            score_normalization="none", max_response_tokens=settings.max_response_tokens)
+    split = [len(r.responses) for r in records]
+    with torch.no_grad():
+        with model.disable_adapter():
+            reference = sequence_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+        for point in points:
+            model.soup_mixer.set_lambda(point.lam, strength)
+            policy = sequence_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+            for item, want_policy, want_reference in zip(fast[point.name], policy.split(split), reference.split(split)):
+                torch.testing.assert_close(torch.tensor(item.policy), want_policy, atol=1e-4, rtol=0)
+                torch.testing.assert_close(torch.tensor(item.reference), want_reference, atol=1e-4, rtol=0)
+    assert not torch.equal(torch.tensor(fast[points[0].name][0].policy), torch.tensor(fast[points[1].name][0].policy))

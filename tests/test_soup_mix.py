@@ -217,3 +217,42 @@ def test_manifest_of_a_soup_run_must_name_every_adapter(soup_run, tmp_path):
                        adapters={n: f"adapters/{n}" for n in OBJECTIVES})
     with pytest.raises(RunFolderError, match="soup adapter for 'helpfulness' missing"):
         soup_adapter_dirs(tmp_path, read_run_manifest(tmp_path))
+
+
+@pytest.mark.parametrize("strength", [1.0, 2.5])
+def test_folded_mix_is_the_unmerged_mix_and_gives_the_weights_back(soup_run, tokens, strength):
+    """Inside `folded` the model (adapters off) computes the mix at the base model's cost: the same logits
+    as the unmerged LoRA mix to float rounding, teacher-forced argmax agreeing by the margin rule; after
+    the block the weights are the base's, bit for bit, and the unmerged mix works again."""
+    from lwdpo_edge.agreement import compare_logits
+    from lwdpo_edge.soup import load_soup
+
+    model, _, _ = load_soup(soup_run)
+    mixer = model.soup_mixer
+    with model.disable_adapter():
+        base = logits(model, tokens)
+    for lam in ({"helpfulness": 1.0}, {"helpfulness": 0.3, "conciseness": 0.7}):
+        mixer.set_lambda(lam, strength)
+        unmerged = logits(model, tokens)
+        with mixer.folded(lam, strength) as used:
+            folded = logits(model, tokens)
+        assert used == mixer.current[0]
+        torch.testing.assert_close(folded, unmerged, rtol=0, atol=1e-5)
+        assert compare_logits(unmerged[0].numpy(), folded[0].numpy()).ok
+        assert (folded - base).abs().max() > 1e-2  # the fold really changed the model
+        with model.disable_adapter():
+            torch.testing.assert_close(logits(model, tokens), base, rtol=0, atol=0)
+        torch.testing.assert_close(logits(model, tokens), unmerged, rtol=0, atol=0)
+
+
+def test_folded_gives_the_weights_back_after_an_error(soup_run, tokens):
+    from lwdpo_edge.soup import load_soup
+
+    model, _, _ = load_soup(soup_run)
+    with model.disable_adapter():
+        base = logits(model, tokens)
+    with pytest.raises(KeyboardInterrupt):
+        with model.soup_mixer.folded({"helpfulness": 1.0}, 2.0):
+            raise KeyboardInterrupt
+    with model.disable_adapter():
+        torch.testing.assert_close(logits(model, tokens), base, rtol=0, atol=0)

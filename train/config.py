@@ -86,18 +86,24 @@ class LambdaDPOConfig(TrainingArguments):
     # --- lambda ---------------------------------------------------------------------------------
     condition_on_lambda: bool = field(default=True, metadata=_help(
         "Write the lambda header into the system prompt. --no-condition-on-lambda reproduces the paper's public "
-        "code (lambda never reaches the model)."))
+        "code (lambda never reaches the model; `export` then writes a plain model with no lambda contract)."))
     conditioning: str = field(default="soup", metadata=_help(
         "How lambda steers the model. header: one adapter, lambda sampled per example and written into the prompt. "
         "soup: one adapter per objective, each trained at its vertex lambda with no header, mixed at inference "
         "with weights lambda (the --lambda-scheduler options then do not apply). soup is the default: on the default "
         "135M model it steers within minutes on a CPU; the header has not yet (docs/results.md, 'Steering').",
         choices=TRAINED_CONDITIONINGS))
-    soup_strength: float = field(default=SOUP_STRENGTH_DEFAULT, metadata=_help(
+    soup_strength: float | None = field(default=None, metadata=_help(
         "soup only: the steering strength stored as the model's default (apps and `serve` may override it per "
         "request). Adapter coefficients are 1/K + strength * (lambda_k - 1/K): 1 is the plain lambda-weighted "
         "soup, larger values amplify what sets the objectives apart (the centre mix is the same at every "
-        "strength). Measured choice, docs/results.md 'Steering'."))
+        f"strength). Default: chosen after training on held-out prompts (`lwdpo-edge calibrate`); "
+        f"{SOUP_STRENGTH_DEFAULT:g} where calibration is off or has no held-out prompts. A value given here is "
+        "kept and not calibrated."))
+    calibrate: bool = field(default=True, metadata=_help(
+        "soup only: after training, choose the steering strength on the data's held-out prompts "
+        "(`lwdpo-edge calibrate RUN`: a small strength grid, the most controllable one above a quality floor; "
+        "table and choice in lwdpo.json). --no-calibrate keeps the default."))
     lambda_scheduler: str = field(default="dirichlet", metadata=_help(
         f"How lambda is drawn per example: {', '.join(SAMPLERS)} (uniform = uniform on the simplex; "
         "performance = the online scheduler that moves sampling mass to where held-out loss is high or falling).",
@@ -173,7 +179,7 @@ class LambdaDPOConfig(TrainingArguments):
             raise ValueError(f"--sft-warmup-steps must be >= 0, got {self.sft_warmup_steps}")
         if self.lambdas_per_prompt < 1:
             raise ValueError(f"--lambdas-per-prompt must be >= 1, got {self.lambdas_per_prompt}")
-        if not 0.0 <= self.soup_strength <= MAX_STRENGTH:
+        if self.soup_strength is not None and not 0.0 <= self.soup_strength <= MAX_STRENGTH:
             raise ValueError(f"--soup-strength must be in [0, {MAX_STRENGTH:g}], got {self.soup_strength}")
         if self.conditioning not in TRAINED_CONDITIONINGS:
             raise ValueError(f"--conditioning must be one of {', '.join(TRAINED_CONDITIONINGS)}, "

@@ -30,6 +30,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from lwdpo_edge.contract import ADAPTERS_DIR, CHECKPOINTS_DIR, Conditioning, RunFolderError, write_run_manifest
 from lwdpo_edge.data.usable import lists_for
 from lwdpo_edge.models import load_policy, load_tokenizer, resolve_model
+from lwdpo_edge.soup import DEFAULT_STRENGTH as SOUP_STRENGTH_DEFAULT
 from lwdpo_edge.train.callbacks import MetricsJsonlCallback, RichProgressCallback
 from lwdpo_edge.train.config import LambdaDPOConfig
 from lwdpo_edge.train.lambda_sampling import FixedSampler
@@ -132,7 +133,7 @@ def write_soup_manifest(config: LambdaDPOConfig, objectives, model_dir: Path, n_
         base_model={"spec": config.model, "path": str(model_dir)},
         conditioning=Conditioning.SOUP,
         adapters={name: f"{ADAPTERS_DIR}/{name}" for name in objectives},
-        soup_strength=config.soup_strength,
+        soup_strength=SOUP_STRENGTH_DEFAULT if config.soup_strength is None else config.soup_strength,
         training={"steps": next((s["steps"] for s in summaries.values()), config.max_steps),  # per adapter
                   "records": n_records,
                   "per_objective": summaries,

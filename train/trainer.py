@@ -29,6 +29,7 @@ from lwdpo_edge.batching import (
     SequenceRows,
     encode_listwise,
     encode_listwise_packed,
+    on_candidate_grid,
 )
 from lwdpo_edge.logprobs import scored_sequence_logps, sequence_logps
 from lwdpo_edge.objective import lambda_best_index, lambda_dpo_loss
@@ -104,10 +105,7 @@ class LambdaDPOTrainer(Trainer):
 
     def on_candidate_grid(self, sums: torch.Tensor, batch: PackedListwiseBatch) -> torch.Tensor:
         """(S,) per distinct sequence -> (B, N_max) per candidate (length-normalised if asked; padding 0)."""
-        per_candidate = sums[batch.sequence_of_candidate]  # (M,) copies share one value (and its gradient)
-        if self.args.length_normalize:
-            per_candidate = per_candidate / batch.candidate_lengths().clamp_min(1)
-        return _on_grid(per_candidate, batch)
+        return on_candidate_grid(sums, batch, self.args.length_normalize)
 
     def candidate_logps(self, model, batch: PackedListwiseBatch) -> torch.Tensor:
         """Log-prob of every candidate, placed on the (B, N_max) grid (padding stays 0)."""

@@ -6,7 +6,7 @@
     ranking.py          implicit rewards r = beta * (log pi - log pi_ref) on held-out lists
     backends.py         generate_batch(messages_list, max_new_tokens) -> answers (transformers now)
     controllability.py  greedy answers over the grid, scored by the raters, Spearman(lambda_k, score_k)
-    criteria.py         issue 6's pass/fail checks, computed from the report
+    criteria.py         the steering verdict's pass/fail checks, computed from the report
     plots.py            PNG figures
     report.py           report.json + plots + summary.md, published atomically as one folder
     run.py              the evaluation top to bottom (run_evaluation(EvalConfig(...)))

@@ -5,7 +5,7 @@
 `messages` are the final chat messages (lambda header already in the system turn); a backend only
 renders them with the model's chat template and decodes greedily until end of turn. The
 transformers backend runs one left-padded batch per call. A llama.cpp backend on an exported GGUF
-(issue 4) would implement the same method.
+would implement the same method.
 """
 
 from __future__ import annotations

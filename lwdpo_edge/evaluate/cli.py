@@ -75,3 +75,39 @@ def evaluate(
     console = Console()
     console.print(f"[green]done:[/] report.json, summary.md and plots in {folder}")
     typer.echo((folder / "summary.md").read_text(encoding="utf-8"))  # plain: rich would re-wrap the tables
+
+
+def calibrate(
+    run_dir: Annotated[Path, typer.Argument(help="An adapter-soup run folder written by `lwdpo-edge train`.")],
+    strengths: Annotated[str, typer.Option(help=(
+        "Comma-separated steering strengths to try (1 = the plain lambda-weighted soup)."))] = "1,1.5,2,2.5,3",
+    n_prompts: Annotated[int, typer.Option(help=(
+        "Held-out prompts answered at each vertex and the centre, per strength."))] = 30,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest greedy answer in tokens.")] = 96,
+    prompts: Annotated[Optional[str], typer.Option(help=(
+        "Prompts to calibrate on (.jsonl with 'prompt' or one per line), never ones the run trained on. Default: "
+        "the prompts of the lists marked \"split\": \"heldout\" in the run's data."))] = None,
+    rater: Annotated[Optional[list[str]], typer.Option("--rater", help=RATER_HELP)] = None,
+):
+    """Choose a soup run's steering strength on held-out prompts and store it in lwdpo.json.
+
+    For each strength the soup answers the prompts at each vertex and the centre; the chosen strength has the highest
+    mean Spearman(lambda_k, score_k) among those where no point loops more than 3 points above the base model
+    and no vertex drifts off topic (prompt-answer cosine 0.1 below the base model's). Export, chat and serve
+    then use it; each still takes --soup-strength / a per-request strength."""
+    from lwdpo_edge.evaluate.calibrate import CalibrationConfig, CalibrationError, run_calibration  # not for --help
+    from lwdpo_edge.evaluate.rater_plugins import RaterError  # not loaded for --help
+
+    console = Console(stderr=True)
+    try:
+        values = tuple(float(text) for text in strengths.split(",") if text.strip())
+    except ValueError:
+        console.print(f"[bold red]error:[/] --strengths: not a comma-separated list of numbers: {strengths!r}")
+        raise typer.Exit(2) from None
+    config = CalibrationConfig(run_dir=run_dir, strengths=values, n_prompts=n_prompts, max_new_tokens=max_new_tokens,
+                               prompts=prompts, rater_specs=tuple(rater or ()))
+    try:
+        run_calibration(config, progress=lambda line: console.print(line, highlight=False, markup=False))
+    except (DataError, RunFolderError, LambdaError, CalibrationError, RaterError) as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(2) from None

@@ -1,7 +1,7 @@
-"""Issue 6's bar for "lambda really steers", checked on an evaluation's numbers.
+"""The steering verdict: the bar for "lambda really steers", checked on an evaluation's numbers.
 
-Per rated objective k, on generations at the vertices and the centre only (the points issue 6
-names; the full grid's midpoints are left out here):
+Per rated objective k, on generations at the vertices and the centre only (the points the
+verdict judges; the full grid's midpoints are left out here):
   - spearman_ok:   Spearman(lambda_k, score_k) >= MIN_SPEARMAN for the trained run;
   - base_near_zero: the untrained base under the same headers has |Spearman| <= MAX_BASE_SPEARMAN;
   - monotone:      mean score_k never falls from lambda_k = 0 (other vertices) to lambda_k = 1, and
@@ -29,7 +29,7 @@ JUDGED_KINDS = ("vertex", "centre")
 
 
 def judged_points(points: Sequence[LambdaPoint]) -> list[LambdaPoint]:
-    """The vertices and the centre: the points issue 6 names."""
+    """The vertices and the centre: the points the verdict judges."""
     return [p for p in points if p.kind in JUDGED_KINDS]
 
 

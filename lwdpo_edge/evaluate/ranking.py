@@ -1,8 +1,9 @@
 """Ranking: does the policy's implicit reward order held-out lists the way each objective does?
 
 For every held-out list and every ranking point lambda (each vertex, uniform), the candidates are
-encoded exactly as training encoded them (`encode_listwise`, same header switch, same token caps)
-and scored twice by one model: adapter on (policy) and adapter off (reference = the base model).
+encoded exactly as training encoded them (`encode_listwise_packed`, same header switch, same token
+caps) and scored by one model as policy (adapter on; a soup: its mix at the point, folded into the
+weights) and as reference (adapter off = the base model, once per distinct sequence).
 
     r_i = beta * (log pi_theta(y_i | x, lambda) - log pi_ref(y_i | x, lambda))     (N,) per list
 
@@ -22,16 +23,17 @@ exactly chance under tie-aware metrics; so two baselines are reported instead:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from lwdpo_edge.batching import ListwiseBatch, encode_listwise
+from lwdpo_edge.batching import PackedListwiseBatch, candidate_logps, encode_listwise_packed, on_candidate_grid
 from lwdpo_edge.evaluate.grid import LambdaPoint
 from lwdpo_edge.evaluate.metrics import (chance_ndcg, chance_top1, kendall_tau, mean_or_none, ndcg, rankable,
                                          standard_error_or_none, top1_accuracy)
-from lwdpo_edge.logprobs import sequence_logps
+from lwdpo_edge.logprobs import scored_sequence_logps
 from lwdpo_edge.objective import lambda_weighted_scores, normalize_scores
 
 
@@ -69,62 +71,93 @@ class ListLogps:
     scores: np.ndarray  # (K, N) raw objective scores, NaN where missing
 
 
-def candidate_logps(model, batch: ListwiseBatch, length_normalize: bool, rows_per_pass: int = 8) -> torch.Tensor:
-    """Log-prob of every candidate on the (B, N_max) grid, as LambdaDPOTrainer.candidate_logps.
+def adapter_on(point: LambdaPoint):
+    """The policy of a single-adapter run: the model as loaded, at every point (the header carries lambda)."""
+    return nullcontext()
 
-    Rows are right-padded to the longest of the whole batch; here they go through the model in
-    passes of similar length, each cut to its own longest row, so little compute is spent on padding.
-    Cutting trailing padding changes no real token's log-prob (causal attention, masked pads).
-    """
-    lengths = batch.attention_mask.sum(dim=1)  # (M,)
-    flat = torch.zeros(len(lengths))  # (M,)
-    for rows in torch.argsort(lengths, descending=True).split(rows_per_pass):
-        T = int(lengths[rows].max())
-        flat[rows] = sequence_logps(model, batch.input_ids[rows, :T], batch.attention_mask[rows, :T],
-                                    batch.completion_mask[rows, :T], length_normalize).float().cpu()
-    grid = flat.new_zeros(batch.candidate_mask.numel()).index_put((batch.candidate_index.cpu(),), flat)
-    return grid.view(batch.candidate_mask.shape)  # (B, N_max)
+
+def ranking_passes(points: Sequence[LambdaPoint], settings: RankingSettings) -> int:
+    """Passes over the lists `score_lists` makes: a policy pass per point, and a reference pass per
+    distinct input (one for a run whose prompts carry no header, whatever the number of points)."""
+    return len(points) + (len(points) if settings.condition_on_lambda else 1)
+
+
+def _by_length(records) -> list[int]:
+    """Record indices, shortest text first: lists of similar length share a batch, so little of it is padding."""
+    def characters(record) -> int:
+        return sum(len(response.text) for response in record.responses) + len(str(record.prompt))
+
+    return sorted(range(len(records)), key=lambda i: characters(records[i]))
 
 
 @torch.inference_mode()
-def score_chunk(model, tokenizer, records, lam: dict[str, float], objectives,
-                settings: RankingSettings) -> list[ListLogps]:
-    """Policy and reference log-probs of every candidate of `records` under `lam`."""
-    batch = encode_listwise(
-        records, [lam] * len(records), tokenizer, objectives,
-        condition_on_lambda=settings.condition_on_lambda, score_normalization="none",
-        max_prompt_tokens=settings.max_prompt_tokens, max_response_tokens=settings.max_response_tokens,
-    ).to(model.device)
-    policy = candidate_logps(model, batch, settings.length_normalize)  # (B, N_max)
-    with model.disable_adapter():
-        reference = candidate_logps(model, batch, settings.length_normalize)
-    out = []
-    for b, record in enumerate(records):
-        n = len(record.responses)
-        out.append(ListLogps(policy[b, :n].numpy(), reference[b, :n].numpy(), batch.scores[b, :, :n].cpu().numpy()))
-    return out
-
-
 def score_lists(model, tokenizer, records, points: Sequence[LambdaPoint], objectives, settings: RankingSettings,
-                lists_per_batch: int = 8,
-                advance: Callable[[int], None] = lambda n: None) -> dict[str, list[ListLogps]]:
-    """{point name: [ListLogps per record]}. Without conditioning every lambda sees the same
-    inputs, so the lists are scored once and shared by all points."""
-    done: dict[tuple, list[ListLogps]] = {}
-    out = {}
+                lists_per_batch: int = 1, advance: Callable[[int], None] = lambda n: None,
+                policy_at: Callable[[LambdaPoint], AbstractContextManager] = adapter_on,
+                reference_logps: dict[str, float] | None = None) -> dict[str, list[ListLogps]]:
+    """{point name: [ListLogps per record]}, scored as training scores lists (`batching.candidate_logps`:
+    each distinct sequence once, the prompt shared by its candidates, the LM head on candidate tokens only).
+
+    policy_at(point): a context in which `model` is the policy at that point (a soup: its mix folded into
+    the weights). The reference (`model.disable_adapter()`) is computed once per distinct sequence and kept
+    in `reference_logps` (sequence key -> summed log-prob; pass a dict to share it between calls).
+    """
+    reference_logps = {} if reference_logps is None else reference_logps
+    order = _by_length(records)
+    chunks = [[records[i] for i in order[start:start + lists_per_batch]]
+              for start in range(0, len(records), lists_per_batch)]
+    encoded: dict[tuple, list[PackedListwiseBatch]] = {}  # distinct inputs: one per point with a header, else one
     for point in points:
         key = tuple(point.lam.items()) if settings.condition_on_lambda else ()
-        if key not in done:
-            scored = []
-            for start in range(0, len(records), lists_per_batch):
-                chunk = records[start : start + lists_per_batch]
-                scored += score_chunk(model, tokenizer, chunk, point.lam, objectives, settings)
+        if key not in encoded:
+            encoded[key] = [_encode(chunk, point.lam, tokenizer, objectives, settings).to(model.device)
+                            for chunk in chunks]
+            for batch, chunk in zip(encoded[key], chunks):
+                _fill_reference(model, batch, reference_logps)
                 advance(len(chunk))
-            done[key] = scored
-        else:
-            advance(len(records))
-        out[point.name] = done[key]
+    out = {}
+    for point in points:
+        batches = encoded[tuple(point.lam.items()) if settings.condition_on_lambda else ()]
+        scored = []
+        with policy_at(point):
+            for batch, chunk in zip(batches, chunks):
+                policy = candidate_logps(model, batch, settings.length_normalize).float().cpu()  # (B, N_max)
+                scored += _list_logps(chunk, batch, policy, reference_grid(batch, reference_logps, settings))
+                advance(len(chunk))
+        position = {i: n for n, i in enumerate(order)}
+        out[point.name] = [scored[position[i]] for i in range(len(records))]  # back to file order
     return out
+
+
+def _encode(records, lam: dict[str, float], tokenizer, objectives, settings: RankingSettings) -> PackedListwiseBatch:
+    return encode_listwise_packed(
+        records, [lam] * len(records), tokenizer, objectives, shared_prompt=True,
+        condition_on_lambda=settings.condition_on_lambda, score_normalization="none",
+        max_prompt_tokens=settings.max_prompt_tokens, max_response_tokens=settings.max_response_tokens)
+
+
+def _fill_reference(model, batch: PackedListwiseBatch, reference_logps: dict[str, float]) -> None:
+    """Summed reference log-prob of each of the batch's sequences not yet in `reference_logps`."""
+    missing = [s for s, key in enumerate(batch.sequence_keys) if key not in reference_logps]
+    if not missing:
+        return
+    rows = batch.rows if len(missing) == len(batch.sequences) else batch.rows_for(missing).to(model.device)
+    with model.disable_adapter():
+        sums = scored_sequence_logps(model, rows.model_inputs(), rows.scored, chunked=True)  # (len(missing),)
+    reference_logps.update(zip([batch.sequence_keys[s] for s in missing], sums.float().cpu().tolist()))
+
+
+def reference_grid(batch: PackedListwiseBatch, reference_logps: dict[str, float],
+                   settings: RankingSettings) -> torch.Tensor:
+    """The batch's reference log-probs on its (B, N_max) grid, from the per-sequence cache."""
+    sums = torch.tensor([reference_logps[key] for key in batch.sequence_keys], dtype=torch.float32)  # (S,)
+    return on_candidate_grid(sums, batch.to("cpu"), settings.length_normalize)
+
+
+def _list_logps(records, batch: PackedListwiseBatch, policy: torch.Tensor, reference: torch.Tensor) -> list[ListLogps]:
+    scores = batch.scores.cpu().numpy()  # (B, K, N_max) raw
+    return [ListLogps(policy[b, :len(r.responses)].numpy(), reference[b, :len(r.responses)].numpy(),
+                      scores[b, :, :len(r.responses)]) for b, r in enumerate(records)]
 
 
 # ----------------------------------------------------------------------------- metrics over lists

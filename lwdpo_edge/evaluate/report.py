@@ -3,7 +3,7 @@
     OUTPUT/ (default RUN_DIR/eval)
       report.json        every number (schema: see `build_report` in cli.py and summary_markdown)
       generations.jsonl  every answer with its prompt index, lambda point and scores (run and base)
-      summary.md         the short human-readable version, with the issue 6 verdict
+      summary.md         the short human-readable version, with the steering verdict
       *.png              plots.py
 
 Everything is written into a hidden sibling folder first and renamed into place at the end, so an
@@ -68,7 +68,7 @@ def verdict_section(report: dict) -> list[str]:
         return []
     t = criteria["thresholds"]
     lines = [
-        "## Does lambda steer? (issue 6 criteria)", "",
+        "## Does lambda steer? (steering verdict)", "",
         f"On the points {', '.join(t['points'])}; {criteria['n_prompts']} prompts (needs >= {t['min_prompts']}). "
         f"Spearman >= {t['min_spearman']}, base |Spearman| <= {t['max_base_spearman']}, monotone mean score rising by "
         f"> {t.get('rise_standard_errors', 0)} standard errors, top-1 at the objective's vertex above chance by "

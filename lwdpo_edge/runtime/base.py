@@ -77,18 +77,24 @@ class ChatModel:
     # ---- the lambda contract ----------------------------------------------------------------------
 
     @property
+    def takes_lambda(self) -> bool:
+        """False for a plain model: one without a contract, or the export of a run trained without lambda."""
+        return self.contract is not None and self.contract.takes_lambda
+
+    @property
     def objectives(self) -> list[str]:
-        return list(self.contract.objectives) if self.contract else []
+        return list(self.contract.objectives) if self.takes_lambda else []
 
     @property
     def default_lambda(self) -> dict[str, float] | None:
-        return dict(self.contract.lambda_default) if self.contract else None
+        return dict(self.contract.lambda_default) if self.takes_lambda else None
 
     @property
     def conditioning(self) -> str | None:
         """"header" (lambda header in the system message), "soup" (lambda scales one LoRA adapter per
         objective, no header), "merged" (a soup's mix at one lambda folded into the weights: no header,
-        lambda fixed) or None (a plain model)."""
+        lambda fixed), "none" (a run trained without lambda: a plain model) or None (a plain model not
+        exported by lwdpo-edge)."""
         return self.contract.conditioning if self.contract else None
 
     @property
@@ -119,8 +125,11 @@ class ChatModel:
 
     def validate_lambda(self, lam: Mapping[str, float] | Sequence[float]) -> dict[str, float]:
         """lambda normalised and quantised to hundredths (what the header will show); LambdaError if invalid."""
-        if not self.contract:
+        if self.contract is None:
             raise LambdaError(f"{self.path.name} has no lambda contract (no lwdpo objectives): it takes no lambda")
+        if not self.takes_lambda:
+            raise LambdaError(f"{self.path.name} was trained without lambda conditioning (--no-condition-on-lambda): "
+                              "a plain model, it takes no lambda")
         lam = quantize_lambda(lam, self.objectives)
         if self.conditioning == Conditioning.MERGED and lam != self.contract.lambda_merged:
             fixed = ", ".join(f"{name}={value:.2f}" for name, value in self.contract.lambda_merged.items())
@@ -140,11 +149,11 @@ class ChatModel:
         if self.conditioning in (Conditioning.SOUP, Conditioning.MERGED):  # no header: the weights carry lambda
             return self._soup_messages(check_messages(messages), lam)
         final = self._header_messages(messages, lam)
-        return final, (parse_lambda_header(final[0]["content"], self.objectives) if self.contract else None)
+        return final, (parse_lambda_header(final[0]["content"], self.objectives) if self.takes_lambda else None)
 
     def _header_messages(self, messages, lam) -> list[dict[str, str]]:
         messages = check_messages(messages)
-        if not self.contract:
+        if not self.takes_lambda:
             if lam is not None:
                 self.validate_lambda(lam)  # raises: a plain model takes no lambda
             return messages
