@@ -4,9 +4,11 @@
     .venv/bin/python bench/eval_speed.py runs/demo --before 7140d0d --threads 2 --max-lists 16 --n-prompts 8  # quick
 
 `--before REV` is installed from git into a temporary folder (no dependencies: it runs on this venv's
-packages) and `lwdpo-edge eval` of each version runs in its own process, after then before, with the
-same options and the same --threads. Printed: wall time of each (process start to exit, model load
-included) and the ratio before / after; then whether the reports agree, by the rule
+packages) and `lwdpo-edge eval` of each version runs in its own process, after then before (`--repeats N`:
+N alternating rounds, the median counts), with the same options and the same --threads. On a shared
+virtual machine the speed of the CPU can drift by more than the difference measured: run it idle, and
+compare one phase in one process where a version difference is small. Printed: wall time of each
+(process start to exit, model load included) and the ratio before / after; then whether the reports agree, by the rule
 
     Spearman per objective within 0.05, the same verdict per check, and loop rates within one answer per point.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,20 +95,26 @@ def main() -> None:
     parser.add_argument("--n-prompts", type=int, default=30)
     parser.add_argument("--max-lists", type=int, default=None, help="rank only the first N held-out lists")
     parser.add_argument("--grid", default="full")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each version; the median counts")
     args = parser.parse_args()
     options = ["--threads", str(args.threads), "--n-prompts", str(args.n_prompts), "--grid", args.grid]
     options += ["--max-lists", str(args.max_lists)] if args.max_lists else []
     with tempfile.TemporaryDirectory(prefix="eval-speed-") as tmp:
         tmp = Path(tmp)
         site = install_revision(args.before, tmp / "before")
-        seconds = {"after": timed_eval(args.run, tmp / "after-eval", options, None)}
-        seconds["before"] = timed_eval(args.run, tmp / "before-eval", options, site)
-        reports = {name: json.loads((tmp / f"{name}-eval" / "report.json").read_text()) for name in seconds}
+        runs = {"after": [], "before": []}
+        for repeat in range(args.repeats):  # alternating, so that a drift of the machine's speed hits both
+            for name, path in (("after", None), ("before", site)):
+                runs[name].append(timed_eval(args.run, tmp / f"{name}-eval-{repeat}", options, path))
+        seconds = {name: statistics.median(times) for name, times in runs.items()}
+        reports = {name: json.loads((tmp / f"{name}-eval-0" / "report.json").read_text()) for name in runs}
     print(f"\neval {args.run} ({' '.join(options)})")
     for name in ("before", "after"):
         timing = reports[name]["timing"]
-        print(f"  {name:6s} {seconds[name]:7.1f} s wall   ranking {timing['ranking_s']:7.1f} s   generation "
-              f"policy {timing.get('generation_policy_s', 0):6.1f} s, base {timing.get('generation_base_s', 0):6.1f} s"
+        times = ", ".join(f"{t:.0f}" for t in runs[name])
+        print(f"  {name:6s} {seconds[name]:7.1f} s wall (runs: {times})   ranking {timing['ranking_s']:7.1f} s"
+              f"   generation policy {timing.get('generation_policy_s', 0):6.1f} s,"
+              f" base {timing.get('generation_base_s', 0):6.1f} s"
               f"   policy {timing.get('tokens_per_s_policy', 0):.0f} tok/s")
     print(f"  before / after = {seconds['before'] / seconds['after']:.2f}x")
     problems = agreement(reports["before"], reports["after"])

@@ -40,6 +40,7 @@ import os
 import random
 import subprocess
 import sys
+from contextlib import nullcontext
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -232,11 +233,13 @@ def transformers_answers(run: Path, questions: dict[str, list[str]], max_tokens:
     model, tokenizer, _ = load_soup(run)
     out = {}
     for lam_harmless in (*POINTS, None):
-        if lam_harmless is not None:
-            model.soup_mixer.set_lambda(lam_of(lam_harmless), strength)
+        # the mix folded into the weights (eval's path, base-model speed); None: the base model, adapters off
+        mix = (nullcontext() if lam_harmless is None
+               else model.soup_mixer.folded(lam_of(lam_harmless), strength))
         backend = TransformersBackend(model, tokenizer, adapter=lam_harmless is not None)
-        out[point_label(lam_harmless)] = {label: batched(backend, texts, max_tokens, batch)
-                                          for label, texts in questions.items()}
+        with mix:
+            out[point_label(lam_harmless)] = {label: batched(backend, texts, max_tokens, batch)
+                                              for label, texts in questions.items()}
         print(f"  transformers {point_label(lam_harmless)} done", file=sys.stderr, flush=True)
     return out
 

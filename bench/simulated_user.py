@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from contextlib import nullcontext
 import os
 import re
 import socket
@@ -141,13 +142,12 @@ def rule_rates(run: Path, questions: list[str], max_new: int, batch: int) -> dic
     messages = [[{"role": "user", "content": q}] for q in questions]
     rates = {}
     for label, (lam, adapter) in settings.items():
-        if lam is not None:
-            model.soup_mixer.set_lambda(lam)
         # Plain greedy, the protocol every recorded run used; under the runtime's default penalty (1.1) the
         # measured gap is smaller (docs/feedback.md, 'How large the effect is').
         backend = TransformersBackend(model, tokenizer, adapter=adapter, repetition_penalty=1.0)
-        answers = [a for start in range(0, len(messages), batch)
-                   for a in backend.generate_batch(messages[start:start + batch], max_new)]
+        with nullcontext() if lam is None else model.soup_mixer.folded(lam):  # eval's path: the mix in the weights
+            answers = [a for start in range(0, len(messages), batch)
+                       for a in backend.generate_batch(messages[start:start + batch], max_new)]
         hits = [rule_holds(a) for a in answers]
         p = sum(hits) / len(hits)
         rates[label] = {"rate": round(p, 3), "se": round(math.sqrt(p * (1 - p) / len(hits)), 3), "n": len(hits),

@@ -30,8 +30,8 @@ def answers_at(model, backend, prompts, points, strength):
     """[(lambda used, answer)] point-major."""
     out = []
     for lam in points:
-        used = model.soup_mixer.set_lambda(lam, strength)
-        answers = backend.generate_batch([[{"role": "user", "content": p}] for p in prompts], 96)
+        with model.soup_mixer.folded(lam, strength) as used:  # eval's path: the mix in the weights
+            answers = backend.generate_batch([[{"role": "user", "content": p}] for p in prompts], 96)
         out += [(used, a) for a in answers]
     return out
 

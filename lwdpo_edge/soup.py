@@ -12,9 +12,10 @@ strength 1 is the plain lambda-weighted soup (c = lambda). strength > 1 extrapol
 the objective's own delta is scaled up and the other deltas are *subtracted*, so what the
 adapters share (every adapter learned "answer in this dataset's style") stays at the centre's
 weight while what sets them apart is amplified, like classifier-free guidance. The centre
-(uniform lambda) is the same mix at every strength. Measured in docs/results.md (Steering): on the
-demo run, pooled Spearman(lambda_k, score_k) rises with strength; beyond ~3 the extreme vertices
-degenerate (three-word answers at conciseness = 1).
+(uniform lambda) is the same mix at every strength. On the demo run Spearman(lambda_k, score_k)
+rises with strength while answers drift off topic, and beyond ~3 the extreme vertices degenerate
+(docs/experiments.md); `lwdpo-edge calibrate` (lwdpo_edge/evaluate/calibrate.py) picks a run's
+strength on its held-out prompts.
 
 How it mixes, and why this way. Each LoRA layer computes base(x) + sum over its *active*
 adapters of scaling_k * B_k(A_k(x)). Activating all K adapters and setting scaling_k to
@@ -26,8 +27,8 @@ separately: (sum w A)(sum w B) != sum w BA); "cat" is exact but builds a new ran
 per lambda. Adapters with lambda_k = 0 are deactivated, so a vertex costs one adapter, not K.
 
 Folded. Unmerged, every forward pays for K LoRA branches (measured with 3 adapters on the default
-135M model, 2 threads: 2.2x the base model's time to score 8 lists, and in batched greedy decoding
-45 against 535 tokens/s). Work that holds one lambda
+135M model, 2 threads, in one process: scoring 16 held-out lists at 3 mixes took 118 s unmerged and
+68 s folded). Work that holds one lambda
 for many forwards (evaluation, calibration) uses `mixer.folded(lam)` instead: the mix is added into the
 base weights once, W' = W + sum_k c_k s_k B_k A_k, and the model runs with its adapters disabled, at
 the base model's speed. The same float sums in another order, so it agrees with the unmerged mix to
@@ -51,7 +52,7 @@ from lwdpo_edge.contract import (
 from lwdpo_edge.lambdas import LambdaError, normalize_lambda, quantize_lambda
 from lwdpo_edge.models import load_tokenizer
 
-DEFAULT_STRENGTH = 2.5  # what `lwdpo-edge train` stores in a soup run (docs/results.md, Steering)
+DEFAULT_STRENGTH = 2.5  # what a soup run stores when its strength is not calibrated (train --no-calibrate)
 
 
 def strength_for(conditioning: str, strength: float | None, default: float | None = None) -> float | None:

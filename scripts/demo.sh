@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's main job, on the embedded SmolLM2-135M-Instruct and the shipped dataset, offline:
-#   1. train the steering recipe (train/configs/demo.yaml: one adapter per objective, mixed by lambda),
+#   1. train the steering recipe (train/configs/demo.yaml: one adapter per objective, mixed by lambda)
+#      and choose its steering strength on the held-out prompts (lwdpo-edge calibrate),
 #   2. answer one prompt at each objective's vertex and at the centre (transformers, from the run folder),
 #   3. export it for llama.cpp (GGUF base + one LoRA file per objective),
 #   4. a scripted chat turn through the runtime API on the export, one answer per objective,

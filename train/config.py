@@ -91,7 +91,8 @@ class LambdaDPOConfig(TrainingArguments):
         "How lambda steers the model. header: one adapter, lambda sampled per example and written into the prompt. "
         "soup: one adapter per objective, each trained at its vertex lambda with no header, mixed at inference "
         "with weights lambda (the --lambda-scheduler options then do not apply). soup is the default: on the default "
-        "135M model it steers within minutes on a CPU; the header has not yet (docs/results.md, 'Steering').",
+        "135M model it steers within minutes on a CPU; the header mode did not learn to read the header on a CPU "
+        "budget (docs/experiments.md).",
         choices=TRAINED_CONDITIONINGS))
     soup_strength: float | None = field(default=None, metadata=_help(
         "soup only: the steering strength stored as the model's default (apps and `serve` may override it per "

@@ -43,7 +43,8 @@ def evaluate(
         "(vertices and centre) or 'dense' (full plus one interior point leaning to each objective, 0.6 / 0.2 / 0.2: "
         "10 points for 3 objectives)."))] = "full",
     batch_size: Annotated[int, typer.Option(help=(
-        "(prompt, lambda) answers generated together in one left-padded batch."))] = 16,
+        "(prompt, lambda) answers generated together in one left-padded batch (on a CPU each new token reads all "
+        "the weights once per batch, so fewer, larger batches are faster)."))] = 32,
     max_lists: Annotated[Optional[int], typer.Option(help=(
         "Rank only the first N held-out lists (default: all)."))] = None,
     soup_strength: Annotated[Optional[float], typer.Option(help=(

@@ -173,7 +173,7 @@ def _timing_line(timing: dict) -> str:
         parts.append(f"ranking {timing['ranking_s']:.0f} s")
     for model in ("policy", "base"):
         if f"seconds_per_answer_{model}" in timing:
-            parts.append(f"{model} {timing[f'seconds_per_answer_{model}']:.2f} s per (prompt, lambda) answer, "
+            parts.append(f"{model} {timing[f'seconds_per_answer_{model}']:.2f} s per generated answer, "
                          f"{timing[f'tokens_per_s_{model}']:.0f} tok/s")
     return "; ".join(parts)
 

@@ -14,6 +14,7 @@ the condition), and the base with all adapters disabled is still reference and b
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -61,7 +62,7 @@ class EvalConfig:
     output: Path | None = None  # None: RUN_DIR/eval
     baseline: bool = True
     grid: str = "full"
-    batch_size: int = 16
+    batch_size: int = 32  # CPU decoding reads all weights per token and batch: fewer, larger batches
     lists_per_batch: int = 1  # lists per forward when ranking; on CPU 1 beat 8 by 1.4x (no padding, cache-sized)
     max_lists: int | None = None
     soup_strength: float | None = None  # soup runs: None = the run's default (lwdpo.json soup_strength)
@@ -167,7 +168,8 @@ def generate_grid(backend, inputs: Inputs, points, conditioned: bool, config: Ev
     task = progress.add_task(f"generating ({label})", total=len(jobs))
     answers, seconds = timed(generate_answers, backend, jobs, config.max_new_tokens, config.batch_size,
                              _advancer(progress, task))
-    return rate_generations(inputs.prompts, jobs, answers, inputs.raters), seconds
+    generated = len({json.dumps(job.messages) for job in jobs})  # identical inputs were answered once
+    return rate_generations(inputs.prompts, jobs, answers, inputs.raters), seconds, generated
 
 
 def generate_all(model, tokenizer, inputs: Inputs, points, conditioned: bool, config: EvalConfig, progress,
@@ -187,8 +189,9 @@ def generate_all(model, tokenizer, inputs: Inputs, points, conditioned: bool, co
         if name == "policy" and mixer is not None:  # a soup mix changes per point: folded point by point
             generations[name], timing[f"generation_{name}_s"] = generate_soup_grid(
                 backend, mixer, inputs, points, config, progress)
+            timing[f"answers_generated_{name}"] = len(generations[name])  # every point is its own model
         else:
-            generations[name], timing[f"generation_{name}_s"] = generate_grid(
+            generations[name], timing[f"generation_{name}_s"], timing[f"answers_generated_{name}"] = generate_grid(
                 backend, inputs, points, conditioned, config, progress, name)
     return generations
 
@@ -279,12 +282,15 @@ def imitation_ceiling(inputs: Inputs, points) -> dict:
 
 
 def generation_cost(tokenizer, generations: dict, timing: dict) -> dict:
-    """Seconds per (prompt, lambda) answer and new tokens per second (answers re-tokenised), per model."""
+    """Seconds per generated answer and new tokens per second (answers re-tokenised), per model. A model
+    whose input is the same at every point (a base without header) answered each prompt once; its
+    copies hold the same answer, so they count once."""
     out = {}
     for name, gens in generations.items():
-        seconds = timing[f"generation_{name}_s"]
-        out[f"seconds_per_answer_{name}"] = round(seconds / max(len(gens), 1), 3)
-        out[f"tokens_per_s_{name}"] = round(count_tokens(tokenizer, gens) / max(seconds, 1e-9), 1)
+        seconds, generated = timing[f"generation_{name}_s"], timing[f"answers_generated_{name}"]
+        out[f"seconds_per_answer_{name}"] = round(seconds / max(generated, 1), 3)
+        tokens = count_tokens(tokenizer, gens) * generated / max(len(gens), 1)
+        out[f"tokens_per_s_{name}"] = round(tokens / max(seconds, 1e-9), 1)
     return out
 
 
