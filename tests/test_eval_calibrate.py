@@ -100,3 +100,12 @@ def test_training_a_soup_without_held_out_prompts_keeps_the_default_and_says_why
     calibrate_after_training(soup_run)  # its data marks no list held out
     assert "calibrate skipped" in capsys.readouterr().err
     assert json.loads((soup_run / "lwdpo.json").read_text()) == before
+
+
+def test_train_calibrates_a_soup_unless_told_a_strength_or_not_to(tmp_path):
+    from lwdpo_edge.train.cli_args import parse_train_args
+
+    default = parse_train_args(["--output", str(tmp_path / "a")])
+    assert default.calibrate and default.soup_strength is None  # chosen after training
+    assert not parse_train_args(["--output", str(tmp_path / "b"), "--no-calibrate"]).calibrate
+    assert parse_train_args(["--output", str(tmp_path / "c"), "--soup-strength", "1.5"]).soup_strength == 1.5
