@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -304,4 +304,24 @@ def candidate_logps(model, batch: PackedListwiseBatch, length_normalize: bool = 
     """Log-prob of every candidate of the batch under `model`, (B, N_max): each distinct sequence once,
     the LM head on candidate positions only (chunked). Training and evaluation both score lists here."""
     sums = scored_sequence_logps(model, batch.rows.model_inputs(), batch.rows.scored, chunked=chunked)  # (S,)
+    return on_candidate_grid(sums, batch, length_normalize)
+
+
+def fill_sequence_cache(cache: dict[str, float], batch: PackedListwiseBatch,
+                        sums_of: Callable[[SequenceRows], torch.Tensor], device) -> int:
+    """Store sums_of(rows) for the batch's sequences whose key `cache` lacks, computing only those
+    (their own rows, on `device`); returns how many were computed. The reference log-probs of
+    training's cache and of evaluation are kept this way."""
+    keys = batch.sequence_keys
+    missing = [s for s, key in enumerate(keys) if key not in cache]
+    if missing:
+        rows = batch.rows if len(missing) == len(keys) else batch.rows_for(missing).to(device)
+        cache.update(zip([keys[s] for s in missing], sums_of(rows).float().cpu().tolist()))
+    return len(missing)
+
+
+def cached_candidate_logps(cache: dict[str, float], batch: PackedListwiseBatch, length_normalize: bool,
+                           device) -> torch.Tensor:
+    """The batch's (B, N_max) candidate grid from `cache`'s per-sequence sums (every key present)."""
+    sums = torch.tensor([cache[key] for key in batch.sequence_keys], dtype=torch.float32, device=device)  # (S,)
     return on_candidate_grid(sums, batch, length_normalize)

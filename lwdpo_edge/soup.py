@@ -28,11 +28,11 @@ per lambda. Adapters with lambda_k = 0 are deactivated, so a vertex costs one ad
 
 Folded. Unmerged, every forward pays for K LoRA branches (measured with 3 adapters on the default
 135M model, 2 threads, in one process: scoring 16 held-out lists at 3 mixes took 118 s unmerged and
-68 s folded). Work that holds one lambda
-for many forwards (evaluation, calibration) uses `mixer.folded(lam)` instead: the mix is added into the
-base weights once, W' = W + sum_k c_k s_k B_k A_k, and the model runs with its adapters disabled, at
-the base model's speed. The same float sums in another order, so it agrees with the unmerged mix to
-float rounding; leaving the block restores the exact original weights.
+68 s folded). Work that holds one lambda for many forwards (evaluation, calibration) uses
+`mixer.folded(lam)` instead: the mix is added into the base weights once, W' = W + sum_k c_k s_k B_k A_k,
+and the model runs with its adapters disabled, at the base model's speed. The same float sums in
+another order, so it agrees with the unmerged mix to float rounding; leaving the block restores the
+exact original weights.
 
 `model.disable_adapter()` still gives the base model (the DPO reference and the baseline).
 """

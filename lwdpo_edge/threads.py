@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 SAMPLE_SECONDS = 0.5
 
@@ -53,3 +54,20 @@ def auto_threads(default: int) -> tuple[int, str]:
     threads = choose_threads(default, busy, cores)
     seen = "load unknown" if busy is None else f"{busy:.1f} of {cores} cores busy over the last {SAMPLE_SECONDS:g} s"
     return threads, f"{threads} thread(s) ({seen}; --threads N sets it)"
+
+
+@contextmanager
+def torch_threads(requested: int | None, announce: Callable[[str], None]) -> Iterator[int]:
+    """torch's CPU threads at `requested` inside the block (None: `auto_threads`, and `announce(why)`);
+    the caller's own setting again afterwards, since it is process-wide. Yields the thread count used."""
+    import torch  # torch: heavy; this module is imported where --help must stay fast
+
+    previous = torch.get_num_threads()
+    if not requested:
+        requested, why = auto_threads(previous)
+        announce(why)
+    torch.set_num_threads(requested)
+    try:
+        yield requested
+    finally:
+        torch.set_num_threads(previous)

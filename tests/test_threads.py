@@ -34,3 +34,18 @@ def test_the_real_reading_and_the_printed_reason():
     assert 0 <= idle <= total
     threads, why = auto_threads(2)
     assert threads in (1, 2) and why.startswith(f"{threads} thread(s) (") and "cores busy" in why
+
+
+def test_torch_threads_sets_the_count_inside_and_gives_the_callers_back():
+    import torch
+
+    from lwdpo_edge.threads import torch_threads
+
+    before = torch.get_num_threads()
+    said = []
+    with torch_threads(1, said.append) as used:
+        assert used == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before and said == []  # an explicit count is not announced
+    with torch_threads(None, said.append) as used:
+        assert torch.get_num_threads() == used >= 1
+    assert torch.get_num_threads() == before and len(said) == 1 and "thread(s)" in said[0]

@@ -28,7 +28,9 @@ from lwdpo_edge.batching import (
     PackedListwiseBatch,
     SequenceRows,
     encode_listwise,
+    cached_candidate_logps,
     encode_listwise_packed,
+    fill_sequence_cache,
     on_candidate_grid,
 )
 from lwdpo_edge.logprobs import scored_sequence_logps, sequence_logps
@@ -118,16 +120,15 @@ class LambdaDPOTrainer(Trainer):
         if cache is None:
             with peft_model.disable_adapter():
                 return self.candidate_logps(peft_model, batch)
-        keys = batch.sequence_keys
-        missing = [s for s, key in enumerate(keys) if key not in cache]
-        if missing:
-            rows = batch.rows if len(missing) == len(keys) else batch.rows_for(missing).to(self.accelerator.device)
+
+        def reference_sums(rows: SequenceRows) -> torch.Tensor:
             with peft_model.disable_adapter():
-                cache.update(zip([keys[s] for s in missing], self.sequence_sums(peft_model, rows).tolist()))
-        self._window["reference_computed"].append(len(missing))  # sequences per micro-batch
-        self._window["reference_cached"].append(len(keys) - len(missing))
-        sums = torch.tensor([cache[key] for key in keys], dtype=torch.float32, device=self.accelerator.device)
-        return self.on_candidate_grid(sums, batch)
+                return self.sequence_sums(peft_model, rows)
+
+        computed = fill_sequence_cache(cache, batch, reference_sums, self.accelerator.device)
+        self._window["reference_computed"].append(computed)  # sequences per micro-batch
+        self._window["reference_cached"].append(len(batch.sequence_keys) - computed)
+        return cached_candidate_logps(cache, batch, self.args.length_normalize, self.accelerator.device)
 
     def conditioned_sft_nll(self, policy_logps: torch.Tensor, batch: PackedListwiseBatch) -> torch.Tensor:
         """Mean per-token NLL of each list's lambda-best candidate (Rewards-in-Context style SFT), over the

@@ -32,12 +32,13 @@ import numpy as np
 from lwdpo_edge.contract import Conditioning, check_strength, read_run_manifest, update_run_manifest
 from lwdpo_edge.data.loaders import load_records
 from lwdpo_edge.decoding import REPETITION_PENALTY
-from lwdpo_edge.evaluate.controllability import controllability_report, generate_answers, make_jobs, rate_generations
+from lwdpo_edge.evaluate.controllability import (controllability_report, generate_answers, make_jobs,
+                                                 rate_generations, soup_answers)
 from lwdpo_edge.evaluate.grid import lambda_grid
 from lwdpo_edge.evaluate.heldout import HELDOUT, load_prompt_file, prompts_from_lists
 from lwdpo_edge.evaluate.rater_plugins import load_raters
 from lwdpo_edge.raters import HelpfulnessRater, default_raters
-from lwdpo_edge.threads import auto_threads
+from lwdpo_edge.threads import torch_threads
 
 STRENGTHS = (1.0, 1.5, 2.0, 2.5, 3.0)  # beyond 3 the demo run's vertices degenerate (docs/experiments.md)
 LOOP_MARGIN = 0.03  # a grid point may loop at most 3 points more often than the base model
@@ -118,13 +119,9 @@ def choose(rows: Sequence[dict]) -> tuple[float, str]:
 
 def answers_at(model, backend, prompts, points, objectives, strength, config, raters) -> list:
     """Rated greedy answers of the soup at every point at one strength, the mix folded per point."""
-    generations = []
-    for point in points:
-        jobs = make_jobs(prompts, [point], objectives, conditioned=False)
-        with model.soup_mixer.folded(point.lam, strength):
-            answers = generate_answers(backend, jobs, config.max_new_tokens, config.batch_size)
-        generations += rate_generations(prompts, jobs, answers, raters)
-    return generations
+    jobs, answers, _ = soup_answers(backend, model.soup_mixer, prompts, points, objectives, strength,
+                                    config.max_new_tokens, config.batch_size)
+    return rate_generations(prompts, jobs, answers, raters)
 
 
 def base_quality(model, tokenizer, prompts, objectives, config, raters) -> dict:
@@ -178,18 +175,11 @@ def run_calibration(config: CalibrationConfig, progress=print) -> dict:
     """Calibrate the run's steering strength and record it in its lwdpo.json; returns the record."""
     from lwdpo_edge.generate import load_run  # imports torch at its top
 
-    import torch  # torch: heavy, not needed to check the inputs
-
     manifest, prompts, rated = check_inputs(config)
-    threads, why = auto_threads(torch.get_num_threads())
-    progress(f"calibrate: {len(prompts)} held-out prompts x {len(config.strengths)} strengths; {why}")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    sizes = f"calibrate: {len(prompts)} held-out prompts x {len(config.strengths)} strengths"
+    with torch_threads(None, lambda why: progress(f"{sizes}; {why}")):
         model, tokenizer, _ = load_run(config.run_dir)
         record = calibrate_loaded(model, tokenizer, manifest, prompts, rated, config, progress)
-    finally:
-        torch.set_num_threads(previous)  # a process-wide setting: give the caller theirs back
     update_run_manifest(config.run_dir, soup_strength=record["chosen"], soup_calibration=record)
     progress(f"calibrate: steering strength {record['chosen']:g} ({record['why']}; {record['seconds']:g} s), "
              f"written to {Path(config.run_dir) / 'lwdpo.json'}")

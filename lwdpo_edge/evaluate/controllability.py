@@ -20,6 +20,7 @@ fresh text; others are listed as unrated.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,22 @@ def generate_answers(backend, jobs: Sequence[Job], max_new_tokens: int, batch_si
             answers[key] = answer
         advance(sum(copies[key] for key, _ in chunk))
     return [answers[key] for key in keys]
+
+
+def soup_answers(backend, mixer, prompts, points: Sequence[LambdaPoint], objectives, strength: float | None,
+                 max_new_tokens: int, batch_size: int,
+                 advance: Callable[[int], None] = lambda n: None) -> tuple[list[Job], list[str], float]:
+    """(jobs, answers, seconds spent generating) of a soup at every point, point-major, no header: the mix
+    at (point, strength) folded into the weights for that point (`SoupMixer.folded`, base-model speed).
+    `backend` runs the model as it is, which inside the fold is the mix with the adapters disabled."""
+    jobs, answers, seconds = [], [], 0.0
+    for point in points:
+        point_jobs = make_jobs(prompts, [point], objectives, conditioned=False)
+        started = time.perf_counter()
+        with mixer.folded(point.lam, strength):
+            answers += generate_answers(backend, point_jobs, max_new_tokens, batch_size, advance)
+        jobs, seconds = jobs + point_jobs, seconds + time.perf_counter() - started
+    return jobs, answers, seconds
 
 
 def rate_generations(prompts, jobs: Sequence[Job], answers: Sequence[str], raters: Mapping) -> list[Generation]:

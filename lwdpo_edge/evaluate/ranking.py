@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lwdpo_edge.batching import PackedListwiseBatch, candidate_logps, encode_listwise_packed, on_candidate_grid
+from lwdpo_edge.batching import (PackedListwiseBatch, cached_candidate_logps, candidate_logps, encode_listwise_packed,
+                                 fill_sequence_cache)
 from lwdpo_edge.evaluate.grid import LambdaPoint
 from lwdpo_edge.evaluate.metrics import (chance_ndcg, chance_top1, kendall_tau, mean_or_none, ndcg, rankable,
                                          standard_error_or_none, top1_accuracy)
@@ -115,6 +116,7 @@ def score_lists(model, tokenizer, records, points: Sequence[LambdaPoint], object
             for batch, chunk in zip(encoded[key], chunks):
                 _fill_reference(model, batch, reference_logps)
                 advance(len(chunk))
+    position = {i: n for n, i in enumerate(order)}  # file index -> place in the length order
     out = {}
     for point in points:
         batches = encoded[tuple(point.lam.items()) if settings.condition_on_lambda else ()]
@@ -122,9 +124,10 @@ def score_lists(model, tokenizer, records, points: Sequence[LambdaPoint], object
         with policy_at(point):
             for batch, chunk in zip(batches, chunks):
                 policy = candidate_logps(model, batch, settings.length_normalize).float().cpu()  # (B, N_max)
-                scored += _list_logps(chunk, batch, policy, reference_grid(batch, reference_logps, settings))
+                reference = cached_candidate_logps(reference_logps, batch, settings.length_normalize,
+                                                   batch.candidate_mask.device).cpu()  # (B, N_max)
+                scored += _list_logps(chunk, batch, policy, reference)
                 advance(len(chunk))
-        position = {i: n for n, i in enumerate(order)}
         out[point.name] = [scored[position[i]] for i in range(len(records))]  # back to file order
     return out
 
@@ -138,20 +141,11 @@ def _encode(records, lam: dict[str, float], tokenizer, objectives, settings: Ran
 
 def _fill_reference(model, batch: PackedListwiseBatch, reference_logps: dict[str, float]) -> None:
     """Summed reference log-prob of each of the batch's sequences not yet in `reference_logps`."""
-    missing = [s for s, key in enumerate(batch.sequence_keys) if key not in reference_logps]
-    if not missing:
-        return
-    rows = batch.rows if len(missing) == len(batch.sequences) else batch.rows_for(missing).to(model.device)
-    with model.disable_adapter():
-        sums = scored_sequence_logps(model, rows.model_inputs(), rows.scored, chunked=True)  # (len(missing),)
-    reference_logps.update(zip([batch.sequence_keys[s] for s in missing], sums.float().cpu().tolist()))
+    def reference_sums(rows) -> torch.Tensor:
+        with model.disable_adapter():
+            return scored_sequence_logps(model, rows.model_inputs(), rows.scored, chunked=True)  # (len(rows),)
 
-
-def reference_grid(batch: PackedListwiseBatch, reference_logps: dict[str, float],
-                   settings: RankingSettings) -> torch.Tensor:
-    """The batch's reference log-probs on its (B, N_max) grid, from the per-sequence cache."""
-    sums = torch.tensor([reference_logps[key] for key in batch.sequence_keys], dtype=torch.float32)  # (S,)
-    return on_candidate_grid(sums, batch.to("cpu"), settings.length_normalize)
+    fill_sequence_cache(reference_logps, batch, reference_sums, model.device)
 
 
 def _list_logps(records, batch: PackedListwiseBatch, policy: torch.Tensor, reference: torch.Tensor) -> list[ListLogps]:

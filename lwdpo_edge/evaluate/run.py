@@ -32,7 +32,8 @@ from lwdpo_edge.contract import (
     soup_adapter_dirs,
 )
 from lwdpo_edge.decoding import REPETITION_PENALTY, check_repetition_penalty
-from lwdpo_edge.evaluate.controllability import controllability_report, generate_answers, make_jobs, rate_generations
+from lwdpo_edge.evaluate.controllability import (controllability_report, generate_answers, make_jobs,
+                                                 rate_generations, soup_answers)
 from lwdpo_edge.evaluate.criteria import judge, judged_points
 from lwdpo_edge.evaluate.grid import GRID_KINDS, lambda_grid, ranking_points
 from lwdpo_edge.evaluate.heldout import load_heldout_lists, load_prompt_file, prompts_from_lists, user_question
@@ -42,7 +43,7 @@ from lwdpo_edge.evaluate.report import check_output_folder, write_report
 from lwdpo_edge.lambdas import LambdaError
 from lwdpo_edge.raters import default_raters
 from lwdpo_edge.soup import strength_for
-from lwdpo_edge.threads import auto_threads
+from lwdpo_edge.threads import torch_threads
 
 EVAL_VERSION = 1
 GRIDS = GRID_KINDS
@@ -187,9 +188,8 @@ def generate_all(model, tokenizer, inputs: Inputs, points, conditioned: bool, co
         backend = TransformersBackend(model, tokenizer, adapter=name == "policy",
                                       repetition_penalty=config.repetition_penalty)
         if name == "policy" and mixer is not None:  # a soup mix changes per point: folded point by point
-            generations[name], timing[f"generation_{name}_s"] = generate_soup_grid(
-                backend, mixer, inputs, points, config, progress)
-            timing[f"answers_generated_{name}"] = len(generations[name])  # every point is its own model
+            generations[name], timing[f"generation_{name}_s"], timing[f"answers_generated_{name}"] = (
+                generate_soup_grid(backend, mixer, inputs, points, config, progress))
         else:
             generations[name], timing[f"generation_{name}_s"], timing[f"answers_generated_{name}"] = generate_grid(
                 backend, inputs, points, conditioned, config, progress, name)
@@ -197,20 +197,16 @@ def generate_all(model, tokenizer, inputs: Inputs, points, conditioned: bool, co
 
 
 def generate_soup_grid(backend, mixer, inputs: Inputs, points, config: EvalConfig, progress):
-    """generate_grid for a soup run's policy: point by point, with the adapter mix at that point folded
-    into the weights (base-model speed) and no header; generations come back in make_jobs' prompt-major order.
-    `backend` runs the model as it is, which inside `mixer.folded` is the mix with the adapters disabled."""
+    """generate_grid for a soup run's policy (`soup_answers`: the mix folded point by point, no header);
+    generations come back in make_jobs' prompt-major order. Every point is its own model, so every
+    answer was generated."""
     task = progress.add_task("generating (policy, soup mix per point)", total=len(inputs.prompts) * len(points))
-    jobs, answers, seconds = [], [], 0.0
-    for point in points:
-        point_jobs = make_jobs(inputs.prompts, [point], inputs.objectives, conditioned=False)
-        with mixer.folded(point.lam, config.soup_strength):
-            point_answers, spent = timed(generate_answers, backend, point_jobs, config.max_new_tokens,
-                                         config.batch_size, _advancer(progress, task))
-        jobs, answers, seconds = jobs + point_jobs, answers + point_answers, seconds + spent
+    jobs, answers, seconds = soup_answers(backend, mixer, inputs.prompts, points, inputs.objectives,
+                                          config.soup_strength, config.max_new_tokens, config.batch_size,
+                                          _advancer(progress, task))
     order = sorted(range(len(jobs)), key=lambda i: jobs[i].prompt_index)  # stable: grid order within a prompt
     return (rate_generations(inputs.prompts, [jobs[i] for i in order], [answers[i] for i in order], inputs.raters),
-            round(seconds, 2))
+            round(seconds, 2), len(jobs))
 
 
 def timed(fn, *args):
@@ -225,22 +221,13 @@ def count_tokens(tokenizer, generations) -> int:
 
 def run_evaluation(config: EvalConfig, raters: Mapping | None = None) -> Path:
     """Evaluate the run folder and write the report folder; returns its path."""
-    import torch  # torch: heavy, not needed for --help
     from transformers.utils import logging as hf_logging  # transformers: heavy, not needed for --help
 
     started = time.perf_counter()
     inputs = prepare(config, raters)
     hf_logging.disable_progress_bar()  # one rich display; no tqdm "Loading weights" bars inside it
-    threads = torch.get_num_threads()
-    if not config.threads:
-        chosen, why = auto_threads(threads)
-        Console(stderr=True).print(f"eval: {why}", highlight=False)
-        config = replace(config, threads=chosen)
-    torch.set_num_threads(config.threads)
-    try:
-        return evaluate_loaded(config, inputs, started)
-    finally:
-        torch.set_num_threads(threads)  # a process-wide setting: give the caller theirs back
+    with torch_threads(config.threads, lambda why: Console(stderr=True).print(f"eval: {why}", highlight=False)) as n:
+        return evaluate_loaded(replace(config, threads=n), inputs, started)
 
 
 def evaluate_loaded(config: EvalConfig, inputs: Inputs, started: float) -> Path:
