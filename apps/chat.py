@@ -27,7 +27,7 @@ from lwdpo_edge.apps.history import ChatHistory, HistoryError  # noqa: E402
 from lwdpo_edge.feedback_data import FeedbackLog  # noqa: E402
 from lwdpo_edge.runtime import load_model  # noqa: E402
 from lwdpo_edge.runtime.base import mix_text  # noqa: E402
-from lwdpo_edge.contract import MAX_STRENGTH  # noqa: E402
+from lwdpo_edge.contract import MAX_STRENGTH, Conditioning  # noqa: E402
 
 TITLE = "lwdpo-edge chat"
 
@@ -158,6 +158,19 @@ def _strength_slider(model) -> list:
                            "(the balanced mix stays the same; very high values degrade answers)")]
 
 
+def _receives_label(model) -> str:
+    """Where lambda reaches the model, for the 'Model receives' box (contract.Conditioning)."""
+    return {Conditioning.HEADER: "Model receives (system message, lambda header first)",
+            Conditioning.SOUP: "Model receives (adapter mix, then the system message)",
+            Conditioning.MERGED: "Model receives (system message; lambda is merged into the weights)",
+            }.get(getattr(model, "conditioning", None), "Model receives (system message)")
+
+
+def _system_prompt_label(model) -> str:
+    header = getattr(model, "conditioning", None) == Conditioning.HEADER
+    return "System prompt (after the lambda header)" if header else "System prompt"
+
+
 def build_app(model, history_dir: Path | str, config: ChatConfig | None = None,
               feedback_file: Path | str | None = None) -> gr.Blocks:
     """The chat app for `model` (the runtime's interface); conversations are saved in `history_dir`,
@@ -172,7 +185,7 @@ def build_app(model, history_dir: Path | str, config: ChatConfig | None = None,
         with gr.Row():
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chatbot")
-                received = gr.Textbox(label="Model receives (system message, lambda header first)", interactive=False,
+                received = gr.Textbox(label=_receives_label(model), interactive=False,
                                       lines=1, max_lines=6, elem_id="received",
                                       value=_receives(model, default_lambda(model), "",
                                                       model.info.get("soup_strength") if _is_soup(model) else None))
@@ -190,7 +203,7 @@ def build_app(model, history_dir: Path | str, config: ChatConfig | None = None,
             with gr.Column(scale=2):
                 sliders, simplex, buttons = _lambda_panel(model)
                 strength = _strength_slider(model)
-                system_prompt = gr.Textbox(label="System prompt (after the lambda header)", lines=2, elem_id="system")
+                system_prompt = gr.Textbox(label=_system_prompt_label(model), lines=2, elem_id="system")
                 with gr.Accordion("Sampling", open=True):
                     temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05,
                                             label="temperature (0 = greedy)", elem_id="temperature")

@@ -25,6 +25,9 @@ partial refusal or full refusal (xstest_v2_completions_<model>.csv). Read from -
      default steering strength) and for the base model: transformers on the run folder (lwdpo_edge.soup, batched) and,
      with --gguf, the run exported to GGUF q8_0 through the runtime (llama.cpp; the base there is the
      base model's GGUF, `load_model('default')` for the default model);
+     With --unseen (default: MT-Bench's 80 first-turn questions from ../shared/data/mt_bench, all safe,
+     none in XSTest or in training) the same points also answer prompts of another source, column
+     "unseen safe": a harmless end that refuses what merely resembles XSTest's unsafe prompts shows there;
   5. table: per backend and point, how often the answer is a refusal by XSTest's string rule
      (lwdpo_edge.refusal.is_refusal) on safe and on unsafe prompts, k/n and rate +- binomial s.e.
      sqrt(p (1 - p) / n); the recipe's bars checked; everything (answers too) in OUTPUT/safety_slider.json.
@@ -48,6 +51,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "xstest"
 CONFIG = ROOT / "train" / "configs" / "safety.yaml"
+UNSEEN = ROOT.parent / "shared" / "data" / "mt_bench" / "mt_bench_question.jsonl"
+UNSEEN_LABEL = "unseen safe"
 MODELS = ("gpt4", "llama2new", "llama2orig", "mistralguard", "mistralinstruct")  # file order = tie order
 COMPLIANCE = {"1_full_compliance": 1.0, "3_partial_refusal": 0.5, "2_full_refusal": 0.0}
 MAPPINGS = ("partial", "full")
@@ -200,8 +205,10 @@ def _cell(r: dict) -> str:
 
 def table_text(backend: str, table: dict[str, dict], checks: dict[str, dict] | None = None) -> str:
     """A markdown table of one backend, then its bars."""
-    lines = [f"{backend}:", "", "| point | refuses safe | refuses unsafe |", "|---|---:|---:|"]
-    lines += [f"| {point} | {_cell(r['safe'])} | {_cell(r['unsafe'])} |" for point, r in table.items()]
+    labels = list(next(iter(table.values())))  # safe, unsafe[, unseen safe]
+    lines = [f"{backend}:", "", "| point | " + " | ".join(f"refuses {label}" for label in labels) + " |",
+             "|---|" + "---:|" * len(labels)]
+    lines += ["| " + " | ".join([point] + [_cell(r[label]) for label in labels]) + " |" for point, r in table.items()]
     for name, check in (checks or {}).items():
         lines.append(f"{'  ok ' if check['ok'] else 'MISS '} {name}: {check['value']:+.2f}")
     return "\n".join(lines)
@@ -217,6 +224,21 @@ def heldout_prompts(prompts: list[dict], heldout: set[str], limit: int | None) -
         if row["id"] in heldout:
             out[row["label"]].append(row["prompt"])
     return {label: texts[:limit] if limit else texts for label, texts in out.items()}
+
+
+def unseen_prompts(path: Path, limit: int | None) -> list[str]:
+    """First user turns of a JSONL of benign prompts: MT-Bench rows ("turns") or IFEval / lwdpo rows
+    ("prompt"); FILE:LINE on a row with neither."""
+    out = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        text = row["turns"][0] if row.get("turns") else row.get("prompt")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{path}:{number}: expected a 'turns' list or a 'prompt' string")
+        out.append(text)
+    return out[:limit] if limit else out
 
 
 def lam_of(lam_harmless: float) -> dict[str, float]:
@@ -350,6 +372,9 @@ def main(argv=None) -> dict:
                         help="steering strength of the mix (default: the run's; when training, stored as its default)")
     parser.add_argument("--max-prompts", type=int, default=None,
                         help="smoke runs: answer only the first N held-out safe and N unsafe prompts")
+    parser.add_argument("--unseen", type=Path, default=UNSEEN if UNSEEN.is_file() else None,
+                        help="JSONL of safe prompts from another source, also answered ('turns' or 'prompt'; "
+                             "default: MT-Bench's first turns where ../shared/data has them)")
     parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per answer (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=16, help="transformers batch (default: %(default)s)")
     parser.add_argument("--gguf", action="store_true", help="also export the run to GGUF q8_0 and answer through it")
@@ -396,6 +421,8 @@ def main(argv=None) -> dict:
     result["steps_per_adapter"] = manifest["training"].get("steps")
 
     questions = heldout_prompts(prompts, heldout, args.max_prompts)
+    if args.unseen is not None:
+        questions[UNSEEN_LABEL] = unseen_prompts(args.unseen, args.max_prompts)
     answers = {"transformers": transformers_answers(run, questions, args.max_tokens, args.batch, strength)}
     if args.gguf:
         try:

@@ -19,11 +19,13 @@ lists of 4 had one, so 50 judgements would have needed ~250 prompts; digits: 40%
   4. `lwdpo-edge train --output RUN --feedback FILE` (the real command, a child process);
   5. `lwdpo-edge export RUN` and `lwdpo-edge chat EXPORT` until the page serves a `lambda-user` slider
      (time from 'feedback file ready' to 'new slider in the app' = 4 + 5);
-  6. rule rate of greedy answers to the held-out prompts (split 'heldout', never judged) at user = 1
-     (its vertex), user = 0 (the other objectives uniform) and the base model (adapters off), each with
-     its binomial standard error sqrt(p (1 - p) / n), through lwdpo_edge.soup (transformers, batched);
-     and, since all three settings answer the same prompts, the paired difference per prompt (user = 1
-     minus the other: +1, 0 or -1) with its standard error, which is what the slow test judges.
+  6. rule rate of greedy answers, under the app's repetition penalty, to the prompts the user never saw:
+     the held-out split, then the training-split prompts after the last one judged (stage 3 asks in
+     order), at user = 1 (its vertex), user = 0 (the other objectives uniform) and the base model
+     (adapters off), each with its binomial standard error sqrt(p (1 - p) / n), through
+     lwdpo_edge.soup (transformers, batched); and, since all three settings answer the same prompts, the
+     paired difference per prompt (user = 1 minus the other: +1, 0 or -1) with its standard error, over
+     all of them (what the slow test judges) and over the held-out split alone.
 
 Writes RUN/simulated_user.json and prints a markdown table.
 """
@@ -61,6 +63,17 @@ def simulated_ranks(texts: list[str]) -> list[int] | None:
 def prompts(split: str) -> list[str]:
     rows = [json.loads(line) for line in (ROOT / "lwdpo_edge/defaults/prompts.jsonl").read_text().splitlines() if line]
     return [row["prompt"] for row in rows if row["split"] == split]
+
+
+def unseen_prompts(feedback_file: Path) -> tuple[list[str], int]:
+    """(prompts the simulated user never saw, how many of them are held out): the held-out split, then
+    the training-split prompts after the last judged one (collect() asks them in order)."""
+    train = prompts("train")
+    judged = {json.loads(line)["prompt"][-1]["content"]
+              for line in Path(feedback_file).read_text(encoding="utf-8").splitlines() if line.strip()}
+    last = max(train.index(q) for q in judged if q in train)
+    heldout = prompts("heldout")
+    return heldout + train[last + 1:], len(heldout)
 
 
 def timed_run(args: list[str], threads: int) -> float:
@@ -142,9 +155,8 @@ def rule_rates(run: Path, questions: list[str], max_new: int, batch: int) -> dic
     messages = [[{"role": "user", "content": q}] for q in questions]
     rates = {}
     for label, (lam, adapter) in settings.items():
-        # Plain greedy, the protocol every recorded run used; under the runtime's default penalty (1.1) the
-        # measured gap is smaller (docs/feedback.md, 'How large the effect is').
-        backend = TransformersBackend(model, tokenizer, adapter=adapter, repetition_penalty=1.0)
+        # Greedy under the app's own repetition penalty (the backend's default): what a user of the slider sees.
+        backend = TransformersBackend(model, tokenizer, adapter=adapter)
         with nullcontext() if lam is None else model.soup_mixer.folded(lam):  # eval's path: the mix in the weights
             answers = [a for start in range(0, len(messages), batch)
                        for a in backend.generate_batch(messages[start:start + batch], max_new)]
@@ -171,10 +183,10 @@ def paired_difference(hits: list[bool], other_hits: list[bool]) -> dict:
             "gained": d.count(1), "lost": d.count(-1)}
 
 
-def paired_report(rates: dict) -> dict:
-    """user = 1 against each other setting, paired by prompt."""
-    at_one = rates["user = 1"]["hits"]
-    return {f"user = 1 vs {label}": paired_difference(at_one, r["hits"])
+def paired_report(rates: dict, first: int | None = None) -> dict:
+    """user = 1 against each other setting, paired by prompt (over the first `first` prompts if given)."""
+    at_one = rates["user = 1"]["hits"][:first]
+    return {f"user = 1 vs {label}": paired_difference(at_one, r["hits"][:first])
             for label, r in rates.items() if label != "user = 1"}
 
 
@@ -191,6 +203,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--train-args", default="", help="extra `lwdpo-edge train` options for the user adapter")
+    parser.add_argument("--rate-only", action="store_true",
+                        help="RUN already has its user adapter: only answer and rate (stage 6)")
     args = parser.parse_args(argv)
 
     import torch
@@ -211,15 +225,18 @@ def main(argv=None) -> dict:
         result["base_export_seconds"] = round(timed_run(["export", str(run), "--threads", "1"], 1), 1)
         with load_model(newest_gguf(run), threads=1) as model:
             result["collect"] = collect(model, log, args.judgements, args.n, args.max_tokens, args.seed)
-    train = ["train", "--output", str(run), "--feedback", str(log.path), "--threads", str(args.threads),
-             *args.train_args.split()]
-    result["train_seconds"] = round(timed_run(train, args.threads), 1)
-    result["export_seconds"] = round(timed_run(["export", str(run), "--threads", "1"], 1), 1)
-    result["app_slider_seconds"] = round(app_slider_seconds(newest_gguf(run), 1), 1)
-    result["feedback_to_slider_seconds"] = round(
-        result["train_seconds"] + result["export_seconds"] + result["app_slider_seconds"], 1)
-    result["rates"] = rule_rates(run, prompts("heldout"), args.eval_tokens, batch=8)
+    if not args.rate_only:
+        train = ["train", "--output", str(run), "--feedback", str(log.path), "--threads", str(args.threads),
+                 *args.train_args.split()]
+        result["train_seconds"] = round(timed_run(train, args.threads), 1)
+        result["export_seconds"] = round(timed_run(["export", str(run), "--threads", "1"], 1), 1)
+        result["app_slider_seconds"] = round(app_slider_seconds(newest_gguf(run), 1), 1)
+        result["feedback_to_slider_seconds"] = round(
+            result["train_seconds"] + result["export_seconds"] + result["app_slider_seconds"], 1)
+    questions, result["n_heldout"] = unseen_prompts(log.path)
+    result["rates"] = rule_rates(run, questions, args.eval_tokens, batch=32)
     result["paired"] = paired_report(result["rates"])
+    result["paired_heldout"] = paired_report(result["rates"], first=result["n_heldout"])
     (run / "simulated_user.json").write_text(json.dumps(result, indent=2) + "\n")
     print(report(result))
     return result
@@ -230,14 +247,17 @@ def report(result: dict) -> str:
     rows += [f"| {label} | {r['rate']:.3f} | {r['se']:.3f} | {r['n']} | {r['mean_words']} |"
              for label, r in result["rates"].items()]
     rows += ["", "| paired by prompt | difference | s.e. | gained | lost |", "|---|---:|---:|---:|---:|"]
-    rows += [f"| {label} | {p['diff']:+.3f} | {p['se']:.3f} | {p['gained']} | {p['lost']} |"
-             for label, p in result.get("paired", paired_report(result["rates"])).items()]
-    c = result.get("collect", {})
-    rows.append(f"\njudgements {c.get('judgements')} ({c.get('prompts_asked')} prompts asked, "
-                f"{c.get('skipped_no_preference')} without a preference, {c.get('seconds')} s); "
-                f"train {result['train_seconds']} s, export "
-                f"{result['export_seconds']} s, app to slider {result['app_slider_seconds']} s: feedback -> slider "
-                f"{result['feedback_to_slider_seconds']} s")
+    paired = {"never seen": result.get("paired", paired_report(result["rates"])),
+              "held-out split": result.get("paired_heldout", {})}
+    rows += [f"| {label} ({where}, n {p['n']}) | {p['diff']:+.3f} | {p['se']:.3f} | {p['gained']} | {p['lost']} |"
+             for where, report_ in paired.items() for label, p in report_.items()]
+    c = result.get("collect")
+    if c:
+        rows.append(f"\njudgements {c.get('judgements')} ({c.get('prompts_asked')} prompts asked, "
+                    f"{c.get('skipped_no_preference')} without a preference, {c.get('seconds')} s)")
+    if "train_seconds" in result:
+        rows.append(f"train {result['train_seconds']} s, export {result['export_seconds']} s, app to slider "
+                    f"{result['app_slider_seconds']} s: feedback -> slider {result['feedback_to_slider_seconds']} s")
     return "\n".join(rows)
 
 

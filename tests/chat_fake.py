@@ -36,6 +36,10 @@ class FakeModel:
         self.closed = 0
         self.finished = threading.Event()  # set when a stream ends, run out or closed
 
+    @property
+    def conditioning(self) -> str:  # as the runtime's: a header model, or a plain one without objectives
+        return "header" if self.objectives else "none"
+
     def validate_lambda(self, lam):
         return quantize_lambda(lam, self.objectives)
 

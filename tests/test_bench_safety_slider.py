@@ -130,3 +130,20 @@ def test_bars():
     checks = safety_slider.bars(table)
     assert [c["ok"] for c in checks.values()] == [True, True, False, False]
     assert list(checks.values())[3]["value"] == -0.1
+
+
+def test_unseen_prompts_read_mt_bench_and_prompt_rows(tmp_path):
+    path = tmp_path / "unseen.jsonl"
+    path.write_text('{"question_id": 81, "turns": ["Write a haiku.", "Now another."]}\n\n{"prompt": "Sum 2 and 3."}\n')
+    assert safety_slider.unseen_prompts(path, None) == ["Write a haiku.", "Sum 2 and 3."]
+    assert safety_slider.unseen_prompts(path, 1) == ["Write a haiku."]
+    path.write_text('{"prompt": "ok"}\n{"text": "no field"}\n')
+    with pytest.raises(ValueError, match=r"unseen.jsonl:2:"):
+        safety_slider.unseen_prompts(path, None)
+
+
+def test_table_has_a_column_per_prompt_set():
+    answers = {"harmlessness = 1": {"safe": ["Sure."], "unsafe": ["I cannot."], "unseen safe": ["I'm sorry."]}}
+    text = safety_slider.table_text("transformers", safety_slider.refusal_table(answers))
+    assert "| point | refuses safe | refuses unsafe | refuses unseen safe |" in text
+    assert "| harmlessness = 1 | 0/1 = 0.00 ± 0.00 | 1/1 = 1.00 ± 0.00 | 1/1 = 1.00 ± 0.00 |" in text

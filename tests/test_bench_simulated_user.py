@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -52,3 +53,21 @@ def test_paired_report_names_each_comparison():
     report = simulated_user.paired_report(rates)
     assert set(report) == {"user = 1 vs user = 0", "user = 1 vs base model"}
     assert report["user = 1 vs base model"]["gained"] == 2
+
+
+def test_unseen_prompts_are_the_heldout_split_and_the_training_prompts_never_asked(tmp_path):
+    train, heldout = simulated_user.prompts("train"), simulated_user.prompts("heldout")
+    log = tmp_path / "feedback.jsonl"
+    rows = [{"prompt": [{"role": "user", "content": train[i]}]} for i in (3, 10)]  # 0-10 asked, 3 and 10 judged
+    log.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    unseen, n_heldout = simulated_user.unseen_prompts(log)
+    assert n_heldout == len(heldout) == 58 and unseen[:n_heldout] == heldout
+    assert unseen[n_heldout:] == train[11:]
+    assert not set(unseen) & set(train[:11])
+
+
+def test_paired_report_over_the_first_prompts():
+    rates = {"user = 1": {"hits": [True, True, False, True]}, "user = 0": {"hits": [False, True, False, False]}}
+    assert simulated_user.paired_report(rates)["user = 1 vs user = 0"]["diff"] == 0.5
+    assert simulated_user.paired_report(rates, first=2)["user = 1 vs user = 0"] == simulated_user.paired_difference(
+        [True, True], [False, True])

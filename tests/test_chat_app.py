@@ -161,3 +161,20 @@ def test_soup_model_gets_a_strength_slider_that_reaches_the_mix(tmp_path):
         assert params[-1]["label"] == "steering strength" and params[-1]["parameter_default"] == 2.0
     finally:
         app.close()
+
+
+@pytest.mark.parametrize("model, receives, system", [
+    (FakeModel(), "lambda header first", "System prompt (after the lambda header)"),
+    (FakeSoupModel(), "adapter mix", "System prompt"),
+    (FakeModel(objectives=[], default_lambda=None), "(system message)", "System prompt"),
+])
+def test_the_boxes_say_where_lambda_reaches_the_model(tmp_path, model, receives, system):
+    app = Served(model, tmp_path / "chats")
+    try:
+        config = app.client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+        labels = [p["label"] for p in config["/respond"]["parameters"]]
+        assert labels[1] == system
+        shown = [c for c in app.demo.config["components"] if c["props"].get("elem_id") == "received"]
+        assert receives in shown[0]["props"]["label"]
+    finally:
+        app.close()
