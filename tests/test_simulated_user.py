@@ -1,4 +1,4 @@
-"""Your own slider end to end on the real default model (slow: ~50 min at 1 thread; run with -m slow).
+"""Your own slider end to end on the real default model (slow: ~40 min at 1 thread; run with -m slow).
 
 A simulated user with a rule the project's raters do not know (prefers answers that give a number) makes
 ~50 judgements through the app's code path (bench/simulated_user.py); `lwdpo-edge train --feedback`
