@@ -96,6 +96,15 @@ def peak_rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo's first 'flags' line); empty where there is none."""
+    try:
+        line = next(line for line in open("/proc/cpuinfo") if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return set()
+    return set(line.split(":", 1)[1].split())
+
+
 def machine_line(threads: int | None = None) -> str:
     """CPU model, cores, RAM, torch version and threads: what a reader needs to compare timings."""
     import torch

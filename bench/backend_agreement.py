@@ -96,11 +96,11 @@ def main() -> None:
 
     import llama_cpp
 
+    from _common import cpu_flags
     from lwdpo_edge.export.gguf import convert_to_f16
     from lwdpo_edge.models import default_gguf, resolve_model
 
-    flags = (Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n")[0]
-             if Path("/proc/cpuinfo").exists() else "")
+    flags = cpu_flags()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU avx512f: "
           f"{'avx512f' in flags}; llama_cpp from {Path(llama_cpp.__file__).parent}")
     print(f"llama.cpp system info: {llama_cpp.llama_print_system_info().decode().strip()}")

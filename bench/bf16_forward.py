@@ -12,15 +12,15 @@ bf16 would add to every candidate's score.
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import time
-from pathlib import Path
 
 
-def cpu_flags() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    return " ".join(sorted(set(re.findall(r"\b(avx512[a-z_0-9]*|amx[a-z_0-9]*|avx2)\b", text)))) or "unknown"
+def vector_flags() -> str:
+    """The CPU's AVX2 / AVX-512 / AMX flags: which kernels a bf16 matmul can use."""
+    from _common import cpu_flags
+
+    return " ".join(sorted(f for f in cpu_flags() if f == "avx2" or f.startswith(("avx512", "amx")))) or "unknown"
 
 
 def forward_logps(model, tokens, bf16: bool):
@@ -59,7 +59,7 @@ def main(argv=None) -> dict:
             seconds[name].append(took)
     error = (logps - reference).abs()  # (B, T, V), the last bf16 pass
     sequence_error = (logps - reference).gather(-1, tokens.unsqueeze(-1)).sum(dim=(1, 2)).abs()  # (B,)
-    result = {"cpu": cpu_flags(), "threads": args.threads,
+    result = {"cpu": vector_flags(), "threads": args.threads,
               "fp32_s": statistics.median(seconds["fp32"]), "bf16_s": statistics.median(seconds["bf16"]),
               "max_token_error": float(error.max()), "mean_token_error": float(error.mean()),
               "max_row_error": float(sequence_error.max())}
